@@ -1,0 +1,477 @@
+//! The one typed `Config`, merged from defaults < ini < env < command line by [`Config::load`].
+
+mod cli;
+pub mod ini;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A configuration problem; the message names the option, its value and where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The command line could not be parsed (unknown option, missing value).
+    #[error("{0}")]
+    Cli(String),
+    /// An option has a value of the wrong shape.
+    #[error("invalid {option} \"{value}\" {source_desc}: {reason}")]
+    Invalid {
+        /// The option's name.
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// "on the command line", "in uwsgi.ini", "in $UWSGI_PROCESSES".
+        source_desc: String,
+        /// What was expected.
+        reason: String,
+    },
+    /// An ini file could not be read or parsed.
+    #[error("cannot read ini {file}: {reason}")]
+    Ini {
+        /// The file (and line).
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// An ini key or option that headrace does not know.
+    #[error("unknown option \"{key}\" {source_desc}")]
+    Unknown {
+        /// The key.
+        key: String,
+        /// Where it came from.
+        source_desc: String,
+    },
+    /// Something required is missing.
+    #[error("{0}")]
+    Missing(&'static str),
+}
+
+/// What `--help` and `--version` ask for instead of serving.
+#[derive(Debug)]
+pub enum Request {
+    /// Serve with this configuration.
+    Serve(Box<Config>),
+    /// Print this text (help or version) and exit 0.
+    Print(String),
+}
+
+/// Where the WSGI app comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppSource {
+    /// `--wsgi-file`.
+    File(PathBuf),
+    /// `--module mod[:callable]`.
+    Module(String),
+}
+
+/// A socket address to bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// TCP, v4 or v6.
+    Tcp(SocketAddr),
+    /// A unix socket path.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(a) => write!(f, "{a}"),
+            Self::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// The validated configuration every process works from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Sockets served with HTTP by the workers (`--http-socket`, and `--http` for now).
+    pub http_sockets: Vec<ListenAddr>,
+    /// The app.
+    pub app: AppSource,
+    /// The callable's name in the app module.
+    pub callable: String,
+    /// Directory to change to before loading.
+    pub chdir: Option<PathBuf>,
+    /// Extra `sys.path` entries.
+    pub pythonpath: Vec<String>,
+    /// Worker processes.
+    pub processes: usize,
+    /// Request threads per worker.
+    pub threads: usize,
+    /// Load the app in each worker after fork.
+    pub lazy_apps: bool,
+    /// Listen backlog.
+    pub listen: i32,
+    /// Environment variables to set.
+    pub env: Vec<(String, String)>,
+    /// Request logging off.
+    pub disable_logging: bool,
+    /// Log file.
+    pub logto: Option<PathBuf>,
+    /// Pid file.
+    pub pidfile: Option<PathBuf>,
+    /// Largest request head.
+    pub buffer_size: usize,
+    /// Largest request body (0 = unlimited).
+    pub limit_post: u64,
+    /// Idle keep-alive timeout.
+    pub keepalive_timeout: Duration,
+    /// Head read timeout and read/write stall timeout.
+    pub socket_timeout: Duration,
+    /// Warnings to log at startup (compat options used).
+    pub warnings: Vec<String>,
+}
+
+/// Where a raw value came from, for error messages.
+#[derive(Debug, Clone)]
+enum Source {
+    Default,
+    Ini(String),
+    Env(String),
+    Cli,
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match self {
+            Self::Default => "(default)".to_owned(),
+            Self::Ini(f) => format!("in {f}"),
+            Self::Env(v) => format!("in ${v}"),
+            Self::Cli => "on the command line".to_owned(),
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            Self::Default => 0,
+            Self::Ini(_) => 1,
+            Self::Env(_) => 2,
+            Self::Cli => 3,
+        }
+    }
+}
+
+/// Raw values per option name, before typing.
+#[derive(Default)]
+struct Raw {
+    values: HashMap<&'static str, Vec<(String, Source)>>,
+}
+
+impl Raw {
+    fn push(&mut self, spec: &'static spec::OptSpec, value: String, source: Source) {
+        self.values.entry(spec.name).or_default().push((value, source));
+    }
+
+    /// The winning value of a single-valued option: highest-ranked source, last given.
+    fn get(&self, name: &'static str) -> Option<&(String, Source)> {
+        let list = self.values.get(name)?;
+        let top = list.iter().map(|(_, s)| s.rank()).max()?;
+        list.iter().rev().find(|(_, s)| s.rank() == top)
+    }
+
+    /// Every value of a repeatable option, lowest-ranked source first.
+    fn all(&self, name: &'static str) -> Vec<&(String, Source)> {
+        let mut v: Vec<&(String, Source)> = self
+            .values
+            .get(name)
+            .map(|l| l.iter().filter(|(_, s)| !matches!(s, Source::Default)).collect())
+            .unwrap_or_default();
+        v.sort_by_key(|(_, s)| s.rank());
+        v
+    }
+
+    fn str(&self, name: &'static str) -> Option<String> {
+        self.get(name).map(|(v, _)| v.clone())
+    }
+
+    fn flag(&self, name: &'static str) -> Result<bool, ConfigError> {
+        let Some((v, src)) = self.get(name) else {
+            return Ok(false);
+        };
+        parse_bool(v).ok_or_else(|| invalid(name, v, src, "expected true or false"))
+    }
+
+    fn number<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        min: T,
+        what: &str,
+    ) -> Result<T, ConfigError>
+    where
+        T: PartialOrd,
+    {
+        let (v, src) = self
+            .get(name)
+            .ok_or(ConfigError::Missing("internal: option without default"))?;
+        match v.trim().parse::<T>() {
+            Ok(n) if n >= min => Ok(n),
+            _ => Err(invalid(name, v, src, what)),
+        }
+    }
+
+    fn seconds(&self, name: &'static str) -> Result<Duration, ConfigError> {
+        self.number::<u64>(name, 1, "expected a whole number of seconds, at least 1")
+            .map(Duration::from_secs)
+    }
+}
+
+fn invalid(option: &'static str, value: &str, src: &Source, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        option,
+        value: value.to_owned(),
+        source_desc: src.describe(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "" | "1" | "true" | "yes" | "on" | "y" => Some(true),
+        "0" | "false" | "no" | "off" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parse a uWSGI socket address: `:8000` (all IPv4 interfaces), `host:port`, `[v6]:port`, or a
+/// path (anything with a `/` or without a port) for a unix socket.
+pub fn parse_addr(s: &str) -> Result<ListenAddr, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("expected an address like :8000, 127.0.0.1:8000 or /path.sock".to_owned());
+    }
+    if s.contains('/') || !s.contains(':') {
+        return Ok(ListenAddr::Unix(PathBuf::from(s)));
+    }
+    let full = if let Some(port) = s.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else {
+        s.to_owned()
+    };
+    if let Ok(a) = full.parse::<SocketAddr>() {
+        return Ok(ListenAddr::Tcp(a));
+    }
+    let (_, port) = full.rsplit_once(':').unwrap_or((&full, ""));
+    if port.parse::<u16>().is_err() {
+        return Err(format!("port \"{port}\" is not a number from 0 to 65535"));
+    }
+    full.to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .map(ListenAddr::Tcp)
+        .ok_or_else(|| "cannot resolve host".to_owned())
+}
+
+impl Config {
+    /// Build the configuration from argv (argv[0] is the program) and the environment.
+    pub fn load(argv: &[String], env: &[(String, String)]) -> Result<Request, ConfigError> {
+        let mut raw = Raw::default();
+        for spec in spec::OPTIONS {
+            if let Some(d) = spec.default {
+                raw.push(spec, d.to_owned(), Source::Default);
+            }
+        }
+        let cli = match cli::parse(argv)? {
+            cli::Parsed::Print(text) => return Ok(Request::Print(text)),
+            cli::Parsed::Values(v) => v,
+        };
+        // Ini files: named on the command line (--ini or a positional *.ini) or in the env.
+        let mut ini_files: Vec<String> = cli
+            .iter()
+            .filter(|(s, _)| s.name == "ini")
+            .map(|(_, v)| v.clone())
+            .collect();
+        for (k, v) in env {
+            if (k == "UWSGI_INI" || k == "HEADRACE_INI") && ini_files.is_empty() {
+                ini_files.push(v.clone());
+            }
+        }
+        for file in &ini_files {
+            for (key, value) in ini::read(file)? {
+                let spec = spec::find(&key).ok_or_else(|| ConfigError::Unknown {
+                    key: key.clone(),
+                    source_desc: format!("in {file}"),
+                })?;
+                raw.push(spec, value, Source::Ini(file.clone()));
+            }
+        }
+        for (k, v) in env {
+            let Some(name) = k
+                .strip_prefix("HEADRACE_")
+                .or_else(|| k.strip_prefix("UWSGI_"))
+            else {
+                continue;
+            };
+            let name = name.to_ascii_lowercase().replace('_', "-");
+            // Unknown UWSGI_* variables are ignored: uWSGI itself sets some in its children.
+            if let Some(spec) = spec::find(&name) {
+                if spec.name != "ini" {
+                    raw.push(spec, v.clone(), Source::Env(k.clone()));
+                }
+            }
+        }
+        for (spec, value) in cli {
+            raw.push(spec, value, Source::Cli);
+        }
+        Self::from_raw(&raw).map(|c| Request::Serve(Box::new(c)))
+    }
+
+    fn from_raw(raw: &Raw) -> Result<Self, ConfigError> {
+        let mut warnings = Vec::new();
+        for spec in spec::OPTIONS {
+            if let (Some(why), Some((v, src))) = (spec.compat, raw.get(spec.name)) {
+                if !matches!(src, Source::Default) && parse_bool(v) != Some(false) {
+                    warnings.push(format!("option --{} {}: {why}", spec.name, src.describe()));
+                }
+            }
+        }
+        let mut http_sockets = Vec::new();
+        for name in ["http-socket", "http"] {
+            for (v, src) in raw.all(name) {
+                let addr = parse_addr(v).map_err(|r| invalid(name, v, src, &r))?;
+                http_sockets.push(addr);
+            }
+        }
+        if http_sockets.is_empty() {
+            return Err(ConfigError::Missing(
+                "no socket to serve: give --http-socket ADDR or --http ADDR",
+            ));
+        }
+        let app = match (raw.get("wsgi-file"), raw.get("module")) {
+            (Some((f, _)), None) => AppSource::File(PathBuf::from(f)),
+            (None, Some((m, _))) => AppSource::Module(m.clone()),
+            (Some((f, fs)), Some((m, ms))) => {
+                if fs.rank() >= ms.rank() {
+                    AppSource::File(PathBuf::from(f))
+                } else {
+                    AppSource::Module(m.clone())
+                }
+            }
+            (None, None) => {
+                return Err(ConfigError::Missing(
+                    "no app to serve: give --wsgi-file FILE or --module MODULE[:CALLABLE]",
+                ))
+            }
+        };
+        let mut env = Vec::new();
+        for (v, src) in raw.all("env") {
+            let (k, val) = v
+                .split_once('=')
+                .ok_or_else(|| invalid("env", v, src, "expected KEY=VALUE"))?;
+            env.push((k.to_owned(), val.to_owned()));
+        }
+        let callable = raw.str("callable").unwrap_or_else(|| "application".to_owned());
+        if callable.is_empty() {
+            return Err(invalid("callable", "", &Source::Cli, "expected a name"));
+        }
+        Ok(Self {
+            http_sockets,
+            app,
+            callable,
+            chdir: raw.str("chdir").map(PathBuf::from),
+            pythonpath: raw.all("pythonpath").into_iter().map(|(v, _)| v.clone()).collect(),
+            processes: raw.number("processes", 1, "expected a whole number of processes, at least 1")?,
+            threads: raw.number("threads", 1, "expected a whole number of threads, at least 1")?,
+            lazy_apps: raw.flag("lazy-apps")?,
+            listen: raw.number("listen", 1, "expected a backlog size, at least 1")?,
+            env,
+            disable_logging: raw.flag("disable-logging")?,
+            logto: raw.str("logto").map(PathBuf::from),
+            pidfile: raw.str("pidfile").map(PathBuf::from),
+            buffer_size: raw.number("buffer-size", 1024, "expected a size in bytes, at least 1024")?,
+            limit_post: raw.number("limit-post", 0, "expected a size in bytes (0 = no limit)")?,
+            keepalive_timeout: raw.seconds("http-keepalive")?,
+            socket_timeout: raw.seconds("socket-timeout")?,
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let argv: Vec<String> = std::iter::once("headrace")
+            .chain(args.iter().copied())
+            .map(str::to_owned)
+            .collect();
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        match Config::load(&argv, &env)? {
+            Request::Serve(c) => Ok(*c),
+            Request::Print(_) => panic!("unexpected print"),
+        }
+    }
+
+    #[test]
+    fn addresses() {
+        let cases: &[(&str, Option<ListenAddr>)] = &[
+            (":8000", Some(ListenAddr::Tcp("0.0.0.0:8000".parse().unwrap()))),
+            ("127.0.0.1:80", Some(ListenAddr::Tcp("127.0.0.1:80".parse().unwrap()))),
+            ("[::1]:9", Some(ListenAddr::Tcp("[::1]:9".parse().unwrap()))),
+            ("/tmp/x.sock", Some(ListenAddr::Unix("/tmp/x.sock".into()))),
+            ("127.0.0.1:http", None),
+            ("127.0.0.1:70000", None),
+            ("", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_addr(input).ok(), *want, "{input}");
+        }
+    }
+
+    #[test]
+    fn precedence_default_ini_env_cli() {
+        let dir = std::env::temp_dir().join(format!("hr-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ini = dir.join("u.ini");
+        std::fs::write(&ini, "[uwsgi]\nprocesses = 3\nthreads = 2\nenv = A=1\nhttp-socket = :9000\nwsgi-file = app.py\n").unwrap();
+        let ini = ini.to_str().unwrap();
+        let c = load(&["--ini", ini], &[]).unwrap();
+        assert_eq!((c.processes, c.threads), (3, 2));
+        let c = load(&["--ini", ini], &[("UWSGI_PROCESSES", "4")]).unwrap();
+        assert_eq!(c.processes, 4);
+        let c = load(&["--ini", ini, "-p", "5", "--env", "B=2"], &[("UWSGI_PROCESSES", "4")]).unwrap();
+        assert_eq!(c.processes, 5);
+        assert_eq!(c.env, vec![("A".into(), "1".into()), ("B".into(), "2".into())]);
+        let c = load(&[ini], &[]).unwrap();
+        assert_eq!(c.processes, 3, "a positional .ini is read like --ini");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_option_and_source() {
+        let base = ["--http-socket", ":0", "--wsgi-file", "a.py"];
+        let with = |extra: &[&str]| {
+            let mut v: Vec<&str> = base.to_vec();
+            v.extend_from_slice(extra);
+            load(&v, &[]).unwrap_err().to_string()
+        };
+        assert_eq!(
+            with(&["--processes", "abc"]),
+            "invalid processes \"abc\" on the command line: expected a whole number of processes, at least 1"
+        );
+        assert!(with(&["--bogus"]).contains("--bogus"));
+        assert!(with(&["--env", "NOEQUALS"]).contains("invalid env"));
+        let e = load(&["--wsgi-file", "a.py"], &[("UWSGI_THREADS", "0"), ("UWSGI_HTTP_SOCKET", ":1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("threads \"0\" in $UWSGI_THREADS"), "{e}");
+        assert!(load(&["--wsgi-file", "a.py"], &[]).unwrap_err().to_string().contains("no socket"));
+    }
+
+    #[test]
+    fn flags_and_aliases() {
+        let c = load(
+            &["--http", "127.0.0.1:1", "-w", "pkg.mod:app", "--workers", "2", "--master", "-L", "--lazy-apps", "--vacuum"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.app, AppSource::Module("pkg.mod:app".into()));
+        assert_eq!(c.processes, 2);
+        assert!(c.disable_logging && c.lazy_apps);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    }
+}

@@ -1,0 +1,258 @@
+//! The request-head parser: `httparse` for the syntax, then RFC 9112's framing rules.
+
+use super::HttpError;
+use std::ops::Range;
+
+/// Most header lines accepted in one request (431 beyond).
+pub const MAX_HEADERS: usize = 100;
+
+/// Limits applied while parsing.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest head in bytes (`--buffer-size`).
+    pub head: usize,
+    /// Largest body in bytes (`--limit-post`, 0 = none).
+    pub body: u64,
+}
+
+/// HTTP version of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0
+    Http10,
+    /// HTTP/1.1
+    Http11,
+}
+
+impl Version {
+    /// `HTTP/1.x` as text.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http10 => "HTTP/1.0",
+            Self::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// `Content-Length: n` (n > 0).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A parsed request head. Text fields are ranges into the buffer that was parsed, which stays
+/// untouched until the environ is built.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    /// Method token.
+    pub method: Range<usize>,
+    /// Request target as sent.
+    pub target: Range<usize>,
+    /// Protocol version.
+    pub version: Version,
+    /// Header (name, value) ranges in order.
+    pub headers: Vec<(Range<usize>, Range<usize>)>,
+    /// Bytes of the head, including the blank line.
+    pub len: usize,
+    /// Body framing.
+    pub framing: Framing,
+    /// The client allows keeping the connection open after this request.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` was sent.
+    pub expect_continue: bool,
+    /// The method is HEAD (no response body).
+    pub is_head: bool,
+}
+
+fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
+    // httparse returns subslices of `buf`; their offset is a pointer difference.
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+fn parse_content_length(v: &[u8]) -> Option<u64> {
+    // RFC 9110 §8.6: 1*DIGIT. No sign, no spaces inside, no list.
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Parse a request head from the start of `buf`. `Ok(None)`: need more bytes.
+pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, HttpError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    let used = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= limits.head {
+                let line_done = memchr::memchr(b'\n', buf).is_some();
+                return Err(if line_done {
+                    HttpError::HeadTooLarge(limits.head)
+                } else {
+                    HttpError::UriTooLong(limits.head)
+                });
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::Version) => return Err(HttpError::Version),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders(MAX_HEADERS)),
+        Err(httparse::Error::Token) => return Err(HttpError::BadRequest("invalid token in request line")),
+        Err(httparse::Error::HeaderName) => return Err(HttpError::BadRequest("invalid header name")),
+        Err(httparse::Error::HeaderValue) => return Err(HttpError::BadRequest("invalid header value")),
+        Err(httparse::Error::NewLine) => return Err(HttpError::BadRequest("invalid line ending")),
+        Err(_) => return Err(HttpError::BadRequest("malformed request line")),
+    };
+    if used > limits.head {
+        return Err(HttpError::HeadTooLarge(limits.head));
+    }
+    let method = req.method.unwrap_or_default().as_bytes();
+    let target = req.path.unwrap_or_default().as_bytes();
+    let version = match req.version {
+        Some(0) => Version::Http10,
+        Some(1) => Version::Http11,
+        _ => return Err(HttpError::Version),
+    };
+    let mut head = RequestHead {
+        method: range_of(buf, method),
+        target: range_of(buf, target),
+        version,
+        headers: Vec::with_capacity(req.headers.len()),
+        len: used,
+        framing: Framing::None,
+        keep_alive: version == Version::Http11,
+        expect_continue: false,
+        is_head: method == b"HEAD",
+    };
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = h.value;
+        head.headers.push((range_of(buf, name), range_of(buf, value)));
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_content_length(value)
+                .ok_or(HttpError::BadRequest("invalid Content-Length"))?;
+            if content_length.is_some_and(|prev| prev != n) {
+                return Err(HttpError::BadRequest("conflicting Content-Length headers"));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if chunked {
+                return Err(HttpError::BadRequest("chunked applied twice"));
+            }
+            // RFC 9112 §6.1: chunked must be the final coding; we implement no other.
+            if !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(HttpError::NotImplemented);
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            if has_token(value, b"close") {
+                head.keep_alive = false;
+            } else if version == Version::Http10 && has_token(value, b"keep-alive") {
+                head.keep_alive = true;
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            head.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+    head.framing = match (content_length, chunked) {
+        (Some(_), true) => {
+            // RFC 9112 §6.3: a smuggling vector; reject rather than guess.
+            return Err(HttpError::BadRequest("both Content-Length and Transfer-Encoding"));
+        }
+        (None, true) if version == Version::Http10 => {
+            return Err(HttpError::BadRequest("chunked body in HTTP/1.0"));
+        }
+        (None, true) => Framing::Chunked,
+        (Some(0) | None, false) => Framing::None,
+        (Some(n), false) => Framing::Length(n),
+    };
+    if let Framing::Length(n) = head.framing {
+        if limits.body > 0 && n > limits.body {
+            return Err(HttpError::BodyTooLarge(limits.body));
+        }
+    }
+    if head.framing == Framing::None {
+        head.expect_continue = false;
+    }
+    Ok(Some(head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits { head: 256, body: 1000 };
+
+    fn parse(raw: &[u8]) -> Result<Option<RequestHead>, HttpError> {
+        parse_head(raw, LIMITS)
+    }
+
+    #[test]
+    fn complete_partial_and_framing() {
+        let h = parse(b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\nrest").unwrap().unwrap();
+        let raw = b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\nrest";
+        assert_eq!(&raw[h.target.clone()], b"/a?b");
+        assert_eq!(h.len, raw.len() - 4);
+        assert!(h.keep_alive);
+        assert_eq!(h.framing, Framing::None);
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+        assert!(parse(b"GE").unwrap().is_none());
+        assert!(parse(b"").unwrap().is_none());
+        let table: &[(&[u8], Framing, bool)] = &[
+            (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n", Framing::Length(5), true),
+            (b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n", Framing::Length(5), true),
+            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", Framing::Chunked, true),
+            (b"GET / HTTP/1.0\r\n\r\n", Framing::None, false),
+            (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", Framing::None, true),
+            (b"GET / HTTP/1.1\r\nConnection: TE, close\r\n\r\n", Framing::None, false),
+        ];
+        for (raw, framing, ka) in table {
+            let h = parse(raw).unwrap().unwrap();
+            assert_eq!((h.framing, h.keep_alive), (*framing, *ka), "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn rejections() {
+        let long_target = format!("GET /{} HTTP/1.1\r\n", "a".repeat(300));
+        let big_head = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(300));
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(MAX_HEADERS + 1));
+        let table: Vec<(Vec<u8>, u16)> = vec![
+            (b"GARBAGE\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/2.0\r\n\r\n".to_vec(), 505),
+            (b"GET / HTTP/1.2\r\n\r\n".to_vec(), 505),
+            (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/1.1\r\nX : y\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n".to_vec(), 400),
+            (b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n".to_vec(), 400),
+            (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n".to_vec(), 400),
+            (b"POST / HTTP/1.1\r\nContent-Length: 1,2\r\n\r\n".to_vec(), 400),
+            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec(), 400),
+            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), 400),
+            (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(), 501),
+            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), 400),
+            (b"POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n".to_vec(), 413),
+            (long_target.into_bytes(), 414),
+            (big_head.into_bytes(), 431),
+            (many.into_bytes(), 431),
+        ];
+        for (raw, status) in table {
+            let got = parse(&raw).map(|_| ()).unwrap_err();
+            assert_eq!(got.status(), status, "{}", String::from_utf8_lossy(&raw));
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! headrace: a Python application server with uWSGI's words and a Rust core.
+//!
+//! This file holds the Python module only; see DESIGN.md for the map.
+
+pub mod config;
+pub mod http;
+pub mod log;
+pub mod master;
+pub mod scoreboard;
+pub mod sys;
+pub mod worker;
+pub mod wsgi;
+
+use pyo3::prelude::*;
+
+/// `headrace._headrace.run(argv)`: the console script's body. Returns the exit code.
+#[pyfunction]
+fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
+    master::main(py, &argv)
+}
+
+#[pymodule]
+fn _headrace(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(run, m)?)?;
+    wsgi::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! Raw file-descriptor operations: nonblocking socket I/O, epoll, poll, sendfile.
+//! All functions return `io::Result` and never block unless their name says they wait.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn cvt_size(r: libc::ssize_t) -> io::Result<usize> {
+    usize::try_from(r).map_err(|_| io::Error::last_os_error())
+}
+
+/// Accept one connection from a nonblocking listening socket. The new socket is nonblocking and
+/// close-on-exec. Returns the peer address (`None` for unix sockets).
+pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+    // SAFETY: sockaddr_storage is plain old data; zeroed is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_storage>())
+        .expect("sockaddr_storage fits socklen_t");
+    // SAFETY: storage/len describe a writable buffer of the right size; the kernel writes at most
+    // `len` bytes and returns a new fd that we own.
+    let fd = cvt(unsafe {
+        libc::accept4(
+            listener,
+            std::ptr::addr_of_mut!(storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    })?;
+    // SAFETY: accept4 returned a fresh descriptor that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok((owned, sockaddr_to_std(&storage)))
+}
+
+fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: ss_family says the storage holds a sockaddr_in, which it is large enough for.
+            let a: &libc::sockaddr_in = unsafe { &*std::ptr::from_ref(storage).cast() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: ss_family says the storage holds a sockaddr_in6.
+            let a: &libc::sockaddr_in6 = unsafe { &*std::ptr::from_ref(storage).cast() };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// The local address of a socket (`None` for unix sockets).
+pub fn local_addr(fd: RawFd) -> Option<SocketAddr> {
+    // SAFETY: as in `accept`: a zeroed sockaddr_storage and its size.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_storage>()).ok()?;
+    // SAFETY: the kernel writes at most `len` bytes into storage.
+    let r = unsafe { libc::getsockname(fd, std::ptr::addr_of_mut!(storage).cast(), &mut len) };
+    if r < 0 {
+        return None;
+    }
+    sockaddr_to_std(&storage)
+}
+
+/// Read into `buf` without blocking (the fd is nonblocking). `Ok(0)` is end of stream.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid writable region of buf.len() bytes.
+    cvt_size(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// Send without blocking and without SIGPIPE.
+pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid readable region of buf.len() bytes.
+    cvt_size(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) })
+}
+
+/// Gathering send of up to 64 slices, without blocking and without SIGPIPE.
+pub fn sendv(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
+    let mut iov: [libc::iovec; 64] = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 64];
+    let n = bufs.len().min(iov.len());
+    for (slot, b) in iov.iter_mut().zip(bufs) {
+        slot.iov_base = b.as_ptr().cast_mut().cast();
+        slot.iov_len = b.len();
+    }
+    // SAFETY: msghdr is plain old data; we fill in the iovec array that outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = n;
+    // SAFETY: every iovec points into a live slice of `bufs`; sendmsg only reads them.
+    cvt_size(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) })
+}
+
+/// `sendfile(2)` from `file` at `offset` without blocking. Advances `offset`.
+pub fn sendfile(out: RawFd, file: RawFd, offset: &mut i64, count: usize) -> io::Result<usize> {
+    // SAFETY: offset points to a live i64; both fds are open descriptors owned by the caller.
+    cvt_size(unsafe { libc::sendfile(out, file, offset, count) })
+}
+
+/// Wait until `fd` is readable (`write == false`) or writable, or the timeout passes.
+/// Returns `Ok(false)` on timeout. Blocks: call with the GIL released.
+pub fn wait_ready(fd: RawFd, write: bool, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: if write { libc::POLLOUT } else { libc::POLLIN },
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    loop {
+        // SAFETY: pfd is one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(r > 0);
+    }
+}
+
+/// Shut down both directions of a socket, so the peer sees the end at once even if another
+/// process still holds a copy of the descriptor.
+pub fn shutdown(fd: RawFd) {
+    // SAFETY: shutdown on any fd is harmless; errors (not a socket, not connected) are ignored.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+/// Shut down the sending side only: the peer reads our last bytes, then end of stream.
+pub fn shutdown_write(fd: RawFd) {
+    // SAFETY: shutdown on any fd is harmless; errors are ignored.
+    unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+}
+
+/// Set an integer socket option; errors are returned to the caller to decide.
+pub fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).expect("int fits");
+    // SAFETY: value is a live c_int and len its size.
+    cvt(unsafe { libc::setsockopt(fd, level, name, std::ptr::from_ref(&value).cast(), len) })
+        .map(drop)
+}
+
+/// Disable Nagle on a TCP socket (ignored on unix sockets).
+pub fn set_nodelay(fd: RawFd) {
+    let _ = setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+}
+
+/// Make a descriptor nonblocking.
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl with F_GETFL/F_SETFL on an open fd.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
+/// Duplicate `fd` onto `target` (used for `--logto`).
+pub fn dup2(fd: RawFd, target: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 on open descriptors; target is closed and replaced atomically.
+    cvt(unsafe { libc::dup2(fd, target) }).map(drop)
+}
+
+/// Write all of `buf` to a blocking descriptor (log lines, pidfiles), retrying on EINTR.
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: buf is a valid readable region.
+        let r = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        buf = &buf[usize::try_from(r).unwrap_or(0)..];
+    }
+    Ok(())
+}
+
+/// A pipe whose ends are nonblocking and close-on-exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is an array of two ints for the kernel to fill.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 returned two fresh descriptors that we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// One ready event from [`Epoll::wait`].
+pub type EpollEvent = libc::epoll_event;
+
+/// An epoll instance, level-triggered.
+pub struct Epoll {
+    fd: OwnedFd,
+}
+
+impl Epoll {
+    /// Create a close-on-exec epoll instance.
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: epoll_create1 returns a fresh fd that we own.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: fresh descriptor from the kernel.
+        Ok(Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Watch `fd` for input. `exclusive` sets EPOLLEXCLUSIVE, so that of all the threads and
+    /// processes waiting on a shared listening socket only one is woken per connection.
+    pub fn add(&self, fd: RawFd, token: u64, exclusive: bool) -> io::Result<()> {
+        let mut flags = libc::EPOLLIN | libc::EPOLLRDHUP;
+        if exclusive {
+            flags = libc::EPOLLIN | libc::EPOLLEXCLUSIVE;
+        }
+        let mut ev = libc::epoll_event {
+            events: flags.cast_unsigned(),
+            u64: token,
+        };
+        // SAFETY: ev is a valid epoll_event; both fds are open.
+        cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })
+            .map(drop)
+    }
+
+    /// Stop watching `fd`.
+    pub fn delete(&self, fd: RawFd) {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: deleting an fd; errors (not registered) are harmless and ignored.
+        unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) };
+    }
+
+    /// Wait for events (blocks: call with the GIL released). EINTR returns zero events.
+    pub fn wait(&self, events: &mut [EpollEvent], timeout_ms: i32) -> io::Result<usize> {
+        let cap = libc::c_int::try_from(events.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: events is a writable array of `cap` epoll_event.
+        let r = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), cap, timeout_ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        Ok(usize::try_from(r).unwrap_or(0))
+    }
+}
+
+/// An empty event array for [`Epoll::wait`].
+#[must_use]
+pub fn empty_events(n: usize) -> Vec<EpollEvent> {
+    vec![libc::epoll_event { events: 0, u64: 0 }; n]
+}
+
+/// Size of an open regular file, or `None` for anything else (pipes, sockets).
+#[must_use]
+pub fn regular_file_size(fd: RawFd) -> Option<u64> {
+    // SAFETY: stat is plain data.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid out pointer.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG {
+        return None;
+    }
+    u64::try_from(st.st_size).ok()
+}
+
+/// Set the listen backlog of a bound socket (calling listen again updates it on Linux).
+pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
+    // SAFETY: listen on an open socket.
+    cvt(unsafe { libc::listen(fd, backlog) }).map(drop)
+}

@@ -1,0 +1,12 @@
+//! The only home of `unsafe`: fork, signals, shared memory, raw fds and the few CPython calls
+//! PyO3 does not wrap. Every other module calls the safe wrappers here.
+#![expect(unsafe_code, reason = "thin safe wrappers over libc and CPython")]
+
+pub mod fd;
+pub mod proc;
+pub mod py;
+pub mod shm;
+pub mod time;
+
+pub use fd::{Epoll, EpollEvent};
+pub use proc::{ForkResult, SysError};

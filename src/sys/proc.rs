@@ -1,0 +1,249 @@
+//! Processes and signals: fork, wait, kill, the master's signalfd and the worker's stop pipe.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// A failed system call, with what we were doing.
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    /// `fork(2)` failed.
+    #[error("fork failed: {0}")]
+    Fork(io::Error),
+    /// Setting up signal handling failed.
+    #[error("signal setup failed: {0}")]
+    Signal(io::Error),
+}
+
+/// Which side of a fork we are on.
+pub enum ForkResult {
+    /// In the parent; the child's pid.
+    Parent(i32),
+    /// In the child.
+    Child,
+}
+
+/// Fork the process, with CPython's pre- and post-fork hooks around it.
+///
+/// The caller holds the GIL (the master always does).
+pub fn fork() -> Result<ForkResult, SysError> {
+    super::py::before_fork();
+    // SAFETY: the master runs a single thread when it forks (DESIGN.md: it never starts one), so
+    // the child cannot inherit a lock held by a thread that no longer exists. The child calls
+    // only CPython's after-fork hook and async-signal-safe functions before it enters its loop.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let err = io::Error::last_os_error();
+        super::py::after_fork_parent();
+        return Err(SysError::Fork(err));
+    }
+    if pid == 0 {
+        super::py::after_fork_child();
+        Ok(ForkResult::Child)
+    } else {
+        super::py::after_fork_parent();
+        Ok(ForkResult::Parent(pid))
+    }
+}
+
+/// This process's pid.
+#[must_use]
+pub fn getpid() -> i32 {
+    // SAFETY: getpid cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// The parent's pid.
+#[must_use]
+pub fn getppid() -> i32 {
+    // SAFETY: getppid cannot fail.
+    unsafe { libc::getppid() }
+}
+
+/// Send `sig` to `pid`. Errors (the process is already gone) are ignored.
+pub fn kill(pid: i32, sig: i32) {
+    if pid > 0 {
+        // SAFETY: kill with a positive pid only signals that process.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// `exit(code)`.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+/// Reap one exited child without blocking.
+#[must_use]
+pub fn reap() -> Option<(i32, ExitStatus)> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: status is a valid out pointer.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    if pid <= 0 {
+        return None;
+    }
+    let how = if libc::WIFSIGNALED(status) {
+        ExitStatus::Signal(libc::WTERMSIG(status))
+    } else {
+        ExitStatus::Code(libc::WEXITSTATUS(status))
+    };
+    Some((pid, how))
+}
+
+/// A signal's name as uWSGI and the shell print it.
+#[must_use]
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        _ => "signal",
+    }
+}
+
+/// Signals the master handles through its signalfd.
+pub const MASTER_SIGNALS: [i32; 7] = [
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGHUP,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+fn sigset(signals: &[i32]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a valid sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &s in signals {
+        // SAFETY: s is a valid signal number.
+        unsafe { libc::sigaddset(&mut set, s) };
+    }
+    set
+}
+
+/// The master's signal source: the signals are blocked and read from a signalfd, so the master
+/// sees them in its poll loop and never runs code in a signal handler.
+pub struct SignalFd {
+    fd: OwnedFd,
+}
+
+impl SignalFd {
+    /// Block [`MASTER_SIGNALS`] and open a nonblocking signalfd for them.
+    pub fn new() -> Result<Self, SysError> {
+        let set = sigset(&MASTER_SIGNALS);
+        // SAFETY: set is a valid sigset; blocking signals in the calling (only) thread.
+        let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        if r != 0 {
+            return Err(SysError::Signal(io::Error::from_raw_os_error(r)));
+        }
+        // SAFETY: set is valid; -1 asks for a new fd.
+        let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(SysError::Signal(io::Error::last_os_error()));
+        }
+        // SAFETY: fresh descriptor we own.
+        Ok(Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// The descriptor to poll.
+    #[must_use]
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The next pending signal, if any.
+    #[must_use]
+    pub fn next(&self) -> Option<i32> {
+        // SAFETY: signalfd_siginfo is plain data.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: info is a writable buffer of `size` bytes.
+        let r = unsafe { libc::read(self.fd.as_raw_fd(), std::ptr::addr_of_mut!(info).cast(), size) };
+        if usize::try_from(r).ok() == Some(size) {
+            i32::try_from(info.ssi_signo).ok()
+        } else {
+            None
+        }
+    }
+}
+
+/// Wait up to `timeout_ms` for `fd` to become readable (the master's one blocking call).
+pub fn poll_readable(fd: RawFd, timeout_ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: pfd is one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, timeout_ms) > 0 }
+}
+
+static STOP_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_stop_signal(_sig: libc::c_int) {
+    let fd = STOP_PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let b = 1u8;
+        // SAFETY: write(2) is async-signal-safe; the pipe is nonblocking, so a full pipe (a stop
+        // is already pending) just fails.
+        unsafe { libc::write(fd, std::ptr::from_ref(&b).cast(), 1) };
+    }
+}
+
+fn set_handler(sig: i32, handler: libc::sighandler_t) {
+    // SAFETY: sigaction is plain data; we set a handler (or SIG_DFL/SIG_IGN) with an empty mask.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
+}
+
+/// In a freshly forked worker: undo the master's signal mask and handlers. SIGTERM writes to the
+/// stop pipe (graceful stop, seen by every serving thread's epoll); SIGINT and SIGQUIT keep their
+/// default action (immediate death); SIGHUP and SIGPIPE are ignored; a master that dies takes the
+/// worker with it (PR_SET_PDEATHSIG).
+pub fn worker_signals(stop_write: RawFd) {
+    STOP_PIPE.store(stop_write, Ordering::Relaxed);
+    set_handler(libc::SIGTERM, on_stop_signal as *const () as libc::sighandler_t);
+    set_handler(libc::SIGINT, libc::SIG_DFL);
+    set_handler(libc::SIGQUIT, libc::SIG_DFL);
+    set_handler(libc::SIGHUP, libc::SIG_IGN);
+    set_handler(libc::SIGPIPE, libc::SIG_IGN);
+    set_handler(libc::SIGUSR1, libc::SIG_IGN);
+    set_handler(libc::SIGUSR2, libc::SIG_IGN);
+    set_handler(libc::SIGCHLD, libc::SIG_DFL);
+    let set = sigset(&MASTER_SIGNALS);
+    // SAFETY: unblocking in the only thread of the new child.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+}
+
+/// Exit the process at once, without running Rust or C atexit machinery (the worker has already
+/// flushed what it must).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit ends the process; nothing after it runs.
+    unsafe { libc::_exit(code) }
+}

@@ -1,0 +1,36 @@
+//! The CPython calls PyO3 does not wrap: the fork hooks and Latin-1 decoding.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+/// `PyOS_BeforeFork`: take the import lock and friends so the child gets them in a sane state.
+pub(super) fn before_fork() {
+    // SAFETY: called with the GIL held (the master holds it whenever it forks).
+    unsafe { ffi::PyOS_BeforeFork() };
+}
+
+/// `PyOS_AfterFork_Parent`.
+pub(super) fn after_fork_parent() {
+    // SAFETY: called in the parent right after fork with the GIL held.
+    unsafe { ffi::PyOS_AfterFork_Parent() };
+}
+
+/// `PyOS_AfterFork_Child`: must be the child's first Python call.
+pub(super) fn after_fork_child() {
+    // SAFETY: called in the child right after fork; the forking thread held the GIL, and it is
+    // the only thread in the child.
+    unsafe { ffi::PyOS_AfterFork_Child() };
+}
+
+/// Decode bytes as Latin-1 (PEP 3333's "native string" rule for environ values).
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    let len = ffi::Py_ssize_t::try_from(bytes.len())
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("value too long"))?;
+    // SAFETY: bytes is a valid buffer of len bytes; the GIL is held (we have `py`). The result is
+    // a new reference or NULL with an exception set, which from_owned_ptr_or_err handles.
+    unsafe {
+        let ptr = ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), len, std::ptr::null());
+        Bound::from_owned_ptr_or_err(py, ptr).map(|b| b.cast_into_unchecked())
+    }
+}

@@ -1,0 +1,264 @@
+//! One serving thread's loop: epoll over the shared listening sockets (EPOLLEXCLUSIVE) and this
+//! thread's own connections. The app is called in-line when a request head is complete; the
+//! GIL is released only around waits.
+
+use super::conn::Conn;
+use super::Worker;
+use crate::http::parse::parse_head;
+use crate::http::{HttpError, ReadBuf};
+use crate::sys::fd::{self, Epoll};
+use crate::wsgi::environ::Peer;
+use crate::wsgi::response::STOPPING;
+use crate::wsgi::{Exchange, Server};
+use pyo3::prelude::*;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const STOP_TOKEN: u64 = u64::MAX;
+/// Tokens below this are listener indexes; at and above, connection slots.
+const CONN_BASE: u64 = 1 << 32;
+/// How often idle connections are checked against their timeouts.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+struct Thread<'w, 'a> {
+    w: &'w Worker<'a>,
+    epoll: Epoll,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    core: usize,
+}
+
+/// Run thread `core` of worker `w` until the worker is told to stop.
+pub fn run(py: Python<'_>, w: &Worker<'_>, core: usize) {
+    let epoll = match Epoll::new() {
+        Ok(e) => e,
+        Err(e) => {
+            crate::log!("headrace: worker {} thread {core}: cannot create epoll: {e}", w.id);
+            return;
+        }
+    };
+    for (i, l) in w.listeners.iter().enumerate() {
+        if let Err(e) = epoll.add(l.fd.as_raw_fd(), i as u64, true) {
+            crate::log!("headrace: worker {} cannot watch listening socket {i}: {e}", w.id);
+            return;
+        }
+    }
+    if let Err(e) = epoll.add(w.stop_fd, STOP_TOKEN, false) {
+        crate::log!("headrace: worker {} cannot watch its stop pipe: {e}", w.id);
+        return;
+    }
+    let mut t = Thread {
+        w,
+        epoll,
+        conns: Vec::new(),
+        free: Vec::new(),
+        core,
+    };
+    t.serve_forever(py);
+}
+
+impl Thread<'_, '_> {
+    fn serve_forever(&mut self, py: Python<'_>) {
+        let mut events = fd::empty_events(64);
+        let mut last_sweep = Instant::now();
+        let master = crate::sys::proc::getppid();
+        loop {
+            let epoll = &self.epoll;
+            let n = py
+                .detach(|| epoll.wait(&mut events, 1000))
+                .unwrap_or(0);
+            let mut stop = false;
+            for ev in &events[..n] {
+                let token = ev.u64;
+                if token == STOP_TOKEN {
+                    stop = true;
+                } else if token < CONN_BASE {
+                    self.accept(py, usize::try_from(token).unwrap_or(0));
+                } else {
+                    let slot = usize::try_from(token - CONN_BASE).unwrap_or(usize::MAX);
+                    if !self.on_readable(py, slot) {
+                        self.close(slot);
+                    }
+                }
+            }
+            if STOPPING.load(Ordering::Relaxed) {
+                stop = true;
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = Instant::now();
+                self.sweep();
+                // PR_SET_PDEATHSIG covers a dying master; this covers a master that was
+                // replaced before the signal was armed.
+                if crate::sys::proc::getppid() != master {
+                    stop = true;
+                }
+            }
+            if stop {
+                STOPPING.store(true, Ordering::Relaxed);
+                return; // dropping `self.conns` closes the idle connections
+            }
+        }
+    }
+
+    fn accept(&mut self, py: Python<'_>, idx: usize) {
+        let Some(listener) = self.w.listeners.get(idx) else { return };
+        let (sock, addr) = match fd::accept(listener.fd.as_raw_fd()) {
+            Ok(v) => v,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                // EMFILE and friends: the connection stays queued; back off briefly rather
+                // than spin on a listening socket that stays readable.
+                crate::log!("headrace: worker {} accept failed: {e}", self.w.id);
+                py.detach(|| std::thread::sleep(Duration::from_millis(10)));
+                return;
+            }
+        };
+        if !listener.unix {
+            fd::set_nodelay(sock.as_raw_fd());
+        }
+        let peer = match addr {
+            Some(a) => Peer {
+                listener: idx,
+                addr: a.ip().to_canonical().to_string(),
+                port: a.port().to_string(),
+            },
+            None => Peer {
+                listener: idx,
+                addr: String::new(),
+                port: String::new(),
+            },
+        };
+        let raw = sock.as_raw_fd();
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        if self.epoll.add(raw, CONN_BASE + slot as u64, false).is_err() {
+            self.free.push(slot);
+            return;
+        }
+        self.conns[slot] = Some(Conn::new(sock, peer));
+        // With TCP_DEFER_ACCEPT the request is usually already here.
+        if !self.on_readable(py, slot) {
+            self.close(slot);
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) {
+            self.epoll.delete(conn.raw());
+            self.free.push(slot);
+        }
+    }
+
+    /// Read what arrived and serve every complete request in the buffer. `false`: close.
+    fn on_readable(&mut self, py: Python<'_>, slot: usize) -> bool {
+        let limit = self.w.settings.limits.head;
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return true;
+        };
+        match conn.buf.read_from(conn.raw(), limit) {
+            Ok(0) => return false,
+            Ok(_) => {
+                conn.last_active = Instant::now();
+                if conn.head_started.is_none() {
+                    conn.head_started = Some(conn.last_active);
+                }
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => return true,
+            Err(_) => return false,
+        }
+        self.process(py, slot)
+    }
+
+    fn process(&mut self, py: Python<'_>, slot: usize) -> bool {
+        let w = self.w;
+        let server = Server {
+            pid: w.pid,
+            worker_id: w.id,
+            core: self.core,
+            scoreboard: w.scoreboard,
+        };
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return false;
+        };
+        loop {
+            if conn.buf.is_empty() {
+                conn.head_started = None;
+                return true;
+            }
+            let head = match parse_head(conn.buf.filled(), w.settings.limits) {
+                Ok(Some(h)) => h,
+                Ok(None) => return true,
+                Err(e) => {
+                    reject(conn, &e);
+                    return false;
+                }
+            };
+            let buf = std::mem::take(&mut conn.buf);
+            let ex = Exchange {
+                fd: conn.raw(),
+                peer: &conn.peer,
+                buf,
+                head,
+            };
+            let Some(mut buf) = crate::wsgi::serve(py, &w.app, &w.settings, &server, ex) else {
+                return false;
+            };
+            buf.shrink(super::conn::INITIAL_BUFFER * 4);
+            conn.buf = buf;
+            conn.served += 1;
+            conn.last_active = Instant::now();
+            conn.head_started = (!conn.buf.is_empty()).then_some(conn.last_active);
+            if STOPPING.load(Ordering::Relaxed) {
+                return false;
+            }
+        }
+    }
+
+    /// Close connections idle past --http-keepalive; answer 408 to heads that took longer
+    /// than --socket-timeout.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let keepalive = self.w.config.keepalive_timeout;
+        let head_timeout = self.w.config.socket_timeout;
+        for slot in 0..self.conns.len() {
+            let Some(conn) = self.conns[slot].as_mut() else { continue };
+            let expired = match conn.head_started {
+                Some(t) if now.duration_since(t) > head_timeout => {
+                    reject(conn, &HttpError::Timeout);
+                    true
+                }
+                Some(_) => false,
+                None => now.duration_since(conn.last_active) > keepalive,
+            };
+            if expired {
+                self.close(slot);
+            }
+        }
+    }
+}
+
+/// Answer a protocol error and end the connection cleanly: the response, a write shutdown,
+/// then whatever the client already sent is read away so the close does not turn into a reset
+/// that could destroy the response before the client reads it.
+fn reject(conn: &mut Conn, err: &HttpError) {
+    let status = err.status();
+    let addr = if conn.peer.addr.is_empty() { "unix socket" } else { conn.peer.addr.as_str() };
+    crate::log!("headrace: {status} {} for {addr}: {err}", crate::http::response::reason(status));
+    let fd = conn.raw();
+    let _ = crate::wsgi::response::send_all_blocking(fd, &[&err.response()], Duration::from_millis(100));
+    fd::shutdown_write(fd);
+    let mut scratch = ReadBuf::with_capacity(16 * 1024);
+    for _ in 0..4 {
+        scratch.consume(usize::MAX);
+        if !matches!(scratch.read_from(fd, 16 * 1024), Ok(n) if n > 0) {
+            break;
+        }
+    }
+}

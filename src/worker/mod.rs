@@ -1,0 +1,143 @@
+//! A worker process: its serving threads, each with its own epoll loop over the shared
+//! listening sockets and its own connections. A thread accepts only while it is idle, one
+//! connection at a time, so idle workers pick up new work first.
+
+mod conn;
+mod event_loop;
+
+use crate::config::Config;
+use crate::scoreboard::Scoreboard;
+use crate::wsgi::{App, Settings};
+use pyo3::prelude::*;
+use std::os::fd::{OwnedFd, RawFd};
+
+/// A socket the master bound, as a worker sees it.
+pub struct Listener {
+    /// The listening socket (nonblocking), inherited across fork.
+    pub fd: OwnedFd,
+    /// SERVER_NAME for requests on it.
+    pub server_name: String,
+    /// SERVER_PORT for requests on it.
+    pub server_port: String,
+    /// A unix socket (no REMOTE_ADDR, no TCP options).
+    pub unix: bool,
+}
+
+/// Everything a worker's threads share.
+pub struct Worker<'a> {
+    /// 1-based worker id.
+    pub id: usize,
+    /// This process's pid.
+    pub pid: i32,
+    /// The configuration.
+    pub config: &'a Config,
+    /// The sockets to accept on.
+    pub listeners: &'a [Listener],
+    /// Shared counters.
+    pub scoreboard: &'a Scoreboard,
+    /// The app.
+    pub app: App,
+    /// Read end of the stop pipe (readable once SIGTERM arrived).
+    pub stop_fd: RawFd,
+    /// Serving settings.
+    pub settings: Settings,
+}
+
+/// Exit code of a worker whose app failed to load (uWSGI's UWSGI_FAILED_APP_CODE).
+pub const FAILED_APP_CODE: i32 = 22;
+
+/// Run a freshly forked worker until it is told to stop; never returns.
+pub fn run(py: Python<'_>, id: usize, config: &Config, listeners: &[Listener], scoreboard: &Scoreboard, preloaded: Option<&Py<PyAny>>) -> ! {
+    let pid = crate::sys::proc::getpid();
+    let Ok((stop_read, stop_write)) = crate::sys::fd::pipe() else {
+        crate::log!("headrace: worker {id} (pid: {pid}) cannot create its stop pipe");
+        crate::sys::proc::exit_now(1);
+    };
+    crate::sys::proc::worker_signals(std::os::fd::AsRawFd::as_raw_fd(&stop_write));
+    scoreboard.worker(id).pid.store(pid, std::sync::atomic::Ordering::Relaxed);
+    let callable = match preloaded {
+        Some(app) => app.clone_ref(py),
+        None => match crate::wsgi::load::load(py, config) {
+            Ok(app) => {
+                crate::log!("WSGI app 0 (mountpoint='') ready in worker {id} (pid: {pid})");
+                app
+            }
+            Err(err) => {
+                err.print(py);
+                crate::log!("OOPS ! failed loading app in worker {id} (pid {pid})");
+                flush_python(py);
+                crate::sys::proc::exit_now(FAILED_APP_CODE);
+            }
+        },
+    };
+    let servers: Vec<(String, String)> = listeners
+        .iter()
+        .map(|l| (l.server_name.clone(), l.server_port.clone()))
+        .collect();
+    let constants = crate::wsgi::environ::Constants {
+        servers: &servers,
+        multithread: config.threads > 1,
+        multiprocess: config.processes > 1,
+    };
+    let app = match App::new(py, callable, &constants) {
+        Ok(a) => a,
+        Err(err) => {
+            err.print(py);
+            crate::sys::proc::exit_now(1);
+        }
+    };
+    let worker = Worker {
+        id,
+        pid,
+        config,
+        listeners,
+        scoreboard,
+        app,
+        stop_fd: std::os::fd::AsRawFd::as_raw_fd(&stop_read),
+        settings: Settings {
+            limits: crate::http::Limits {
+                head: config.buffer_size,
+                body: config.limit_post,
+            },
+            timeout: config.socket_timeout,
+            log_requests: !config.disable_logging,
+        },
+    };
+    // Threads 1.. run in scoped threads; thread 0 is this one. The GIL is released while
+    // joining so that the others can finish.
+    py.detach(|| {
+        std::thread::scope(|s| {
+            for core in 1..config.threads {
+                let w = &worker;
+                s.spawn(move || Python::attach(|py| event_loop::run(py, w, core)));
+            }
+            Python::attach(|py| event_loop::run(py, &worker, 0));
+        });
+    });
+    scoreboard.worker(id).pid.store(0, std::sync::atomic::Ordering::Relaxed);
+    run_atexit(py);
+    drop(stop_write);
+    crate::sys::proc::exit_now(0);
+}
+
+/// Flush Python's stdout/stderr (the app's prints) before the process ends.
+fn flush_python(py: Python<'_>) {
+    if let Ok(sys) = py.import("sys") {
+        for name in ["stdout", "stderr"] {
+            if let Ok(stream) = sys.getattr(name) {
+                let _ = stream.call_method0("flush");
+            }
+        }
+    }
+}
+
+/// A worker that stops gracefully runs the app's atexit handlers, as a normal interpreter
+/// exit would.
+fn run_atexit(py: Python<'_>) {
+    if let Ok(atexit) = py.import("atexit") {
+        if let Err(e) = atexit.call_method0("_run_exitfuncs") {
+            e.print(py);
+        }
+    }
+    flush_python(py);
+}

@@ -1,0 +1,60 @@
+//! Loading the WSGI app: `--wsgi-file` (executed as a module, as uWSGI does) or
+//! `--module mod[:callable]`.
+
+use crate::config::{AppSource, Config};
+use pyo3::exceptions::{PyAttributeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+/// Put the working directory and `--pythonpath` entries on `sys.path`, as uWSGI does.
+pub fn prepare_path(py: Python<'_>, config: &Config) -> PyResult<()> {
+    let sys = py.import("sys")?;
+    let path = sys.getattr("path")?.cast_into::<PyList>()?;
+    for p in config.pythonpath.iter().rev() {
+        path.insert(0, p)?;
+    }
+    let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
+    if !path.contains(&cwd)? {
+        path.insert(0, cwd)?;
+    }
+    Ok(())
+}
+
+/// Import the app and return its callable.
+pub fn load(py: Python<'_>, config: &Config) -> PyResult<Py<PyAny>> {
+    let (module, callable, what) = match &config.app {
+        AppSource::File(file) => {
+            let abs = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+            let name: String = format!("uwsgi_file_{}", abs.display())
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            let util = py.import("importlib.util")?;
+            let spec = util.call_method1("spec_from_file_location", (&name, abs.display().to_string()))?;
+            if spec.is_none() {
+                return Err(pyo3::exceptions::PyImportError::new_err(format!(
+                    "cannot load {}: not a Python file",
+                    file.display()
+                )));
+            }
+            let module = util.call_method1("module_from_spec", (&spec,))?;
+            py.import("sys")?.getattr("modules")?.set_item(&name, &module)?;
+            spec.getattr("loader")?.call_method1("exec_module", (&module,))?;
+            (module, config.callable.clone(), file.display().to_string())
+        }
+        AppSource::Module(spec) => {
+            let (m, c) = spec
+                .split_once(':')
+                .map_or((spec.as_str(), config.callable.as_str()), |(m, c)| (m, c));
+            let module = py.import("importlib")?.call_method1("import_module", (m,))?;
+            (module, c.to_owned(), m.to_owned())
+        }
+    };
+    let app = module.getattr(callable.as_str()).map_err(|_| {
+        PyAttributeError::new_err(format!("callable \"{callable}\" not found in {what}"))
+    })?;
+    if !app.is_callable() {
+        return Err(PyTypeError::new_err(format!("\"{callable}\" in {what} is not callable")));
+    }
+    Ok(app.unbind())
+}

@@ -1,0 +1,335 @@
+//! The WSGI bridge: environ, `wsgi.input`, `start_response`, response iteration. Everything
+//! from "a request head has been parsed" to "the response is written" lives here, shared by
+//! every front (direct HTTP now, the uwsgi protocol later).
+
+pub mod environ;
+pub mod file_wrapper;
+pub mod input;
+pub mod load;
+pub mod response;
+
+use crate::http::{Limits, ReadBuf, RequestHead};
+use environ::{EnvironBuilder, Peer, VarStats};
+use file_wrapper::FileWrapper;
+use input::{Body, Input};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use response::{ResponseState, StartResponse};
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Register the Python-visible classes.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Input>()?;
+    m.add_class::<StartResponse>()?;
+    m.add_class::<FileWrapper>()?;
+    Ok(())
+}
+
+/// A loaded app with what a worker needs to call it.
+pub struct App {
+    callable: Py<PyAny>,
+    environ: EnvironBuilder,
+    format_exception: Py<PyAny>,
+}
+
+/// Per-worker serving settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Head and body limits.
+    pub limits: Limits,
+    /// Read/write stall timeout.
+    pub timeout: Duration,
+    /// Log one line per request.
+    pub log_requests: bool,
+}
+
+/// Who serves: for the log line and the scoreboard.
+pub struct Server<'a> {
+    /// Worker pid.
+    pub pid: i32,
+    /// Worker id (1-based).
+    pub worker_id: usize,
+    /// Thread index ("core").
+    pub core: usize,
+    /// Shared counters.
+    pub scoreboard: &'a crate::scoreboard::Scoreboard,
+}
+
+impl App {
+    /// Wrap a loaded callable; builds the environ templates.
+    pub fn new(py: Python<'_>, callable: Py<PyAny>, constants: &environ::Constants<'_>) -> PyResult<Self> {
+        let extra = PyDict::new(py);
+        extra.set_item("wsgi.errors", py.import("sys")?.getattr("stderr")?)?;
+        extra.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
+        Ok(Self {
+            callable,
+            environ: EnvironBuilder::new(py, constants, &extra)?,
+            format_exception: py.import("traceback")?.getattr("format_exception")?.unbind(),
+        })
+    }
+
+    /// Format an exception with its traceback, as Python prints it.
+    pub fn format_error(&self, py: Python<'_>, err: &PyErr) -> String {
+        let args = (err.get_type(py), err.value(py), err.traceback(py));
+        match self.format_exception.bind(py).call1(args) {
+            Ok(lines) => lines
+                .try_iter()
+                .map(|it| it.filter_map(|l| l.ok().map(|l| l.to_string())).collect::<String>())
+                .unwrap_or_default(),
+            Err(_) => format!("{err}\n"),
+        }
+    }
+}
+
+/// One request to serve: the connection's socket and buffer, whose front holds the head.
+pub struct Exchange<'a> {
+    /// The client socket (nonblocking).
+    pub fd: RawFd,
+    /// Who the client is.
+    pub peer: &'a Peer,
+    /// The read buffer; the head is its first `head.len` bytes.
+    pub buf: ReadBuf,
+    /// The parsed head.
+    pub head: RequestHead,
+}
+
+/// What happened to a request, for the log line.
+struct Summary {
+    status: u16,
+    body_bytes: u64,
+    head_bytes: usize,
+    headers: usize,
+}
+
+/// Serve one request. Returns the buffer (holding any pipelined bytes) when the connection may
+/// carry another request, `None` when it must close.
+pub fn serve(py: Python<'_>, app: &App, settings: &Settings, server: &Server<'_>, ex: Exchange<'_>) -> Option<ReadBuf> {
+    let start = Instant::now();
+    let start_secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    let Exchange { fd, peer, mut buf, head } = ex;
+    let slot = server.scoreboard.worker(server.worker_id);
+    let log_fields = settings
+        .log_requests
+        .then(|| (buf.filled()[head.method.clone()].to_vec(), buf.filled()[head.target.clone()].to_vec()));
+    let mut state = ResponseState::new(fd, head.version, head.keep_alive, head.is_head, settings.timeout);
+
+    let built = app.environ.build(py, buf.filled(), &head, peer);
+    buf.consume(head.len);
+    let body = Body::new(fd, buf, head.framing, settings.limits.body, head.expect_continue, settings.timeout);
+    let (environ, stats) = match built {
+        Ok(v) => v,
+        Err(err) => {
+            crate::log!("headrace: cannot build the environ: {}", app.format_error(py, &err));
+            let _ = state.send_500(py);
+            return None;
+        }
+    };
+
+    slot.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (summary, body) = call_app(py, app, environ, body, state);
+    slot.busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+
+    let next = body.and_then(|b| if b.is_complete() { b.finish() } else { py.detach(|| b.finish()) });
+    if let Some((method, uri)) = log_fields {
+        log_request(server, peer, &stats, start_secs, start, &method, &uri, &head, &summary);
+    }
+    next
+}
+
+#[allow(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+fn log_request(
+    server: &Server<'_>,
+    peer: &Peer,
+    stats: &VarStats,
+    start_secs: i64,
+    start: Instant,
+    method: &[u8],
+    uri: &[u8],
+    head: &RequestHead,
+    s: &Summary,
+) {
+    let (mine, all) = server.scoreboard.count_request(server.worker_id);
+    let line = crate::log::request_line(&crate::log::RequestLog {
+        pid: server.pid,
+        worker_requests: mine,
+        total_requests: all,
+        remote_addr: &peer.addr,
+        remote_user: "",
+        vars: stats.count,
+        vars_bytes: stats.bytes,
+        start_secs,
+        method,
+        uri,
+        body_bytes: s.body_bytes,
+        msecs: start.elapsed().as_millis(),
+        protocol: head.version.as_str(),
+        status: s.status,
+        headers: s.headers,
+        head_bytes: s.head_bytes,
+        core: server.core,
+    });
+    crate::log::raw(line.as_bytes());
+}
+
+/// Call the app and write its response. Returns the summary and the body (to drain), or no
+/// body when the connection must close.
+fn call_app(
+    py: Python<'_>,
+    app: &App,
+    environ: Bound<'_, PyDict>,
+    body: Body,
+    state: ResponseState,
+) -> (Summary, Option<Body>) {
+    let input = match Bound::new(py, Input::new(body)) {
+        Ok(i) => i,
+        Err(_) => return (summary_of(&state), None),
+    };
+    let sr = match Bound::new(py, StartResponse { state }) {
+        Ok(s) => s,
+        Err(_) => return (Summary { status: 500, body_bytes: 0, head_bytes: 0, headers: 0 }, None),
+    };
+    let _ = environ.set_item(app.environ.keys().wsgi_input.bind(py), &input);
+    let result = app.callable.bind(py).call1((&environ, &sr));
+    let outcome = match result {
+        Ok(iterable) => {
+            let r = write_result(py, &sr, &iterable);
+            // PEP 3333: close() is called whatever happened, client gone included.
+            let closed = close_result(&iterable);
+            r.and(closed)
+        }
+        Err(e) => Err(e),
+    };
+    let mut guard = sr.borrow_mut();
+    let st = &mut guard.state;
+    let error = match outcome {
+        Ok(()) => st.error.clone().filter(|_| !st.headers_sent),
+        Err(e) => {
+            if st.broken {
+                None // the client left; write errors are not app errors
+            } else {
+                Some(app.format_error(py, &e))
+            }
+        }
+    };
+    if let Some(text) = &error {
+        crate::log!("headrace: exception in the app (500):\n{}", text.trim_end());
+    }
+    if st.broken {
+        crate::log!("headrace: client disconnected while the response was written ({} body bytes sent)", st.body_sent);
+    } else if error.is_some() {
+        if st.headers_sent {
+            // Too late for a 500: cut the connection without the terminating chunk, so the
+            // client can tell the body is incomplete.
+            st.force_close();
+        } else if st.send_500(py).is_err() {
+            st.broken = true;
+        }
+    } else if st.finish(py).is_err() {
+        st.broken = true;
+    }
+    let summary = summary_of(st);
+    let keep = st.keep_alive();
+    drop(guard);
+    let body = input.borrow_mut().take();
+    (summary, body.filter(|_| keep))
+}
+
+fn summary_of(st: &ResponseState) -> Summary {
+    Summary {
+        status: st.status,
+        body_bytes: st.body_sent,
+        head_bytes: st.head_bytes,
+        headers: st.sent_header_count,
+    }
+}
+
+fn not_started() -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err("the app returned a body before calling start_response()")
+}
+
+fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyBytes>> {
+    item.cast::<PyBytes>().map_err(|_| {
+        pyo3::exceptions::PyTypeError::new_err(format!(
+            "response body items must be bytes, not {}",
+            item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        ))
+    })
+}
+
+fn io_err(e: &std::io::Error) -> PyErr {
+    pyo3::exceptions::PyOSError::new_err(format!("client disconnected: {e}"))
+}
+
+/// Write the app's result: lists and tuples at once with a Content-Length, real files with
+/// sendfile, anything else chunk by chunk as the app produces it.
+fn write_result(py: Python<'_>, sr: &Bound<'_, StartResponse>, iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    if let Ok(list) = iterable.cast::<PyList>() {
+        let items: Vec<Bound<'_, PyAny>> = list.iter().collect();
+        return write_known(py, sr, &items);
+    }
+    if let Ok(tuple) = iterable.cast::<PyTuple>() {
+        let items: Vec<Bound<'_, PyAny>> = tuple.iter().collect();
+        return write_known(py, sr, &items);
+    }
+    if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
+        let sendable = wrapper.borrow().sendable(py);
+        if let Some((fd, offset, count)) = sendable {
+            let mut g = sr.borrow_mut();
+            if !g.state.started() {
+                return Err(not_started());
+            }
+            if g.state.error.is_some() {
+                return Ok(());
+            }
+            return g.state.send_file(py, fd, offset, count).map_err(|e| io_err(&e));
+        }
+    }
+    for item in iterable.try_iter()? {
+        let item = item?;
+        let bytes = as_bytes(&item)?;
+        let mut g = sr.borrow_mut();
+        if !g.state.started() {
+            return Err(not_started());
+        }
+        if g.state.error.is_some() {
+            return Ok(());
+        }
+        g.state.send_chunk(py, bytes.as_bytes()).map_err(|e| io_err(&e))?;
+    }
+    Ok(())
+}
+
+fn write_known(py: Python<'_>, sr: &Bound<'_, StartResponse>, items: &[Bound<'_, PyAny>]) -> PyResult<()> {
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(items.len());
+    for item in items {
+        parts.push(as_bytes(item)?.as_bytes());
+    }
+    let mut g = sr.borrow_mut();
+    if !g.state.started() {
+        return Err(not_started());
+    }
+    if g.state.error.is_some() {
+        return Ok(());
+    }
+    if g.state.headers_sent {
+        // The app already used write(): the rest is streamed the same way.
+        for p in parts {
+            g.state.send_chunk(py, p).map_err(|e| io_err(&e))?;
+        }
+        return Ok(());
+    }
+    g.state.send_whole(py, &parts).map_err(|e| io_err(&e))
+}
+
+fn close_result(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    if iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>() {
+        return Ok(());
+    }
+    match iterable.getattr(pyo3::intern!(iterable.py(), "close")) {
+        Ok(close) => close.call0().map(drop),
+        Err(_) => Ok(()),
+    }
+}
