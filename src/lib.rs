@@ -15,6 +15,10 @@ use pyo3::prelude::*;
 
 /// `headrace._headrace.run(argv)`: the console script's body. Returns the exit code.
 #[pyfunction]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "PyO3 converts the Python list into an owned Vec"
+)]
 fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
     master::main(py, &argv)
 }

@@ -119,7 +119,10 @@ mod tests {
             core: 0,
         });
         let (head, tail) = line.split_once(" [").unwrap();
-        assert_eq!(head, "[pid: 8|app: 0|req: 1/3] 127.0.0.1 () {32 vars in 405 bytes}");
+        assert_eq!(
+            head,
+            "[pid: 8|app: 0|req: 1/3] 127.0.0.1 () {32 vars in 405 bytes}"
+        );
         let date = &tail[..24];
         assert_eq!(date.len(), 24);
         assert!(tail[24..].starts_with("] GET /?param=Request_0 => generated 4 bytes in 10005 msecs (HTTP/1.1 200) 1 headers in 45 bytes (1 switches on core 0)\n"));

@@ -38,6 +38,7 @@ impl Scoreboard {
     }
 
     /// Count a finished request; returns (this worker's count, all workers' count).
+    #[must_use]
     pub fn count_request(&self, id: usize) -> (u64, u64) {
         let mine = self.worker(id).requests.fetch_add(1, Ordering::Relaxed) + 1;
         let all = self.slots.as_slice()[0]

@@ -68,9 +68,10 @@ pub fn parse(argv: &[String]) -> Result<Parsed, ConfigError> {
                 }
             }
             Kind::Value | Kind::Multi => {
-                if let (Some(vals), Some(idx)) =
-                    (matches.get_many::<String>(o.name), matches.indices_of(o.name))
-                {
+                if let (Some(vals), Some(idx)) = (
+                    matches.get_many::<String>(o.name),
+                    matches.indices_of(o.name),
+                ) {
                     for (v, i) in vals.zip(idx) {
                         ordered.push((i, o, v.clone()));
                     }

@@ -54,10 +54,11 @@ pub fn parse(text: &str, path: &Path, section: &str) -> Result<Vec<(String, Stri
             continue;
         };
         let key = k.trim().to_owned();
-        let value = expand(v.trim(), &dir, &stem, &full, &out).map_err(|reason| ConfigError::Ini {
-            file: format!("{file} line {}", lineno + 1),
-            reason,
-        })?;
+        let value =
+            expand(v.trim(), &dir, &stem, &full, &out).map_err(|reason| ConfigError::Ini {
+                file: format!("{file} line {}", lineno + 1),
+                reason,
+            })?;
         out.push((key, value));
     }
     if !found {
@@ -87,7 +88,7 @@ fn expand(
             Some('d') => out.push_str(dir),
             Some('n') => out.push_str(stem),
             Some('p') => out.push_str(full),
-            Some('%') => out.push('%'),
+            Some('%') | None => out.push('%'),
             Some('(') => {
                 let name: String = chars.by_ref().take_while(|&c| c != ')').collect();
                 let v = earlier
@@ -102,7 +103,6 @@ fn expand(
                 out.push('%');
                 out.push(other);
             }
-            None => out.push('%'),
         }
     }
     Ok(out)

@@ -162,7 +162,10 @@ struct Raw {
 
 impl Raw {
     fn push(&mut self, spec: &'static spec::OptSpec, value: String, source: Source) {
-        self.values.entry(spec.name).or_default().push((value, source));
+        self.values
+            .entry(spec.name)
+            .or_default()
+            .push((value, source));
     }
 
     /// The winning value of a single-valued option: highest-ranked source, last given.
@@ -177,7 +180,11 @@ impl Raw {
         let mut v: Vec<&(String, Source)> = self
             .values
             .get(name)
-            .map(|l| l.iter().filter(|(_, s)| !matches!(s, Source::Default)).collect())
+            .map(|l| {
+                l.iter()
+                    .filter(|(_, s)| !matches!(s, Source::Default))
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort_by_key(|(_, s)| s.rank());
         v
@@ -194,26 +201,21 @@ impl Raw {
         parse_bool(v).ok_or_else(|| invalid(name, v, src, "expected true or false"))
     }
 
-    fn number<T: std::str::FromStr>(
-        &self,
-        name: &'static str,
-        min: T,
-        what: &str,
-    ) -> Result<T, ConfigError>
+    fn number<T>(&self, name: &'static str, min: &T, what: &str) -> Result<T, ConfigError>
     where
-        T: PartialOrd,
+        T: std::str::FromStr + PartialOrd,
     {
         let (v, src) = self
             .get(name)
             .ok_or(ConfigError::Missing("internal: option without default"))?;
         match v.trim().parse::<T>() {
-            Ok(n) if n >= min => Ok(n),
+            Ok(n) if n >= *min => Ok(n),
             _ => Err(invalid(name, v, src, what)),
         }
     }
 
     fn seconds(&self, name: &'static str) -> Result<Duration, ConfigError> {
-        self.number::<u64>(name, 1, "expected a whole number of seconds, at least 1")
+        self.number::<u64>(name, &1, "expected a whole number of seconds, at least 1")
             .map(Duration::from_secs)
     }
 }
@@ -362,7 +364,9 @@ impl Config {
                 .ok_or_else(|| invalid("env", v, src, "expected KEY=VALUE"))?;
             env.push((k.to_owned(), val.to_owned()));
         }
-        let callable = raw.str("callable").unwrap_or_else(|| "application".to_owned());
+        let callable = raw
+            .str("callable")
+            .unwrap_or_else(|| "application".to_owned());
         if callable.is_empty() {
             return Err(invalid("callable", "", &Source::Cli, "expected a name"));
         }
@@ -371,17 +375,33 @@ impl Config {
             app,
             callable,
             chdir: raw.str("chdir").map(PathBuf::from),
-            pythonpath: raw.all("pythonpath").into_iter().map(|(v, _)| v.clone()).collect(),
-            processes: raw.number("processes", 1, "expected a whole number of processes, at least 1")?,
-            threads: raw.number("threads", 1, "expected a whole number of threads, at least 1")?,
+            pythonpath: raw
+                .all("pythonpath")
+                .into_iter()
+                .map(|(v, _)| v.clone())
+                .collect(),
+            processes: raw.number(
+                "processes",
+                &1,
+                "expected a whole number of processes, at least 1",
+            )?,
+            threads: raw.number(
+                "threads",
+                &1,
+                "expected a whole number of threads, at least 1",
+            )?,
             lazy_apps: raw.flag("lazy-apps")?,
-            listen: raw.number("listen", 1, "expected a backlog size, at least 1")?,
+            listen: raw.number("listen", &1, "expected a backlog size, at least 1")?,
             env,
             disable_logging: raw.flag("disable-logging")?,
             logto: raw.str("logto").map(PathBuf::from),
             pidfile: raw.str("pidfile").map(PathBuf::from),
-            buffer_size: raw.number("buffer-size", 1024, "expected a size in bytes, at least 1024")?,
-            limit_post: raw.number("limit-post", 0, "expected a size in bytes (0 = no limit)")?,
+            buffer_size: raw.number(
+                "buffer-size",
+                &1024,
+                "expected a size in bytes, at least 1024",
+            )?,
+            limit_post: raw.number("limit-post", &0, "expected a size in bytes (0 = no limit)")?,
             keepalive_timeout: raw.seconds("http-keepalive")?,
             socket_timeout: raw.seconds("socket-timeout")?,
             warnings,
@@ -394,13 +414,15 @@ mod tests {
     use super::*;
 
     fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let argv: Vec<String> = std::iter::once("headrace")
+        let full_args: Vec<String> = std::iter::once("headrace")
             .chain(args.iter().copied())
             .map(str::to_owned)
             .collect();
-        let env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        match Config::load(&argv, &env)? {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        match Config::load(&full_args, &env)? {
             Request::Serve(c) => Ok(*c),
             Request::Print(_) => panic!("unexpected print"),
         }
@@ -409,8 +431,14 @@ mod tests {
     #[test]
     fn addresses() {
         let cases: &[(&str, Option<ListenAddr>)] = &[
-            (":8000", Some(ListenAddr::Tcp("0.0.0.0:8000".parse().unwrap()))),
-            ("127.0.0.1:80", Some(ListenAddr::Tcp("127.0.0.1:80".parse().unwrap()))),
+            (
+                ":8000",
+                Some(ListenAddr::Tcp("0.0.0.0:8000".parse().unwrap())),
+            ),
+            (
+                "127.0.0.1:80",
+                Some(ListenAddr::Tcp("127.0.0.1:80".parse().unwrap())),
+            ),
             ("[::1]:9", Some(ListenAddr::Tcp("[::1]:9".parse().unwrap()))),
             ("/tmp/x.sock", Some(ListenAddr::Unix("/tmp/x.sock".into()))),
             ("127.0.0.1:http", None),
@@ -433,9 +461,16 @@ mod tests {
         assert_eq!((c.processes, c.threads), (3, 2));
         let c = load(&["--ini", ini], &[("UWSGI_PROCESSES", "4")]).unwrap();
         assert_eq!(c.processes, 4);
-        let c = load(&["--ini", ini, "-p", "5", "--env", "B=2"], &[("UWSGI_PROCESSES", "4")]).unwrap();
+        let c = load(
+            &["--ini", ini, "-p", "5", "--env", "B=2"],
+            &[("UWSGI_PROCESSES", "4")],
+        )
+        .unwrap();
         assert_eq!(c.processes, 5);
-        assert_eq!(c.env, vec![("A".into(), "1".into()), ("B".into(), "2".into())]);
+        assert_eq!(
+            c.env,
+            vec![("A".into(), "1".into()), ("B".into(), "2".into())]
+        );
         let c = load(&[ini], &[]).unwrap();
         assert_eq!(c.processes, 3, "a positional .ini is read like --ini");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -455,17 +490,34 @@ mod tests {
         );
         assert!(with(&["--bogus"]).contains("--bogus"));
         assert!(with(&["--env", "NOEQUALS"]).contains("invalid env"));
-        let e = load(&["--wsgi-file", "a.py"], &[("UWSGI_THREADS", "0"), ("UWSGI_HTTP_SOCKET", ":1")])
-            .unwrap_err()
-            .to_string();
+        let e = load(
+            &["--wsgi-file", "a.py"],
+            &[("UWSGI_THREADS", "0"), ("UWSGI_HTTP_SOCKET", ":1")],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("threads \"0\" in $UWSGI_THREADS"), "{e}");
-        assert!(load(&["--wsgi-file", "a.py"], &[]).unwrap_err().to_string().contains("no socket"));
+        assert!(load(&["--wsgi-file", "a.py"], &[])
+            .unwrap_err()
+            .to_string()
+            .contains("no socket"));
     }
 
     #[test]
     fn flags_and_aliases() {
         let c = load(
-            &["--http", "127.0.0.1:1", "-w", "pkg.mod:app", "--workers", "2", "--master", "-L", "--lazy-apps", "--vacuum"],
+            &[
+                "--http",
+                "127.0.0.1:1",
+                "-w",
+                "pkg.mod:app",
+                "--workers",
+                "2",
+                "--master",
+                "-L",
+                "--lazy-apps",
+                "--vacuum",
+            ],
             &[],
         )
         .unwrap();

@@ -71,7 +71,9 @@ impl ReadBuf {
             self.start = 0;
         }
         if self.data.len() - self.end < want {
-            let new_len = (self.end + want).max(self.data.len() * 2).min(max.max(self.end + want));
+            let new_len = (self.end + want)
+                .max(self.data.len() * 2)
+                .min(max.max(self.end + want));
             self.data.resize(new_len, 0);
         }
     }

@@ -178,7 +178,10 @@ mod tests {
         let table: &[(&[u8], &[u8])] = &[
             (b"5\r\nhello\r\n0\r\n\r\n", b"hello"),
             (b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
-            (b"A;name=v\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n", b"0123456789"),
+            (
+                b"A;name=v\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n",
+                b"0123456789",
+            ),
             (b"5\nhello\n0\n\n", b"hello"),
             (b"0\r\n\r\n", b""),
         ];
@@ -192,7 +195,10 @@ mod tests {
     #[test]
     fn partial_is_not_done() {
         assert_eq!(decode(b"5\r\nhel", 100), Ok((b"hel".to_vec(), false)));
-        assert_eq!(decode(b"5\r\nhello\r\n0\r\n", 100), Ok((b"hello".to_vec(), false)));
+        assert_eq!(
+            decode(b"5\r\nhello\r\n0\r\n", 100),
+            Ok((b"hello".to_vec(), false))
+        );
     }
 
     #[test]
@@ -209,7 +215,12 @@ mod tests {
             (b"65\r\n", 413),
         ];
         for (input, status) in table {
-            assert_eq!(decode(input, 100).map(|_| ()), Err(*status), "{}", String::from_utf8_lossy(input));
+            assert_eq!(
+                decode(input, 100).map(|_| ()),
+                Err(*status),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 }

@@ -90,6 +90,16 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
+/// 414 when the request line alone does not fit the limit, 431 when the headers make it too big.
+fn too_large(buf: &[u8], limit: usize) -> HttpError {
+    let line = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
+    if line >= limit {
+        HttpError::UriTooLong(limit)
+    } else {
+        HttpError::HeadTooLarge(limit)
+    }
+}
+
 /// Parse a request head from the start of `buf`. `Ok(None)`: need more bytes.
 pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, HttpError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -98,25 +108,26 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, Htt
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             if buf.len() >= limits.head {
-                let line_done = memchr::memchr(b'\n', buf).is_some();
-                return Err(if line_done {
-                    HttpError::HeadTooLarge(limits.head)
-                } else {
-                    HttpError::UriTooLong(limits.head)
-                });
+                return Err(too_large(buf, limits.head));
             }
             return Ok(None);
         }
         Err(httparse::Error::Version) => return Err(HttpError::Version),
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders(MAX_HEADERS)),
-        Err(httparse::Error::Token) => return Err(HttpError::BadRequest("invalid token in request line")),
-        Err(httparse::Error::HeaderName) => return Err(HttpError::BadRequest("invalid header name")),
-        Err(httparse::Error::HeaderValue) => return Err(HttpError::BadRequest("invalid header value")),
+        Err(httparse::Error::Token) => {
+            return Err(HttpError::BadRequest("invalid token in request line"))
+        }
+        Err(httparse::Error::HeaderName) => {
+            return Err(HttpError::BadRequest("invalid header name"))
+        }
+        Err(httparse::Error::HeaderValue) => {
+            return Err(HttpError::BadRequest("invalid header value"))
+        }
         Err(httparse::Error::NewLine) => return Err(HttpError::BadRequest("invalid line ending")),
         Err(_) => return Err(HttpError::BadRequest("malformed request line")),
     };
     if used > limits.head {
-        return Err(HttpError::HeadTooLarge(limits.head));
+        return Err(too_large(buf, limits.head));
     }
     let method = req.method.unwrap_or_default().as_bytes();
     let target = req.path.unwrap_or_default().as_bytes();
@@ -141,7 +152,8 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, Htt
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
-        head.headers.push((range_of(buf, name), range_of(buf, value)));
+        head.headers
+            .push((range_of(buf, name), range_of(buf, value)));
         if name.eq_ignore_ascii_case(b"content-length") {
             let n = parse_content_length(value)
                 .ok_or(HttpError::BadRequest("invalid Content-Length"))?;
@@ -171,7 +183,9 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, Htt
     head.framing = match (content_length, chunked) {
         (Some(_), true) => {
             // RFC 9112 §6.3: a smuggling vector; reject rather than guess.
-            return Err(HttpError::BadRequest("both Content-Length and Transfer-Encoding"));
+            return Err(HttpError::BadRequest(
+                "both Content-Length and Transfer-Encoding",
+            ));
         }
         (None, true) if version == Version::Http10 => {
             return Err(HttpError::BadRequest("chunked body in HTTP/1.0"));
@@ -195,7 +209,10 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, Htt
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits { head: 256, body: 1000 };
+    const LIMITS: Limits = Limits {
+        head: 256,
+        body: 1000,
+    };
 
     fn parse(raw: &[u8]) -> Result<Option<RequestHead>, HttpError> {
         parse_head(raw, LIMITS)
@@ -203,7 +220,9 @@ mod tests {
 
     #[test]
     fn complete_partial_and_framing() {
-        let h = parse(b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\nrest").unwrap().unwrap();
+        let h = parse(b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\nrest")
+            .unwrap()
+            .unwrap();
         let raw = b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\nrest";
         assert_eq!(&raw[h.target.clone()], b"/a?b");
         assert_eq!(h.len, raw.len() - 4);
@@ -213,16 +232,41 @@ mod tests {
         assert!(parse(b"GE").unwrap().is_none());
         assert!(parse(b"").unwrap().is_none());
         let table: &[(&[u8], Framing, bool)] = &[
-            (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n", Framing::Length(5), true),
-            (b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n", Framing::Length(5), true),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", Framing::Chunked, true),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+                Framing::Length(5),
+                true,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n",
+                Framing::Length(5),
+                true,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Framing::Chunked,
+                true,
+            ),
             (b"GET / HTTP/1.0\r\n\r\n", Framing::None, false),
-            (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", Framing::None, true),
-            (b"GET / HTTP/1.1\r\nConnection: TE, close\r\n\r\n", Framing::None, false),
+            (
+                b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+                Framing::None,
+                true,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nConnection: TE, close\r\n\r\n",
+                Framing::None,
+                false,
+            ),
         ];
         for (raw, framing, ka) in table {
             let h = parse(raw).unwrap().unwrap();
-            assert_eq!((h.framing, h.keep_alive), (*framing, *ka), "{}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                (h.framing, h.keep_alive),
+                (*framing, *ka),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 
@@ -230,7 +274,10 @@ mod tests {
     fn rejections() {
         let long_target = format!("GET /{} HTTP/1.1\r\n", "a".repeat(300));
         let big_head = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(300));
-        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(MAX_HEADERS + 1));
+        let many = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            "A: b\r\n".repeat(MAX_HEADERS + 1)
+        );
         let table: Vec<(Vec<u8>, u16)> = vec![
             (b"GARBAGE\r\n\r\n".to_vec(), 400),
             (b"GET / HTTP/2.0\r\n\r\n".to_vec(), 505),
@@ -238,14 +285,39 @@ mod tests {
             (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n".to_vec(), 400),
             (b"GET / HTTP/1.1\r\nX : y\r\n\r\n".to_vec(), 400),
             (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n".to_vec(), 400),
-            (b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n".to_vec(), 400),
-            (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n".to_vec(), 400),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1,2\r\n\r\n".to_vec(), 400),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec(), 400),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(), 501),
-            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), 400),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n".to_vec(), 413),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n".to_vec(),
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n".to_vec(),
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1,2\r\n\r\n".to_vec(),
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec(),
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    .to_vec(),
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(),
+                501,
+            ),
+            (
+                b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n".to_vec(),
+                413,
+            ),
             (long_target.into_bytes(), 414),
             (big_head.into_bytes(), 431),
             (many.into_bytes(), 431),

@@ -48,7 +48,9 @@ pub fn date_header(out: &mut Vec<u8>) {
         if cache.0 != secs {
             cache.1.clear();
             cache.1.extend_from_slice(b"Date: ");
-            cache.1.extend_from_slice(httpdate::fmt_http_date(now).as_bytes());
+            cache
+                .1
+                .extend_from_slice(httpdate::fmt_http_date(now).as_bytes());
             cache.1.extend_from_slice(b"\r\n");
             cache.0 = secs;
         }
@@ -84,7 +86,10 @@ mod tests {
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 404 Not Found\r\nDate: "));
         assert!(s.ends_with(" GMT\r\n"));
-        assert_eq!(s.len(), "HTTP/1.1 404 Not Found\r\n".len() + "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n".len());
+        assert_eq!(
+            s.len(),
+            "HTTP/1.1 404 Not Found\r\n".len() + "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n".len()
+        );
         let (b, n) = chunk_size_line(500);
         assert_eq!(&b[..n], b"1f4\r\n");
         assert!(status_has_no_body(304) && !status_has_no_body(200));

@@ -56,6 +56,7 @@ pub enum MasterError {
 
 /// The console script's body: parse, serve, return the exit code (2 for a bad configuration,
 /// 1 for an app that cannot be loaded).
+#[must_use]
 pub fn main(py: Python<'_>, argv: &[String]) -> i32 {
     let env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -141,17 +142,21 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
             }
             Err(err) => {
                 err.print(py);
-                crate::log!("headrace: failed to load the app; --need-app is on: exiting with code 1");
+                crate::log!(
+                    "headrace: failed to load the app; --need-app is on: exiting with code 1"
+                );
                 return Ok(1);
             }
         }
     };
     let scoreboard = Scoreboard::new(config.processes)?;
     if let Some(path) = &config.pidfile {
-        std::fs::write(path, format!("{}\n", proc::getpid())).map_err(|source| MasterError::File {
-            what: "--pidfile",
-            path: path.display().to_string(),
-            source,
+        std::fs::write(path, format!("{}\n", proc::getpid())).map_err(|source| {
+            MasterError::File {
+                what: "--pidfile",
+                path: path.display().to_string(),
+                source,
+            }
         })?;
     }
     let signals = SignalFd::new()?;
@@ -235,7 +240,10 @@ impl Master<'_> {
                 slot.pid = pid;
                 slot.spawned_at = Instant::now();
                 slot.respawn_at = None;
-                crate::log!("spawned headrace worker {id} (pid: {pid}, cores: {})", self.config.threads);
+                crate::log!(
+                    "spawned headrace worker {id} (pid: {pid}, cores: {})",
+                    self.config.threads
+                );
                 Ok(())
             }
         }
@@ -244,7 +252,12 @@ impl Master<'_> {
     fn supervise(&mut self, py: Python<'_>) {
         loop {
             let fd = self.signals.raw();
-            let wait_ms = if self.stopping.is_some() || self.slots.iter().any(|s| s.respawn_at.is_some()) { 100 } else { 1000 };
+            let wait_ms =
+                if self.stopping.is_some() || self.slots.iter().any(|s| s.respawn_at.is_some()) {
+                    100
+                } else {
+                    1000
+                };
             py.detach(|| proc::poll_readable(fd, wait_ms));
             while let Some(sig) = self.signals.next() {
                 self.on_signal(sig);
@@ -257,7 +270,11 @@ impl Master<'_> {
                 if Instant::now() >= deadline {
                     for (i, s) in self.slots.iter().enumerate() {
                         if s.pid > 0 {
-                            crate::log!("worker {} (pid: {}) did not stop in time: SIGKILL", i + 1, s.pid);
+                            crate::log!(
+                                "worker {} (pid: {}) did not stop in time: SIGKILL",
+                                i + 1,
+                                s.pid
+                            );
                             proc::kill(s.pid, libc::SIGKILL);
                         }
                     }
@@ -273,7 +290,10 @@ impl Master<'_> {
                         crate::log!("headrace: cannot respawn worker {id}: {e}");
                         self.slots[id - 1].respawn_at = Some(now + Duration::from_secs(1));
                     } else {
-                        crate::log!("Respawned headrace worker {id} (new pid: {})", self.slots[id - 1].pid);
+                        crate::log!(
+                            "Respawned headrace worker {id} (new pid: {})",
+                            self.slots[id - 1].pid
+                        );
                     }
                 }
             }

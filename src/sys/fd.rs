@@ -31,7 +31,7 @@ pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
         libc::accept4(
             listener,
             std::ptr::addr_of_mut!(storage).cast(),
-            &mut len,
+            &raw mut len,
             libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
         )
     })?;
@@ -46,7 +46,10 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
             // SAFETY: ss_family says the storage holds a sockaddr_in, which it is large enough for.
             let a: &libc::sockaddr_in = unsafe { &*std::ptr::from_ref(storage).cast() };
             let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
         }
         libc::AF_INET6 => {
             // SAFETY: ss_family says the storage holds a sockaddr_in6.
@@ -64,12 +67,13 @@ fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
 }
 
 /// The local address of a socket (`None` for unix sockets).
+#[must_use]
 pub fn local_addr(fd: RawFd) -> Option<SocketAddr> {
     // SAFETY: as in `accept`: a zeroed sockaddr_storage and its size.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_storage>()).ok()?;
     // SAFETY: the kernel writes at most `len` bytes into storage.
-    let r = unsafe { libc::getsockname(fd, std::ptr::addr_of_mut!(storage).cast(), &mut len) };
+    let r = unsafe { libc::getsockname(fd, std::ptr::addr_of_mut!(storage).cast(), &raw mut len) };
     if r < 0 {
         return None;
     }
@@ -104,7 +108,7 @@ pub fn sendv(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
     msg.msg_iov = iov.as_mut_ptr();
     msg.msg_iovlen = n;
     // SAFETY: every iovec points into a live slice of `bufs`; sendmsg only reads them.
-    cvt_size(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) })
+    cvt_size(unsafe { libc::sendmsg(fd, &raw const msg, libc::MSG_NOSIGNAL) })
 }
 
 /// `sendfile(2)` from `file` at `offset` without blocking. Advances `offset`.
@@ -124,7 +128,7 @@ pub fn wait_ready(fd: RawFd, write: bool, timeout: Duration) -> io::Result<bool>
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
     loop {
         // SAFETY: pfd is one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        let r = unsafe { libc::poll(&raw mut pfd, 1, ms) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -233,7 +237,7 @@ impl Epoll {
             u64: token,
         };
         // SAFETY: ev is a valid epoll_event; both fds are open.
-        cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })
+        cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &raw mut ev) })
             .map(drop)
     }
 
@@ -241,14 +245,15 @@ impl Epoll {
     pub fn delete(&self, fd: RawFd) {
         let mut ev = libc::epoll_event { events: 0, u64: 0 };
         // SAFETY: deleting an fd; errors (not registered) are harmless and ignored.
-        unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) };
+        unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &raw mut ev) };
     }
 
     /// Wait for events (blocks: call with the GIL released). EINTR returns zero events.
     pub fn wait(&self, events: &mut [EpollEvent], timeout_ms: i32) -> io::Result<usize> {
         let cap = libc::c_int::try_from(events.len()).unwrap_or(libc::c_int::MAX);
         // SAFETY: events is a writable array of `cap` epoll_event.
-        let r = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), cap, timeout_ms) };
+        let r =
+            unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), cap, timeout_ms) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -272,7 +277,7 @@ pub fn regular_file_size(fd: RawFd) -> Option<u64> {
     // SAFETY: stat is plain data.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: st is a valid out pointer.
-    if unsafe { libc::fstat(fd, &mut st) } < 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG {
+    if unsafe { libc::fstat(fd, &raw mut st) } < 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG {
         return None;
     }
     u64::try_from(st.st_size).ok()

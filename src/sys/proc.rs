@@ -82,7 +82,7 @@ pub enum ExitStatus {
 pub fn reap() -> Option<(i32, ExitStatus)> {
     let mut status: libc::c_int = 0;
     // SAFETY: status is a valid out pointer.
-    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    let pid = unsafe { libc::waitpid(-1, &raw mut status, libc::WNOHANG) };
     if pid <= 0 {
         return None;
     }
@@ -130,10 +130,10 @@ fn sigset(signals: &[i32]) -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: set is a valid sigset_t.
-    unsafe { libc::sigemptyset(&mut set) };
+    unsafe { libc::sigemptyset(&raw mut set) };
     for &s in signals {
         // SAFETY: s is a valid signal number.
-        unsafe { libc::sigaddset(&mut set, s) };
+        unsafe { libc::sigaddset(&raw mut set, s) };
     }
     set
 }
@@ -149,12 +149,14 @@ impl SignalFd {
     pub fn new() -> Result<Self, SysError> {
         let set = sigset(&MASTER_SIGNALS);
         // SAFETY: set is a valid sigset; blocking signals in the calling (only) thread.
-        let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        let r =
+            unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) };
         if r != 0 {
             return Err(SysError::Signal(io::Error::from_raw_os_error(r)));
         }
         // SAFETY: set is valid; -1 asks for a new fd.
-        let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
+        let fd =
+            unsafe { libc::signalfd(-1, &raw const set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
         if fd < 0 {
             return Err(SysError::Signal(io::Error::last_os_error()));
         }
@@ -177,7 +179,13 @@ impl SignalFd {
         let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
         // SAFETY: info is a writable buffer of `size` bytes.
-        let r = unsafe { libc::read(self.fd.as_raw_fd(), std::ptr::addr_of_mut!(info).cast(), size) };
+        let r = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                std::ptr::addr_of_mut!(info).cast(),
+                size,
+            )
+        };
         if usize::try_from(r).ok() == Some(size) {
             i32::try_from(info.ssi_signo).ok()
         } else {
@@ -187,6 +195,7 @@ impl SignalFd {
 }
 
 /// Wait up to `timeout_ms` for `fd` to become readable (the master's one blocking call).
+#[must_use]
 pub fn poll_readable(fd: RawFd, timeout_ms: i32) -> bool {
     let mut pfd = libc::pollfd {
         fd,
@@ -194,7 +203,7 @@ pub fn poll_readable(fd: RawFd, timeout_ms: i32) -> bool {
         revents: 0,
     };
     // SAFETY: pfd is one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, timeout_ms) > 0 }
+    unsafe { libc::poll(&raw mut pfd, 1, timeout_ms) > 0 }
 }
 
 static STOP_PIPE: AtomicI32 = AtomicI32::new(-1);
@@ -215,8 +224,8 @@ fn set_handler(sig: i32, handler: libc::sighandler_t) {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = handler;
         sa.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(sig, &sa, std::ptr::null_mut());
+        libc::sigemptyset(&raw mut sa.sa_mask);
+        libc::sigaction(sig, &raw const sa, std::ptr::null_mut());
     }
 }
 
@@ -226,7 +235,10 @@ fn set_handler(sig: i32, handler: libc::sighandler_t) {
 /// worker with it (PR_SET_PDEATHSIG).
 pub fn worker_signals(stop_write: RawFd) {
     STOP_PIPE.store(stop_write, Ordering::Relaxed);
-    set_handler(libc::SIGTERM, on_stop_signal as *const () as libc::sighandler_t);
+    set_handler(
+        libc::SIGTERM,
+        on_stop_signal as *const () as libc::sighandler_t,
+    );
     set_handler(libc::SIGINT, libc::SIG_DFL);
     set_handler(libc::SIGQUIT, libc::SIG_DFL);
     set_handler(libc::SIGHUP, libc::SIG_IGN);
@@ -236,7 +248,7 @@ pub fn worker_signals(stop_write: RawFd) {
     set_handler(libc::SIGCHLD, libc::SIG_DFL);
     let set = sigset(&MASTER_SIGNALS);
     // SAFETY: unblocking in the only thread of the new child.
-    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &raw const set, std::ptr::null_mut()) };
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
 }

@@ -19,9 +19,9 @@ unsafe impl<T: Sync> Send for SharedArray<T> {}
 impl<T: Default + Sync> SharedArray<T> {
     /// Map `len` zeroed elements shared with future children.
     pub fn new(len: usize) -> io::Result<Self> {
-        let bytes = std::mem::size_of::<T>().checked_mul(len.max(1)).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "shared array too large")
-        })?;
+        let bytes = std::mem::size_of::<T>()
+            .checked_mul(len.max(1))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "shared array too large"))?;
         // SAFETY: an anonymous shared mapping; the kernel zero-fills it.
         let p = unsafe {
             libc::mmap(

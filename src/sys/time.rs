@@ -4,17 +4,17 @@
 /// (24 characters, local time), the date field of uWSGI's request log line.
 #[must_use]
 pub fn ctime(secs: i64) -> String {
-    // SAFETY: tm is plain data.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let t: libc::time_t = secs;
-    // SAFETY: both pointers are valid; localtime_r is thread-safe.
-    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
-        return "Thu Jan  1 00:00:00 1970".to_owned();
-    }
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
+    // SAFETY: tm is plain data.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let t: libc::time_t = secs;
+    // SAFETY: both pointers are valid; localtime_r is thread-safe.
+    if unsafe { libc::localtime_r(&raw const t, &raw mut tm) }.is_null() {
+        return "Thu Jan  1 00:00:00 1970".to_owned();
+    }
     let day = DAYS[usize::try_from(tm.tm_wday).unwrap_or(0) % 7];
     let month = MONTHS[usize::try_from(tm.tm_mon).unwrap_or(0) % 12];
     format!(

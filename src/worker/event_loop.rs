@@ -35,13 +35,19 @@ pub fn run(py: Python<'_>, w: &Worker<'_>, core: usize) {
     let epoll = match Epoll::new() {
         Ok(e) => e,
         Err(e) => {
-            crate::log!("headrace: worker {} thread {core}: cannot create epoll: {e}", w.id);
+            crate::log!(
+                "headrace: worker {} thread {core}: cannot create epoll: {e}",
+                w.id
+            );
             return;
         }
     };
     for (i, l) in w.listeners.iter().enumerate() {
         if let Err(e) = epoll.add(l.fd.as_raw_fd(), i as u64, true) {
-            crate::log!("headrace: worker {} cannot watch listening socket {i}: {e}", w.id);
+            crate::log!(
+                "headrace: worker {} cannot watch listening socket {i}: {e}",
+                w.id
+            );
             return;
         }
     }
@@ -66,9 +72,7 @@ impl Thread<'_, '_> {
         let master = crate::sys::proc::getppid();
         loop {
             let epoll = &self.epoll;
-            let n = py
-                .detach(|| epoll.wait(&mut events, 1000))
-                .unwrap_or(0);
+            let n = py.detach(|| epoll.wait(&mut events, 1000)).unwrap_or(0);
             let mut stop = false;
             for ev in &events[..n] {
                 let token = ev.u64;
@@ -103,7 +107,9 @@ impl Thread<'_, '_> {
     }
 
     fn accept(&mut self, py: Python<'_>, idx: usize) {
-        let Some(listener) = self.w.listeners.get(idx) else { return };
+        let Some(listener) = self.w.listeners.get(idx) else {
+            return;
+        };
         let (sock, addr) = match fd::accept(listener.fd.as_raw_fd()) {
             Ok(v) => v,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -131,12 +137,11 @@ impl Thread<'_, '_> {
             },
         };
         let raw = sock.as_raw_fd();
-        let slot = match self.free.pop() {
-            Some(s) => s,
-            None => {
-                self.conns.push(None);
-                self.conns.len() - 1
-            }
+        let slot = if let Some(s) = self.free.pop() {
+            s
+        } else {
+            self.conns.push(None);
+            self.conns.len() - 1
         };
         if self.epoll.add(raw, CONN_BASE + slot as u64, false).is_err() {
             self.free.push(slot);
@@ -170,7 +175,14 @@ impl Thread<'_, '_> {
                     conn.head_started = Some(conn.last_active);
                 }
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => return true,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                return true
+            }
             Err(_) => return false,
         }
         self.process(py, slot)
@@ -228,7 +240,9 @@ impl Thread<'_, '_> {
         let keepalive = self.w.config.keepalive_timeout;
         let head_timeout = self.w.config.socket_timeout;
         for slot in 0..self.conns.len() {
-            let Some(conn) = self.conns[slot].as_mut() else { continue };
+            let Some(conn) = self.conns[slot].as_mut() else {
+                continue;
+            };
             let expired = match conn.head_started {
                 Some(t) if now.duration_since(t) > head_timeout => {
                     reject(conn, &HttpError::Timeout);
@@ -249,10 +263,21 @@ impl Thread<'_, '_> {
 /// that could destroy the response before the client reads it.
 fn reject(conn: &mut Conn, err: &HttpError) {
     let status = err.status();
-    let addr = if conn.peer.addr.is_empty() { "unix socket" } else { conn.peer.addr.as_str() };
-    crate::log!("headrace: {status} {} for {addr}: {err}", crate::http::response::reason(status));
+    let addr = if conn.peer.addr.is_empty() {
+        "unix socket"
+    } else {
+        conn.peer.addr.as_str()
+    };
+    crate::log!(
+        "headrace: {status} {} for {addr}: {err}",
+        crate::http::response::reason(status)
+    );
     let fd = conn.raw();
-    let _ = crate::wsgi::response::send_all_blocking(fd, &[&err.response()], Duration::from_millis(100));
+    let _ = crate::wsgi::response::send_all_blocking(
+        fd,
+        &[&err.response()],
+        Duration::from_millis(100),
+    );
     fd::shutdown_write(fd);
     let mut scratch = ReadBuf::with_capacity(16 * 1024);
     for _ in 0..4 {

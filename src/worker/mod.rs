@@ -47,14 +47,24 @@ pub struct Worker<'a> {
 pub const FAILED_APP_CODE: i32 = 22;
 
 /// Run a freshly forked worker until it is told to stop; never returns.
-pub fn run(py: Python<'_>, id: usize, config: &Config, listeners: &[Listener], scoreboard: &Scoreboard, preloaded: Option<&Py<PyAny>>) -> ! {
+pub fn run(
+    py: Python<'_>,
+    id: usize,
+    config: &Config,
+    listeners: &[Listener],
+    scoreboard: &Scoreboard,
+    preloaded: Option<&Py<PyAny>>,
+) -> ! {
     let pid = crate::sys::proc::getpid();
     let Ok((stop_read, stop_write)) = crate::sys::fd::pipe() else {
         crate::log!("headrace: worker {id} (pid: {pid}) cannot create its stop pipe");
         crate::sys::proc::exit_now(1);
     };
     crate::sys::proc::worker_signals(std::os::fd::AsRawFd::as_raw_fd(&stop_write));
-    scoreboard.worker(id).pid.store(pid, std::sync::atomic::Ordering::Relaxed);
+    scoreboard
+        .worker(id)
+        .pid
+        .store(pid, std::sync::atomic::Ordering::Relaxed);
     let callable = match preloaded {
         Some(app) => app.clone_ref(py),
         None => match crate::wsgi::load::load(py, config) {
@@ -114,7 +124,10 @@ pub fn run(py: Python<'_>, id: usize, config: &Config, listeners: &[Listener], s
             Python::attach(|py| event_loop::run(py, &worker, 0));
         });
     });
-    scoreboard.worker(id).pid.store(0, std::sync::atomic::Ordering::Relaxed);
+    scoreboard
+        .worker(id)
+        .pid
+        .store(0, std::sync::atomic::Ordering::Relaxed);
     run_atexit(py);
     drop(stop_write);
     crate::sys::proc::exit_now(0);

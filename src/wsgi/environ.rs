@@ -24,7 +24,10 @@ const COMMON_HEADERS: &[(&str, &str)] = &[
     ("authorization", "HTTP_AUTHORIZATION"),
     ("if-modified-since", "HTTP_IF_MODIFIED_SINCE"),
     ("if-none-match", "HTTP_IF_NONE_MATCH"),
-    ("upgrade-insecure-requests", "HTTP_UPGRADE_INSECURE_REQUESTS"),
+    (
+        "upgrade-insecure-requests",
+        "HTTP_UPGRADE_INSECURE_REQUESTS",
+    ),
     ("expect", "HTTP_EXPECT"),
 ];
 
@@ -132,7 +135,10 @@ impl EnvironBuilder {
                 d.set_item(PyString::intern(py, k), v)?;
                 stats.add(k.len(), v.len());
             }
-            d.set_item("SERVER_SOFTWARE", concat!("headrace/", env!("CARGO_PKG_VERSION")))?;
+            d.set_item(
+                "SERVER_SOFTWARE",
+                concat!("headrace/", env!("CARGO_PKG_VERSION")),
+            )?;
             d.set_item("wsgi.version", (1, 0))?;
             d.set_item("wsgi.url_scheme", "http")?;
             d.set_item("wsgi.multithread", c.multithread)?;
@@ -170,7 +176,10 @@ impl EnvironBuilder {
         let method = &buf[head.method.clone()];
         match k.methods.iter().find(|(m, _)| *m == method) {
             Some((_, s)) => env.set_item(k.request_method.bind(py), s.bind(py))?,
-            None => env.set_item(k.request_method.bind(py), crate::sys::py::latin1(py, method)?)?,
+            None => env.set_item(
+                k.request_method.bind(py),
+                crate::sys::py::latin1(py, method)?,
+            )?,
         }
         stats.add(14, method.len());
         let target = &buf[head.target.clone()];
@@ -289,7 +298,11 @@ fn percent_decode(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     if !input.contains(&b'%') {
         return std::borrow::Cow::Borrowed(input);
     }
-    let hex = |b: u8| char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let hex = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
@@ -324,7 +337,12 @@ mod tests {
         ];
         for (target, path, query) in table {
             let (p, q) = split_target(target);
-            assert_eq!((&*percent_decode(p), q), (*path, *query), "{}", String::from_utf8_lossy(target));
+            assert_eq!(
+                (&*percent_decode(p), q),
+                (*path, *query),
+                "{}",
+                String::from_utf8_lossy(target)
+            );
         }
         assert_eq!(cgi_key(b"X-Custom-thing"), "HTTP_X_CUSTOM_THING");
     }
@@ -334,13 +352,27 @@ mod tests {
         Python::initialize();
         Python::attach(|py| {
             let raw = b"POST /a%20b?q=1 HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\nContent-Type: text/x\r\nContent-Length: 3\r\nX_Bad: 1\r\n\r\nabc";
-            let head = crate::http::parse::parse_head(raw, crate::http::Limits { head: 1000, body: 0 })
-                .unwrap()
-                .unwrap();
+            let head = crate::http::parse::parse_head(
+                raw,
+                crate::http::Limits {
+                    head: 1000,
+                    body: 0,
+                },
+            )
+            .unwrap()
+            .unwrap();
             let servers = [("localhost".to_owned(), "80".to_owned())];
-            let c = Constants { servers: &servers, multithread: false, multiprocess: true };
+            let c = Constants {
+                servers: &servers,
+                multithread: false,
+                multiprocess: true,
+            };
             let b = EnvironBuilder::new(py, &c, &PyDict::new(py)).unwrap();
-            let peer = Peer { listener: 0, addr: "127.0.0.1".into(), port: "5555".into() };
+            let peer = Peer {
+                listener: 0,
+                addr: "127.0.0.1".into(),
+                port: "5555".into(),
+            };
             let (env, stats) = b.build(py, raw, &head, &peer).unwrap();
             let get = |k: &str| env.get_item(k).unwrap().map(|v| v.to_string());
             assert_eq!(get("REQUEST_METHOD").as_deref(), Some("POST"));

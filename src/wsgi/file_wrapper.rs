@@ -27,7 +27,10 @@ impl FileWrapper {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let chunk = self.filelike.bind(py).call_method1("read", (self.blksize,))?;
+        let chunk = self
+            .filelike
+            .bind(py)
+            .call_method1("read", (self.blksize,))?;
         Ok((chunk.len()? > 0).then_some(chunk))
     }
 
@@ -44,6 +47,7 @@ impl FileWrapper {
 impl FileWrapper {
     /// The wrapped object's file descriptor and current position, when it is a regular file
     /// that sendfile(2) can send: `(fd, offset, bytes to the end)`.
+    #[must_use]
     pub fn sendable(&self, py: Python<'_>) -> Option<(i32, u64, u64)> {
         let f = self.filelike.bind(py);
         let fd: i32 = f.call_method0("fileno").ok()?.extract().ok()?;

@@ -46,8 +46,14 @@ impl From<BodyError> for PyErr {
 }
 
 enum State {
-    Length { remaining: u64 },
-    Chunked { decoder: ChunkedDecoder, decoded: Vec<u8>, pos: usize },
+    Length {
+        remaining: u64,
+    },
+    Chunked {
+        decoder: ChunkedDecoder,
+        decoded: Vec<u8>,
+        pos: usize,
+    },
     Done,
 }
 
@@ -67,7 +73,14 @@ pub struct Body {
 impl Body {
     /// A body framed as `framing`, whose first bytes may already sit in `buf`.
     #[must_use]
-    pub fn new(fd: RawFd, buf: ReadBuf, framing: Framing, limit: u64, expect_continue: bool, timeout: Duration) -> Self {
+    pub fn new(
+        fd: RawFd,
+        buf: ReadBuf,
+        framing: Framing,
+        limit: u64,
+        expect_continue: bool,
+        timeout: Duration,
+    ) -> Self {
         let (state, announced) = match framing {
             Framing::None => (State::Done, None),
             Framing::Length(n) => (State::Length { remaining: n }, Some(n)),
@@ -96,7 +109,9 @@ impl Body {
     fn available(&self) -> &[u8] {
         match &self.state {
             State::Length { remaining } => {
-                let n = usize::try_from(*remaining).unwrap_or(usize::MAX).min(self.buf.len());
+                let n = usize::try_from(*remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(self.buf.len());
                 &self.buf.filled()[..n]
             }
             State::Chunked { decoded, pos, .. } => &decoded[*pos..],
@@ -114,7 +129,11 @@ impl Body {
                     self.state = State::Done;
                 }
             }
-            State::Chunked { decoded, pos, decoder } => {
+            State::Chunked {
+                decoded,
+                pos,
+                decoder,
+            } => {
                 *pos += n;
                 if *pos == decoded.len() {
                     decoded.clear();
@@ -144,8 +163,12 @@ impl Body {
     fn fill_inner(&mut self) -> Result<bool, BodyError> {
         if self.send_continue {
             self.send_continue = false;
-            crate::wsgi::response::send_all_blocking(self.fd, &[b"HTTP/1.1 100 Continue\r\n\r\n"], self.timeout)
-                .map_err(|e| BodyError::Io(e.to_string()))?;
+            crate::wsgi::response::send_all_blocking(
+                self.fd,
+                &[b"HTTP/1.1 100 Continue\r\n\r\n"],
+                self.timeout,
+            )
+            .map_err(|e| BodyError::Io(e.to_string()))?;
         }
         loop {
             match &mut self.state {
@@ -155,7 +178,11 @@ impl Body {
                         return Ok(true);
                     }
                 }
-                State::Chunked { decoder, decoded, pos } => {
+                State::Chunked {
+                    decoder,
+                    decoded,
+                    pos,
+                } => {
                     // Decode what is buffered before reading more.
                     while !self.buf.is_empty() && !decoder.is_done() {
                         let input = self.buf.filled();
@@ -268,6 +295,7 @@ impl Body {
     /// After the app: read and discard what it left of the body, and return the buffer for the
     /// next request — or `None` when the connection cannot be reused (body too large to drain,
     /// a 100-continue never answered, or a read error). Blocks.
+    #[must_use]
     pub fn finish(mut self) -> Option<ReadBuf> {
         if matches!(self.state, State::Done) {
             return Some(self.buf);
@@ -342,7 +370,11 @@ impl Input {
 
     /// `readline(size=-1)`.
     #[pyo3(signature = (size=None))]
-    fn readline<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+    fn readline<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<isize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let limit = size_arg(size);
         let data = self.with_body(py, Vec::new(), |b| b.readline(limit))?;
         Ok(PyBytes::new(py, &data))
@@ -350,7 +382,11 @@ impl Input {
 
     /// `readlines(hint=-1)`.
     #[pyo3(signature = (hint=None))]
-    fn readlines<'py>(&mut self, py: Python<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
+    fn readlines<'py>(
+        &mut self,
+        py: Python<'py>,
+        hint: Option<isize>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let hint = size_arg(hint).filter(|&h| h > 0);
         let lines = PyList::empty(py);
         let mut total = 0;
@@ -378,24 +414,29 @@ impl Input {
     }
 
     /// File-like objects say whether they are readable.
-    fn readable(&self) -> bool {
+    #[staticmethod]
+    fn readable() -> bool {
         true
     }
 
     /// Closing the input is the server's job; apps calling it are tolerated.
-    fn close(&self) {}
+    #[staticmethod]
+    fn close() {}
 
-    fn __repr__(&self) -> String {
+    fn __repr__(slf: PyRef<'_, Self>) -> String {
+        drop(slf);
         "<headrace wsgi.input>".to_owned()
     }
 
     /// Reject seek with the io module's error, so libraries fall back to reading.
+    #[staticmethod]
     #[pyo3(signature = (*_args))]
-    fn seek(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
+    fn seek(_args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
         Err(PyValueError::new_err("wsgi.input is not seekable"))
     }
 
-    fn seekable(&self) -> bool {
+    #[staticmethod]
+    fn seekable() -> bool {
         false
     }
 }
@@ -407,7 +448,12 @@ mod tests {
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
-    fn body_over_socket(prebuffered: &[u8], rest: &[u8], framing: Framing, close: bool) -> (Body, UnixStream, UnixStream) {
+    fn body_over_socket(
+        prebuffered: &[u8],
+        rest: &[u8],
+        framing: Framing,
+        close: bool,
+    ) -> (Body, UnixStream, UnixStream) {
         let (a, mut b) = UnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();
         b.write_all(rest).unwrap();
@@ -416,7 +462,14 @@ mod tests {
         }
         let mut buf = ReadBuf::with_capacity(64);
         buf.extend(prebuffered);
-        let body = Body::new(a.as_raw_fd(), buf, framing, 0, false, Duration::from_secs(2));
+        let body = Body::new(
+            a.as_raw_fd(),
+            buf,
+            framing,
+            0,
+            false,
+            Duration::from_secs(2),
+        );
         (body, a, b)
     }
 
@@ -432,8 +485,12 @@ mod tests {
 
     #[test]
     fn readline_and_chunked() {
-        let (mut body, _a, _b) =
-            body_over_socket(b"4\r\nab\nc\r\n", b"3\r\nd\ne\r\n0\r\n\r\nGET", Framing::Chunked, false);
+        let (mut body, _a, _b) = body_over_socket(
+            b"4\r\nab\nc\r\n",
+            b"3\r\nd\ne\r\n0\r\n\r\nGET",
+            Framing::Chunked,
+            false,
+        );
         assert_eq!(body.readline(None).unwrap(), b"ab\n");
         assert_eq!(body.readline(Some(1)).unwrap(), b"c");
         assert_eq!(body.readline(None).unwrap(), b"d\n");
@@ -445,7 +502,16 @@ mod tests {
     fn short_body_raises() {
         let (mut body, _a, _b) = body_over_socket(b"ab", b"c", Framing::Length(10), true);
         let err = body.read(None).unwrap_err();
-        assert!(matches!(err, BodyError::Disconnected { got: 3, expected: Some(10) }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                BodyError::Disconnected {
+                    got: 3,
+                    expected: Some(10)
+                }
+            ),
+            "{err:?}"
+        );
         assert!(body.read(None).is_err(), "the error sticks");
         let (mut body, _a, _b) = body_over_socket(b"", b"5\r\nab", Framing::Chunked, true);
         assert!(body.read(None).is_err());

@@ -13,7 +13,9 @@ pub fn prepare_path(py: Python<'_>, config: &Config) -> PyResult<()> {
     for p in config.pythonpath.iter().rev() {
         path.insert(0, p)?;
     }
-    let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
     if !path.contains(&cwd)? {
         path.insert(0, cwd)?;
     }
@@ -30,7 +32,10 @@ pub fn load(py: Python<'_>, config: &Config) -> PyResult<Py<PyAny>> {
                 .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
                 .collect();
             let util = py.import("importlib.util")?;
-            let spec = util.call_method1("spec_from_file_location", (&name, abs.display().to_string()))?;
+            let spec = util.call_method1(
+                "spec_from_file_location",
+                (&name, abs.display().to_string()),
+            )?;
             if spec.is_none() {
                 return Err(pyo3::exceptions::PyImportError::new_err(format!(
                     "cannot load {}: not a Python file",
@@ -38,15 +43,20 @@ pub fn load(py: Python<'_>, config: &Config) -> PyResult<Py<PyAny>> {
                 )));
             }
             let module = util.call_method1("module_from_spec", (&spec,))?;
-            py.import("sys")?.getattr("modules")?.set_item(&name, &module)?;
-            spec.getattr("loader")?.call_method1("exec_module", (&module,))?;
+            py.import("sys")?
+                .getattr("modules")?
+                .set_item(&name, &module)?;
+            spec.getattr("loader")?
+                .call_method1("exec_module", (&module,))?;
             (module, config.callable.clone(), file.display().to_string())
         }
         AppSource::Module(spec) => {
             let (m, c) = spec
                 .split_once(':')
                 .map_or((spec.as_str(), config.callable.as_str()), |(m, c)| (m, c));
-            let module = py.import("importlib")?.call_method1("import_module", (m,))?;
+            let module = py
+                .import("importlib")?
+                .call_method1("import_module", (m,))?;
             (module, c.to_owned(), m.to_owned())
         }
     };
@@ -54,7 +64,9 @@ pub fn load(py: Python<'_>, config: &Config) -> PyResult<Py<PyAny>> {
         PyAttributeError::new_err(format!("callable \"{callable}\" not found in {what}"))
     })?;
     if !app.is_callable() {
-        return Err(PyTypeError::new_err(format!("\"{callable}\" in {what} is not callable")));
+        return Err(PyTypeError::new_err(format!(
+            "\"{callable}\" in {what} is not callable"
+        )));
     }
     Ok(app.unbind())
 }

@@ -58,14 +58,21 @@ pub struct Server<'a> {
 
 impl App {
     /// Wrap a loaded callable; builds the environ templates.
-    pub fn new(py: Python<'_>, callable: Py<PyAny>, constants: &environ::Constants<'_>) -> PyResult<Self> {
+    pub fn new(
+        py: Python<'_>,
+        callable: Py<PyAny>,
+        constants: &environ::Constants<'_>,
+    ) -> PyResult<Self> {
         let extra = PyDict::new(py);
         extra.set_item("wsgi.errors", py.import("sys")?.getattr("stderr")?)?;
         extra.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
         Ok(Self {
             callable,
             environ: EnvironBuilder::new(py, constants, &extra)?,
-            format_exception: py.import("traceback")?.getattr("format_exception")?.unbind(),
+            format_exception: py
+                .import("traceback")?
+                .getattr("format_exception")?
+                .unbind(),
         })
     }
 
@@ -75,7 +82,10 @@ impl App {
         match self.format_exception.bind(py).call1(args) {
             Ok(lines) => lines
                 .try_iter()
-                .map(|it| it.filter_map(|l| l.ok().map(|l| l.to_string())).collect::<String>())
+                .map(|it| {
+                    it.filter_map(|l| l.ok().map(|l| l.to_string()))
+                        .collect::<String>()
+                })
                 .unwrap_or_default(),
             Err(_) => format!("{err}\n"),
         }
@@ -104,42 +114,84 @@ struct Summary {
 
 /// Serve one request. Returns the buffer (holding any pipelined bytes) when the connection may
 /// carry another request, `None` when it must close.
-pub fn serve(py: Python<'_>, app: &App, settings: &Settings, server: &Server<'_>, ex: Exchange<'_>) -> Option<ReadBuf> {
+#[must_use]
+pub fn serve(
+    py: Python<'_>,
+    app: &App,
+    settings: &Settings,
+    server: &Server<'_>,
+    ex: Exchange<'_>,
+) -> Option<ReadBuf> {
     let start = Instant::now();
     let start_secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
-    let Exchange { fd, peer, mut buf, head } = ex;
+    let Exchange {
+        fd,
+        peer,
+        mut buf,
+        head,
+    } = ex;
     let slot = server.scoreboard.worker(server.worker_id);
-    let log_fields = settings
-        .log_requests
-        .then(|| (buf.filled()[head.method.clone()].to_vec(), buf.filled()[head.target.clone()].to_vec()));
-    let mut state = ResponseState::new(fd, head.version, head.keep_alive, head.is_head, settings.timeout);
+    let log_fields = settings.log_requests.then(|| {
+        (
+            buf.filled()[head.method.clone()].to_vec(),
+            buf.filled()[head.target.clone()].to_vec(),
+        )
+    });
+    let mut response = ResponseState::new(
+        fd,
+        head.version,
+        head.keep_alive,
+        head.is_head,
+        settings.timeout,
+    );
 
     let built = app.environ.build(py, buf.filled(), &head, peer);
     buf.consume(head.len);
-    let body = Body::new(fd, buf, head.framing, settings.limits.body, head.expect_continue, settings.timeout);
+    let body = Body::new(
+        fd,
+        buf,
+        head.framing,
+        settings.limits.body,
+        head.expect_continue,
+        settings.timeout,
+    );
     let (environ, stats) = match built {
         Ok(v) => v,
         Err(err) => {
-            crate::log!("headrace: cannot build the environ: {}", app.format_error(py, &err));
-            let _ = state.send_500(py);
+            crate::log!(
+                "headrace: cannot build the environ: {}",
+                app.format_error(py, &err)
+            );
+            let _ = response.send_500(py);
             return None;
         }
     };
 
     slot.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (summary, body) = call_app(py, app, environ, body, state);
+    let (summary, body) = call_app(py, app, &environ, body, response);
     slot.busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 
-    let next = body.and_then(|b| if b.is_complete() { b.finish() } else { py.detach(|| b.finish()) });
+    let next = body.and_then(|b| {
+        if b.is_complete() {
+            b.finish()
+        } else {
+            py.detach(|| b.finish())
+        }
+    });
     if let Some((method, uri)) = log_fields {
-        log_request(server, peer, &stats, start_secs, start, &method, &uri, &head, &summary);
+        log_request(
+            server, peer, &stats, start_secs, start, &method, &uri, &head, &summary,
+        );
     }
     next
 }
 
-#[allow(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename them"
+)]
 fn log_request(
     server: &Server<'_>,
     peer: &Peer,
@@ -179,20 +231,26 @@ fn log_request(
 fn call_app(
     py: Python<'_>,
     app: &App,
-    environ: Bound<'_, PyDict>,
+    environ: &Bound<'_, PyDict>,
     body: Body,
     state: ResponseState,
 ) -> (Summary, Option<Body>) {
-    let input = match Bound::new(py, Input::new(body)) {
-        Ok(i) => i,
-        Err(_) => return (summary_of(&state), None),
+    let Ok(input) = Bound::new(py, Input::new(body)) else {
+        return (summary_of(&state), None);
     };
-    let sr = match Bound::new(py, StartResponse { state }) {
-        Ok(s) => s,
-        Err(_) => return (Summary { status: 500, body_bytes: 0, head_bytes: 0, headers: 0 }, None),
+    let Ok(sr) = Bound::new(py, StartResponse { state }) else {
+        return (
+            Summary {
+                status: 500,
+                body_bytes: 0,
+                head_bytes: 0,
+                headers: 0,
+            },
+            None,
+        );
     };
     let _ = environ.set_item(app.environ.keys().wsgi_input.bind(py), &input);
-    let result = app.callable.bind(py).call1((&environ, &sr));
+    let result = app.callable.bind(py).call1((environ, &sr));
     let outcome = match result {
         Ok(iterable) => {
             let r = write_result(py, &sr, &iterable);
@@ -218,7 +276,10 @@ fn call_app(
         crate::log!("headrace: exception in the app (500):\n{}", text.trim_end());
     }
     if st.broken {
-        crate::log!("headrace: client disconnected while the response was written ({} body bytes sent)", st.body_sent);
+        crate::log!(
+            "headrace: client disconnected while the response was written ({} body bytes sent)",
+            st.body_sent
+        );
     } else if error.is_some() {
         if st.headers_sent {
             // Too late for a 500: cut the connection without the terminating chunk, so the
@@ -247,14 +308,19 @@ fn summary_of(st: &ResponseState) -> Summary {
 }
 
 fn not_started() -> PyErr {
-    pyo3::exceptions::PyRuntimeError::new_err("the app returned a body before calling start_response()")
+    pyo3::exceptions::PyRuntimeError::new_err(
+        "the app returned a body before calling start_response()",
+    )
 }
 
 fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyBytes>> {
     item.cast::<PyBytes>().map_err(|_| {
         pyo3::exceptions::PyTypeError::new_err(format!(
             "response body items must be bytes, not {}",
-            item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            item.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         ))
     })
 }
@@ -265,7 +331,11 @@ fn io_err(e: &std::io::Error) -> PyErr {
 
 /// Write the app's result: lists and tuples at once with a Content-Length, real files with
 /// sendfile, anything else chunk by chunk as the app produces it.
-fn write_result(py: Python<'_>, sr: &Bound<'_, StartResponse>, iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+fn write_result(
+    py: Python<'_>,
+    sr: &Bound<'_, StartResponse>,
+    iterable: &Bound<'_, PyAny>,
+) -> PyResult<()> {
     if let Ok(list) = iterable.cast::<PyList>() {
         let items: Vec<Bound<'_, PyAny>> = list.iter().collect();
         return write_known(py, sr, &items);
@@ -284,7 +354,10 @@ fn write_result(py: Python<'_>, sr: &Bound<'_, StartResponse>, iterable: &Bound<
             if g.state.error.is_some() {
                 return Ok(());
             }
-            return g.state.send_file(py, fd, offset, count).map_err(|e| io_err(&e));
+            return g
+                .state
+                .send_file(py, fd, offset, count)
+                .map_err(|e| io_err(&e));
         }
     }
     for item in iterable.try_iter()? {
@@ -297,12 +370,18 @@ fn write_result(py: Python<'_>, sr: &Bound<'_, StartResponse>, iterable: &Bound<
         if g.state.error.is_some() {
             return Ok(());
         }
-        g.state.send_chunk(py, bytes.as_bytes()).map_err(|e| io_err(&e))?;
+        g.state
+            .send_chunk(py, bytes.as_bytes())
+            .map_err(|e| io_err(&e))?;
     }
     Ok(())
 }
 
-fn write_known(py: Python<'_>, sr: &Bound<'_, StartResponse>, items: &[Bound<'_, PyAny>]) -> PyResult<()> {
+fn write_known(
+    py: Python<'_>,
+    sr: &Bound<'_, StartResponse>,
+    items: &[Bound<'_, PyAny>],
+) -> PyResult<()> {
     let mut parts: Vec<&[u8]> = Vec::with_capacity(items.len());
     for item in items {
         parts.push(as_bytes(item)?.as_bytes());

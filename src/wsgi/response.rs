@@ -50,7 +50,10 @@ fn send_from(fd: RawFd, bufs: &[&[u8]], mut skip: usize, timeout: Duration) -> i
             Ok(n) => skip += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if !crate::sys::fd::wait_ready(fd, true, timeout)? {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client stopped reading",
+                    ));
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -66,7 +69,14 @@ pub fn send_all(py: Python<'_>, fd: RawFd, bufs: &[&[u8]], timeout: Duration) ->
     let total: usize = bufs.iter().map(|b| b.len()).sum();
     let first = match crate::sys::fd::sendv(fd, bufs) {
         Ok(n) => n,
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => 0,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            0
+        }
         Err(e) => return Err(e),
     };
     if first == total {
@@ -76,6 +86,10 @@ pub fn send_all(py: Python<'_>, fd: RawFd, bufs: &[&[u8]], timeout: Duration) ->
 }
 
 /// The state of one response.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one response"
+)]
 pub struct ResponseState {
     fd: RawFd,
     version: Version,
@@ -109,7 +123,13 @@ pub struct ResponseState {
 impl ResponseState {
     /// A response on `fd` to a request of this version.
     #[must_use]
-    pub fn new(fd: RawFd, version: Version, keep_alive: bool, is_head: bool, timeout: Duration) -> Self {
+    pub fn new(
+        fd: RawFd,
+        version: Version,
+        keep_alive: bool,
+        is_head: bool,
+        timeout: Duration,
+    ) -> Self {
         Self {
             fd,
             version,
@@ -143,7 +163,10 @@ impl ResponseState {
     /// The connection may serve another request after this response.
     #[must_use]
     pub fn keep_alive(&self) -> bool {
-        self.client_keep_alive && !self.close_after && !self.broken && !STOPPING.load(Ordering::Relaxed)
+        self.client_keep_alive
+            && !self.close_after
+            && !self.broken
+            && !STOPPING.load(Ordering::Relaxed)
     }
 
     /// Make the connection close after this response (a body the app did not finish, an error
@@ -191,11 +214,15 @@ impl ResponseState {
         let b = status.as_bytes();
         let code_ok = b.len() >= 4 && b[..3].iter().all(u8::is_ascii_digit) && b[3] == b' ';
         if !code_ok || b.iter().any(|&c| c < 0x20 || c == 0x7f) {
-            return Err(PyValueError::new_err(format!("invalid status {status:?}: expected '200 OK'")));
+            return Err(PyValueError::new_err(format!(
+                "invalid status {status:?}: expected '200 OK'"
+            )));
         }
         let code: u16 = status[..3].parse().unwrap_or(500);
         if code < 100 {
-            return Err(PyValueError::new_err(format!("invalid status code in {status:?}")));
+            return Err(PyValueError::new_err(format!(
+                "invalid status code in {status:?}"
+            )));
         }
         let mut line = Vec::with_capacity(b.len() + 11);
         line.extend_from_slice(self.version.as_str().as_bytes());
@@ -213,7 +240,9 @@ impl ResponseState {
                 .cast::<PyTuple>()
                 .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
             if pair.len() != 2 {
-                return Err(PyTypeError::new_err("each header must be a (name, value) tuple"));
+                return Err(PyTypeError::new_err(
+                    "each header must be a (name, value) tuple",
+                ));
             }
             let name_obj = pair.get_item(0)?;
             let value_obj = pair.get_item(1)?;
@@ -226,7 +255,9 @@ impl ResponseState {
                 .map_err(|_| PyTypeError::new_err(format!("value of header {name:?} must be str")))?
                 .to_str()?;
             if name.is_empty() || !name.bytes().all(is_token) {
-                return Err(PyValueError::new_err(format!("invalid header name {name:?}")));
+                return Err(PyValueError::new_err(format!(
+                    "invalid header name {name:?}"
+                )));
             }
             if value.chars().any(|c| (c < ' ' && c != '\t') || c == '\x7f') {
                 return Err(PyValueError::new_err(format!(
@@ -304,7 +335,10 @@ impl ResponseState {
 
     fn write(&mut self, py: Python<'_>, bufs: &[&[u8]]) -> io::Result<()> {
         if self.broken {
-            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "client disconnected"));
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "client disconnected",
+            ));
         }
         let r = send_all(py, self.fd, bufs, self.timeout);
         if r.is_err() {
@@ -335,8 +369,16 @@ impl ResponseState {
         if data.is_empty() {
             return Ok(());
         }
-        let head = if self.headers_sent { Vec::new() } else { self.head(None) };
-        let data = if self.body_allowed() { self.clamp(data) } else { &[][..] };
+        let head = if self.headers_sent {
+            Vec::new()
+        } else {
+            self.head(None)
+        };
+        let data = if self.body_allowed() {
+            self.clamp(data)
+        } else {
+            &[][..]
+        };
         self.body_sent += data.len() as u64;
         if self.chunked && !data.is_empty() {
             let (size, n) = crate::http::response::chunk_size_line(data.len());
@@ -369,7 +411,13 @@ impl ResponseState {
     }
 
     /// Send `count` bytes of `file` from `offset` with sendfile(2), GIL released.
-    pub fn send_file(&mut self, py: Python<'_>, file: RawFd, offset: u64, count: u64) -> io::Result<()> {
+    pub fn send_file(
+        &mut self,
+        py: Python<'_>,
+        file: RawFd,
+        offset: u64,
+        count: u64,
+    ) -> io::Result<()> {
         let head = self.head(Some(count));
         self.write(py, &[&head])?;
         if !self.body_allowed() {
@@ -388,7 +436,10 @@ impl ResponseState {
                     Ok(n) => left -= n as u64,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         if !crate::sys::fd::wait_ready(fd, true, timeout)? {
-                            return Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"));
+                            return Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "client stopped reading",
+                            ));
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -433,8 +484,10 @@ impl ResponseState {
         let body = b"Internal Server Error\n";
         self.status = 500;
         self.status_line.clear();
-        self.status_line.extend_from_slice(self.version.as_str().as_bytes());
-        self.status_line.extend_from_slice(b" 500 Internal Server Error\r\n");
+        self.status_line
+            .extend_from_slice(self.version.as_str().as_bytes());
+        self.status_line
+            .extend_from_slice(b" 500 Internal Server Error\r\n");
         self.headers = b"Content-Type: text/plain\r\n".to_vec();
         self.header_count = 1;
         self.app_length = None;
@@ -456,8 +509,9 @@ fn latin1_into(s: &str, out: &mut Vec<u8>) -> PyResult<()> {
         return Ok(());
     }
     for c in s.chars() {
-        let b = u8::try_from(u32::from(c))
-            .map_err(|_| PyValueError::new_err(format!("{s:?} is not Latin-1 (PEP 3333 native strings)")))?;
+        let b = u8::try_from(u32::from(c)).map_err(|_| {
+            PyValueError::new_err(format!("{s:?} is not Latin-1 (PEP 3333 native strings)"))
+        })?;
         out.push(b);
     }
     Ok(())
@@ -486,7 +540,9 @@ impl StartResponse {
     /// PEP 3333's write(): send `data` now (headers first).
     fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         if !self.state.started {
-            return Err(PyRuntimeError::new_err("write() called before start_response()"));
+            return Err(PyRuntimeError::new_err(
+                "write() called before start_response()",
+            ));
         }
         let data = data
             .cast::<PyBytes>()
