@@ -329,12 +329,50 @@ impl Config {
                 }
             }
         }
+        // Values with a shape are checked before what is missing, so that
+        // `headrace --processes abc` names --processes first.
+        let processes = raw.number(
+            "processes",
+            &1,
+            "expected a whole number of processes, at least 1",
+        )?;
+        let threads = raw.number(
+            "threads",
+            &1,
+            "expected a whole number of threads, at least 1",
+        )?;
+        let listen = raw.number("listen", &1, "expected a backlog size, at least 1")?;
+        let buffer_size = raw.number(
+            "buffer-size",
+            &1024,
+            "expected a size in bytes, at least 1024",
+        )?;
+        let limit_post = raw.number("limit-post", &0, "expected a size in bytes (0 = no limit)")?;
+        let keepalive_timeout = raw.seconds("http-keepalive")?;
+        let socket_timeout = raw.seconds("socket-timeout")?;
+        let lazy_apps = raw.flag("lazy-apps")?;
+        let disable_logging = raw.flag("disable-logging")?;
+        let mut env = Vec::new();
+        for (v, src) in raw.all("env") {
+            let (k, val) = v
+                .split_once('=')
+                .ok_or_else(|| invalid("env", v, src, "expected KEY=VALUE"))?;
+            env.push((k.to_owned(), val.to_owned()));
+        }
         let mut http_sockets = Vec::new();
         for name in ["http-socket", "http"] {
             for (v, src) in raw.all(name) {
                 let addr = parse_addr(v).map_err(|r| invalid(name, v, src, &r))?;
                 http_sockets.push(addr);
             }
+        }
+        let callable = raw.str("callable").unwrap_or_default();
+        if callable.is_empty() {
+            let (v, src) = raw
+                .get("callable")
+                .cloned()
+                .unwrap_or((String::new(), Source::Default));
+            return Err(invalid("callable", &v, &src, "expected a name"));
         }
         if http_sockets.is_empty() {
             return Err(ConfigError::Missing(
@@ -357,19 +395,6 @@ impl Config {
                 ))
             }
         };
-        let mut env = Vec::new();
-        for (v, src) in raw.all("env") {
-            let (k, val) = v
-                .split_once('=')
-                .ok_or_else(|| invalid("env", v, src, "expected KEY=VALUE"))?;
-            env.push((k.to_owned(), val.to_owned()));
-        }
-        let callable = raw
-            .str("callable")
-            .unwrap_or_else(|| "application".to_owned());
-        if callable.is_empty() {
-            return Err(invalid("callable", "", &Source::Cli, "expected a name"));
-        }
         Ok(Self {
             http_sockets,
             app,
@@ -380,30 +405,18 @@ impl Config {
                 .into_iter()
                 .map(|(v, _)| v.clone())
                 .collect(),
-            processes: raw.number(
-                "processes",
-                &1,
-                "expected a whole number of processes, at least 1",
-            )?,
-            threads: raw.number(
-                "threads",
-                &1,
-                "expected a whole number of threads, at least 1",
-            )?,
-            lazy_apps: raw.flag("lazy-apps")?,
-            listen: raw.number("listen", &1, "expected a backlog size, at least 1")?,
+            processes,
+            threads,
+            lazy_apps,
+            listen,
             env,
-            disable_logging: raw.flag("disable-logging")?,
+            disable_logging,
             logto: raw.str("logto").map(PathBuf::from),
             pidfile: raw.str("pidfile").map(PathBuf::from),
-            buffer_size: raw.number(
-                "buffer-size",
-                &1024,
-                "expected a size in bytes, at least 1024",
-            )?,
-            limit_post: raw.number("limit-post", &0, "expected a size in bytes (0 = no limit)")?,
-            keepalive_timeout: raw.seconds("http-keepalive")?,
-            socket_timeout: raw.seconds("socket-timeout")?,
+            buffer_size,
+            limit_post,
+            keepalive_timeout,
+            socket_timeout,
             warnings,
         })
     }

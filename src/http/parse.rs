@@ -90,6 +90,24 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
+/// 505 for a well-formed `HTTP/x.y` that is not 1.0 or 1.1; 400 for anything else in the
+/// version's place (`HTTX/1.1`, `http/1.1`: HTTP-name is case-sensitive, RFC 9112 §2.3).
+fn version_error(buf: &[u8]) -> HttpError {
+    let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
+    let line = buf[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&buf[..line_end]);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            HttpError::Version
+        }
+        _ => HttpError::BadRequest("malformed HTTP version"),
+    }
+}
+
 /// 414 when the request line alone does not fit the limit, 431 when the headers make it too big.
 fn too_large(buf: &[u8], limit: usize) -> HttpError {
     let line = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
@@ -112,7 +130,7 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, Htt
             }
             return Ok(None);
         }
-        Err(httparse::Error::Version) => return Err(HttpError::Version),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders(MAX_HEADERS)),
         Err(httparse::Error::Token) => {
             return Err(HttpError::BadRequest("invalid token in request line"))
@@ -282,6 +300,9 @@ mod tests {
             (b"GARBAGE\r\n\r\n".to_vec(), 400),
             (b"GET / HTTP/2.0\r\n\r\n".to_vec(), 505),
             (b"GET / HTTP/1.2\r\n\r\n".to_vec(), 505),
+            (b"GET / HTTX/1.1\r\n\r\n".to_vec(), 400),
+            (b"GET / http/1.1\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/1.10\r\n\r\n".to_vec(), 400),
             (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n".to_vec(), 400),
             (b"GET / HTTP/1.1\r\nX : y\r\n\r\n".to_vec(), 400),
             (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n".to_vec(), 400),

@@ -286,6 +286,12 @@ impl Body {
         Ok(out)
     }
 
+    /// Why reading the body failed, if it did.
+    #[must_use]
+    pub fn failure(&self) -> Option<&BodyError> {
+        self.failed.as_ref()
+    }
+
     /// The whole body has been read: finishing needs no socket I/O.
     #[must_use]
     pub fn is_complete(&self) -> bool {

@@ -170,7 +170,7 @@ pub fn serve(
     };
 
     slot.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (summary, body) = call_app(py, app, &environ, body, response);
+    let (summary, body) = call_app(py, app, &environ, body, response, peer);
     slot.busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 
     let next = body.and_then(|b| {
@@ -234,6 +234,7 @@ fn call_app(
     environ: &Bound<'_, PyDict>,
     body: Body,
     state: ResponseState,
+    peer: &Peer,
 ) -> (Summary, Option<Body>) {
     let Ok(input) = Bound::new(py, Input::new(body)) else {
         return (summary_of(&state), None);
@@ -260,8 +261,15 @@ fn call_app(
         }
         Err(e) => Err(e),
     };
+    let body = input.borrow_mut().take();
     let mut guard = sr.borrow_mut();
     let st = &mut guard.state;
+    if let Some(fault) = body.as_ref().and_then(Body::failure) {
+        // The client broke the body: whatever the app made of that, the answer is the
+        // client's error, and the connection cannot carry another request.
+        client_fault(py, st, fault, peer);
+        return (summary_of(st), None);
+    }
     let error = match outcome {
         Ok(()) => st.error.clone().filter(|_| !st.headers_sent),
         Err(e) => {
@@ -293,9 +301,32 @@ fn call_app(
     }
     let summary = summary_of(st);
     let keep = st.keep_alive();
-    drop(guard);
-    let body = input.borrow_mut().take();
     (summary, body.filter(|_| keep))
+}
+
+fn client_fault(py: Python<'_>, st: &mut ResponseState, fault: &input::BodyError, peer: &Peer) {
+    let who = if peer.addr.is_empty() {
+        "unix socket"
+    } else {
+        peer.addr.as_str()
+    };
+    st.force_close();
+    let err = match fault {
+        input::BodyError::Protocol(e) => e.clone(),
+        input::BodyError::Timeout => crate::http::HttpError::Timeout,
+        input::BodyError::Disconnected { .. } | input::BodyError::Io(_) => {
+            crate::log!("headrace: client {who} went away mid-body: {fault}");
+            st.broken = true;
+            return;
+        }
+    };
+    crate::log!(
+        "headrace: {} for {who} while the app read the body: {fault}",
+        err.status()
+    );
+    if !st.headers_sent {
+        let _ = st.send_protocol_error(py, &err);
+    }
 }
 
 fn summary_of(st: &ResponseState) -> Summary {

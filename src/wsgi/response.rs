@@ -479,6 +479,22 @@ impl ResponseState {
         Ok(())
     }
 
+    /// Answer a protocol error found while the app read the body (400, 408, 413), in place of
+    /// whatever the app would have said; the connection closes after it.
+    pub fn send_protocol_error(
+        &mut self,
+        py: Python<'_>,
+        err: &crate::http::HttpError,
+    ) -> io::Result<()> {
+        let bytes = err.response();
+        self.status = err.status();
+        self.headers_sent = true;
+        self.head_bytes = bytes.len();
+        self.sent_header_count = 4;
+        self.close_after = true;
+        self.write(py, &[&bytes])
+    }
+
     /// Answer 500 (only possible while no head was sent); the response is complete after it.
     pub fn send_500(&mut self, py: Python<'_>) -> io::Result<()> {
         let body = b"Internal Server Error\n";
