@@ -123,6 +123,43 @@ pub struct Config {
     pub socket_timeout: Duration,
     /// Warnings to log at startup (compat options used).
     pub warnings: Vec<String>,
+    /// Supervision: harakiri, recycling, reloads, privileges.
+    pub supervision: Supervision,
+}
+
+/// The options of the master's supervision.
+#[derive(Debug, Clone, Default)]
+pub struct Supervision {
+    /// `--harakiri`: longest request before the worker is killed.
+    pub harakiri: Option<Duration>,
+    /// `--harakiri-graceful-timeout`.
+    pub harakiri_grace: Duration,
+    /// `--max-requests` (0 = off) and its jitter.
+    pub max_requests: u64,
+    /// `--max-requests-delta`.
+    pub max_requests_delta: u64,
+    /// `--reload-on-rss` in bytes (0 = off).
+    pub reload_on_rss: u64,
+    /// `--max-worker-lifetime` (None = off).
+    pub max_lifetime: Option<Duration>,
+    /// `--max-worker-lifetime-delta`.
+    pub max_lifetime_delta: Duration,
+    /// `--min-worker-lifetime`.
+    pub min_lifetime: Duration,
+    /// `--worker-reload-mercy`.
+    pub reload_mercy: Duration,
+    /// `--touch-reload` files.
+    pub touch_reload: Vec<PathBuf>,
+    /// `--touch-chain-reload` files.
+    pub touch_chain_reload: Vec<PathBuf>,
+    /// `--chain-reload`: SIGHUP replaces workers one at a time.
+    pub chain_reload: bool,
+    /// `--uid`.
+    pub uid: Option<String>,
+    /// `--gid`.
+    pub gid: Option<String>,
+    /// `--vacuum`.
+    pub vacuum: bool,
 }
 
 /// Where a raw value came from, for error messages.
@@ -158,6 +195,8 @@ impl Source {
 #[derive(Default)]
 struct Raw {
     values: HashMap<&'static str, Vec<(String, Source)>>,
+    /// systemd passed listening sockets (LISTEN_FDS), so no socket option is required.
+    systemd_sockets: bool,
 }
 
 impl Raw {
@@ -317,9 +356,16 @@ impl Config {
         for (spec, value) in cli {
             raw.push(spec, value, Source::Cli);
         }
+        raw.systemd_sockets = env
+            .iter()
+            .any(|(k, v)| k == "LISTEN_FDS" && v.parse::<u32>().is_ok_and(|n| n > 0));
         Self::from_raw(&raw).map(|c| Request::Serve(Box::new(c)))
     }
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one flat list of options, read top to bottom"
+    )]
     fn from_raw(raw: &Raw) -> Result<Self, ConfigError> {
         let mut warnings = Vec::new();
         for spec in spec::OPTIONS {
@@ -351,6 +397,45 @@ impl Config {
         let keepalive_timeout = raw.seconds("http-keepalive")?;
         let socket_timeout = raw.seconds("socket-timeout")?;
         let lazy_apps = raw.flag("lazy-apps")?;
+        let secs = |name: &'static str| -> Result<u64, ConfigError> {
+            raw.number::<u64>(name, &0, "expected a whole number of seconds")
+        };
+        let optional = |n: u64| (n > 0).then(|| Duration::from_secs(n));
+        let supervision = Supervision {
+            harakiri: optional(secs("harakiri")?),
+            harakiri_grace: Duration::from_secs(secs("harakiri-graceful-timeout")?),
+            max_requests: raw.number(
+                "max-requests",
+                &0,
+                "expected a number of requests (0 = never)",
+            )?,
+            max_requests_delta: raw.number(
+                "max-requests-delta",
+                &0,
+                "expected a number of requests",
+            )?,
+            reload_on_rss: raw
+                .number::<u64>("reload-on-rss", &0, "expected megabytes (0 = never)")?
+                .saturating_mul(1024 * 1024),
+            max_lifetime: optional(secs("max-worker-lifetime")?),
+            max_lifetime_delta: Duration::from_secs(secs("max-worker-lifetime-delta")?),
+            min_lifetime: Duration::from_secs(secs("min-worker-lifetime")?),
+            reload_mercy: Duration::from_secs(secs("worker-reload-mercy")?),
+            touch_reload: raw
+                .all("touch-reload")
+                .into_iter()
+                .map(|(v, _)| PathBuf::from(v))
+                .collect(),
+            touch_chain_reload: raw
+                .all("touch-chain-reload")
+                .into_iter()
+                .map(|(v, _)| PathBuf::from(v))
+                .collect(),
+            chain_reload: raw.flag("chain-reload")?,
+            uid: raw.str("uid"),
+            gid: raw.str("gid"),
+            vacuum: raw.flag("vacuum")?,
+        };
         let disable_logging = raw.flag("disable-logging")?;
         let mut env = Vec::new();
         for (v, src) in raw.all("env") {
@@ -374,7 +459,7 @@ impl Config {
                 .unwrap_or((String::new(), Source::Default));
             return Err(invalid("callable", &v, &src, "expected a name"));
         }
-        if http_sockets.is_empty() {
+        if http_sockets.is_empty() && !raw.systemd_sockets {
             return Err(ConfigError::Missing(
                 "no socket to serve: give --http-socket ADDR or --http ADDR",
             ));
@@ -418,6 +503,7 @@ impl Config {
             keepalive_timeout,
             socket_timeout,
             warnings,
+            supervision,
         })
     }
 }
@@ -529,7 +615,7 @@ mod tests {
                 "--master",
                 "-L",
                 "--lazy-apps",
-                "--vacuum",
+                "--die-on-term",
             ],
             &[],
         )

@@ -1,42 +1,118 @@
-//! Binding the listening sockets, once, in the master: every worker inherits the same sockets,
-//! so connections waiting in the backlog survive any single worker's exit.
+//! The listening sockets, bound once in the master: every worker inherits the same sockets, so
+//! connections waiting in the backlog survive any single worker's exit. Sockets can also come
+//! from systemd (`LISTEN_FDS`) or from the master's previous image across a re-exec.
 
 use super::MasterError;
 use crate::config::{Config, ListenAddr};
 use crate::sys::fd;
 use crate::worker::Listener;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-/// Bind every configured socket and log each as uWSGI does.
-pub fn bind_all(config: &Config) -> Result<Vec<Listener>, MasterError> {
-    let mut out = Vec::new();
-    for (i, addr) in config.http_sockets.iter().enumerate() {
-        let l = bind_one(addr, config.listen).map_err(|source| MasterError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
-        let raw = l.fd.as_raw_fd();
-        match addr {
-            ListenAddr::Tcp(_) => crate::log!(
-                "headrace http socket {i} bound to TCP address {}:{} fd {raw}",
-                bracket(&l.server_name),
-                l.server_port
-            ),
-            ListenAddr::Unix(p) => crate::log!(
-                "headrace http socket {i} bound to UNIX address {} fd {raw}",
-                p.display()
-            ),
+/// Env var naming the listening fds handed across a re-exec, in order.
+pub const REEXEC_FDS: &str = "HEADRACE_FDS";
+
+/// Where the listening sockets come from.
+pub fn listeners(config: &Config) -> Result<Vec<Listener>, MasterError> {
+    if let Ok(list) = std::env::var(REEXEC_FDS) {
+        std::env::remove_var(REEXEC_FDS);
+        let mut out = Vec::new();
+        for raw in list.split(',').filter_map(|s| s.parse::<RawFd>().ok()) {
+            let fd = crate::sys::proc::adopt_fd(raw)?;
+            crate::sys::proc::close_on_exec(raw);
+                        out.push(describe(fd, "inherited across re-exec"));
         }
+        log_bound(&out);
+        return Ok(out);
+    }
+    let mut passed = systemd_fds();
+    let mut out = Vec::new();
+    for addr in &config.http_sockets {
+        // A socket systemd passed for this address is used instead of binding it again.
+        let same = passed.iter().position(|fd| match addr {
+            ListenAddr::Tcp(a) => fd::local_addr(fd.as_raw_fd()) == Some(*a),
+            ListenAddr::Unix(p) => fd::unix_path(fd.as_raw_fd()).as_deref() == Some(p.as_path()),
+        });
+        let l = match same {
+            Some(i) => describe(passed.remove(i), "from systemd"),
+            None => bind_one(addr, config.listen).map_err(|source| MasterError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?,
+        };
         out.push(l);
     }
+    for fd in passed {
+        out.push(describe(fd, "from systemd"));
+    }
+        log_bound(&out);
     Ok(out)
 }
 
-fn bracket(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
+fn log_bound(listeners: &[Listener]) {
+    for (i, l) in listeners.iter().enumerate() {
+        crate::log!("headrace http socket {i} bound to {} fd {}", l.desc, l.fd.as_raw_fd());
+    }
+}
+
+/// Sockets passed by systemd socket activation: fds 3.. when LISTEN_PID is us.
+fn systemd_fds() -> Vec<OwnedFd> {
+    let pid_ok = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+        .is_some_and(|p| p == crate::sys::proc::getpid());
+    let n = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<RawFd>().ok())
+        .unwrap_or(0);
+    // sd_listen_fds(3): unset them so that the app's children do not take them as theirs.
+    for k in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(k);
+    }
+    if !pid_ok {
+        return Vec::new();
+    }
+    (3..3 + n)
+        .filter_map(|raw| {
+            let fd = crate::sys::proc::adopt_fd(raw).ok()?;
+            crate::sys::proc::close_on_exec(raw);
+            let _ = fd::set_nonblocking(raw);
+            Some(fd)
+        })
+        .collect()
+}
+
+fn bracket(a: &SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(v) => format!("{}:{}", v.ip(), v.port()),
+        SocketAddr::V6(v) => format!("[{}]:{}", v.ip(), v.port()),
+    }
+}
+
+/// A Listener for an already-listening fd.
+fn describe(fd: OwnedFd, origin: &str) -> Listener {
+    let raw = fd.as_raw_fd();
+    if let Some(a) = fd::local_addr(raw) {
+        return Listener {
+            fd,
+            server_name: a.ip().to_string(),
+            server_port: a.port().to_string(),
+            unix_path: None,
+            desc: format!("TCP address {} ({origin})", bracket(&a)),
+        };
+    }
+    let path = fd::unix_path(raw);
+    Listener {
+        fd,
+        server_name: "localhost".to_owned(),
+        server_port: String::new(),
+        desc: format!(
+            "UNIX address {} ({origin})",
+            path.as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ),
+        unix_path: path,
     }
 }
 
@@ -57,14 +133,14 @@ fn bind_one(addr: &ListenAddr, backlog: i32) -> std::io::Result<Listener> {
                 fd,
                 server_name: local.ip().to_string(),
                 server_port: local.port().to_string(),
-                unix: false,
+                unix_path: None,
+                desc: format!("TCP address {}", bracket(&local)),
             })
         }
         ListenAddr::Unix(path) => {
             use std::os::unix::fs::FileTypeExt;
             if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-                // A stale socket from an earlier run; a live server would still hold the path,
-                // but binding over it is what uWSGI does too.
+                // A stale socket from an earlier run, removed as uWSGI does.
                 std::fs::remove_file(path)?;
             }
             let l = std::os::unix::net::UnixListener::bind(path)?;
@@ -76,7 +152,8 @@ fn bind_one(addr: &ListenAddr, backlog: i32) -> std::io::Result<Listener> {
                 fd,
                 server_name: "localhost".to_owned(),
                 server_port: String::new(),
-                unix: true,
+                unix_path: Some(path.clone()),
+                desc: format!("UNIX address {}", path.display()),
             })
         }
     }

@@ -1,26 +1,29 @@
 //! The master: parses the configuration, binds every socket, loads the app (unless
 //! `--lazy-apps`), forks the workers and supervises them from a single-threaded poll loop over a
-//! signalfd. It never calls the app.
+//! signalfd: respawn with backoff, harakiri, graceful and chain reloads, graceful stop. It never
+//! calls the app.
 
 mod bind;
+mod reload;
+mod systemd;
 
-use crate::config::{Config, ConfigError, Request};
+use crate::config::{Config, Request};
 use crate::scoreboard::Scoreboard;
 use crate::sys::proc::{self, ExitStatus, ForkResult, SignalFd};
 use crate::worker::{self, Listener};
 use pyo3::prelude::*;
+use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-/// How long in-flight requests may take to finish on a graceful stop (uWSGI's
-/// `--worker-reload-mercy` default).
-const STOP_MERCY: Duration = Duration::from_secs(60);
 /// How long an immediate stop waits before SIGKILL.
 const KILL_MERCY: Duration = Duration::from_secs(3);
 /// A worker that dies sooner than this after its spawn counts as failing to start.
 const EARLY_DEATH: Duration = Duration::from_secs(1);
 /// Longest wait between respawns of a worker that keeps failing to start.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Time given to faulthandler to write the stuck worker's traceback before the next signal.
+const TRACEBACK_GRACE: Duration = Duration::from_millis(300);
 
 /// Why the master could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +36,7 @@ pub enum MasterError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A file (log, pid) could not be written.
+    /// A file (log, pid) could not be written, or a directory entered.
     #[error("cannot open {what} {path}: {source}")]
     File {
         /// Which option.
@@ -43,6 +46,9 @@ pub enum MasterError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `--uid`/`--gid` could not be applied.
+    #[error("cannot drop privileges (--uid/--gid): {0}")]
+    Privileges(std::io::Error),
     /// fork, signals, shared memory.
     #[error(transparent)]
     Sys(#[from] crate::sys::SysError),
@@ -68,7 +74,7 @@ pub fn main(py: Python<'_>, argv: &[String]) -> i32 {
             return 0;
         }
         Err(e) => {
-            report_config_error(&e);
+            crate::log!("headrace: {e}");
             return 2;
         }
     };
@@ -81,43 +87,84 @@ pub fn main(py: Python<'_>, argv: &[String]) -> i32 {
     }
 }
 
-fn report_config_error(e: &ConfigError) {
-    crate::log!("headrace: {e}");
-}
-
-struct Slot {
+/// One live worker process.
+struct Proc {
+    /// 1-based id, shown in logs; a reload briefly has two processes per id.
+    id: usize,
+    /// Scoreboard slot (`None` for workers adopted from before a re-exec: their scoreboard
+    /// belongs to the previous image).
+    slot: Option<usize>,
     pid: i32,
     spawned_at: Instant,
-    respawn_at: Option<Instant>,
-    early_deaths: u32,
+    /// Belongs to the generation a reload is replacing.
+    old: bool,
+    /// Told to stop (SIGTERM); SIGKILL after this deadline.
+    stop_deadline: Option<Instant>,
+    /// Harakiri in progress: (SIGTERM at, SIGKILL at, SIGTERM sent).
+    harakiri: Option<(Instant, Instant, bool)>,
 }
 
-struct Master<'a> {
+/// A watched `--touch-reload` file.
+struct Touch {
+    path: std::path::PathBuf,
+    mtime: Option<SystemTime>,
+    chain: bool,
+}
+
+/// The master's state.
+pub struct Master<'a> {
     config: &'a Config,
     listeners: Vec<Listener>,
     scoreboard: Scoreboard,
     app: Option<Py<PyAny>>,
-    slots: Vec<Slot>,
+    procs: Vec<Proc>,
+    /// Ids waiting to be (re)spawned, and when.
+    pending: Vec<(usize, Instant)>,
+    /// Early deaths in a row per id (index 0 unused).
+    early_deaths: Vec<u32>,
+    /// Ids whose next spawn replaces a worker that died (logged as a respawn).
+    respawning: Vec<bool>,
     signals: SignalFd,
+    notifier: systemd::Notifier,
+    /// Graceful (true) or immediate stop in progress, with the deadline for SIGKILL.
     stopping: Option<(Instant, bool)>,
+    reload: Option<reload::Reload>,
+    touch: Vec<Touch>,
+    /// What exec needs for a reload of a preloaded app.
+    reexec: reload::ReExec,
 }
 
+fn unix_now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "the startup sequence, in the order it happens"
+)]
 fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
     if let Some(path) = &config.logto {
         redirect_output(path)?;
     }
     let started = Instant::now();
-    let now_secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
     crate::log!(
         "*** Starting headrace {} on [{}] ***",
         env!("CARGO_PKG_VERSION"),
-        crate::sys::time::ctime(now_secs)
+        crate::sys::time::ctime(unix_now_secs())
     );
     for w in &config.warnings {
         crate::log!("headrace: warning: {w}");
     }
+    let reexec = reload::ReExec::capture(py).map_err(|e| MasterError::Python(e.to_string()))?;
+    let adopted = reload::Adopted::from_env();
     if let Some(dir) = &config.chdir {
         std::env::set_current_dir(dir).map_err(|source| MasterError::File {
             what: "--chdir",
@@ -125,8 +172,14 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
             source,
         })?;
     }
+    let notifier = systemd::Notifier::from_env();
     prepare_python(py, config).map_err(|e| MasterError::Python(e.to_string()))?;
-    let listeners = bind::bind_all(config)?;
+    let listeners = bind::listeners(config)?;
+    let sup = &config.supervision;
+    if sup.uid.is_some() || sup.gid.is_some() {
+        proc::drop_privileges(sup.uid.as_deref(), sup.gid.as_deref())
+            .map_err(MasterError::Privileges)?;
+    }
     let app = if config.lazy_apps {
         crate::log!("lazy-apps: the app is loaded in each worker after fork");
         None
@@ -142,14 +195,22 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
             }
             Err(err) => {
                 err.print(py);
-                crate::log!(
-                    "headrace: failed to load the app; --need-app is on: exiting with code 1"
-                );
-                return Ok(1);
+                if adopted.is_some() {
+                    // A reload whose new code does not load: the old workers keep serving;
+                    // workers spawned from now on load the app themselves (and retry).
+                    crate::log!("headrace: reload failed: the app cannot be loaded; the old workers keep serving");
+                    None
+                } else {
+                    crate::log!(
+                        "headrace: failed to load the app; --need-app is on: exiting with code 1"
+                    );
+                    return Ok(1);
+                }
             }
         }
     };
-    let scoreboard = Scoreboard::new(config.processes)?;
+    // A reload keeps up to twice the workers alive at once.
+    let scoreboard = Scoreboard::new(config.processes * 2 + 1, config.threads)?;
     if let Some(path) = &config.pidfile {
         std::fs::write(path, format!("{}\n", proc::getpid())).map_err(|source| {
             MasterError::File {
@@ -161,27 +222,53 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
     }
     let signals = SignalFd::new()?;
     crate::log!("spawned headrace master process (pid: {})", proc::getpid());
+    let touch = sup
+        .touch_reload
+        .iter()
+        .map(|p| (p, false))
+        .chain(sup.touch_chain_reload.iter().map(|p| (p, true)))
+        .map(|(p, chain)| Touch {
+            path: p.clone(),
+            mtime: mtime(p),
+            chain,
+        })
+        .collect();
     let mut master = Master {
         config,
         listeners,
         scoreboard,
         app,
-        slots: Vec::new(),
+        procs: Vec::new(),
+        pending: Vec::new(),
+        early_deaths: vec![0; config.processes + 1],
+        respawning: vec![false; config.processes + 1],
         signals,
+        notifier,
         stopping: None,
+        reload: None,
+        touch,
+        reexec,
     };
-    for id in 1..=config.processes {
-        master.slots.push(Slot {
-            pid: 0,
-            spawned_at: Instant::now(),
-            respawn_at: None,
-            early_deaths: 0,
-        });
-        master.spawn(py, id)?;
+    if let Some(adopted) = adopted {
+        master.adopt(adopted);
     }
+    master.fill(py);
+    master.notifier.notify(&format!(
+        "READY=1\nSTATUS=serving with {} workers\nMAINPID={}",
+        config.processes,
+        proc::getpid()
+    ));
     master.supervise(py);
+    master.notifier.notify("STOPPING=1");
+    if config.supervision.vacuum {
+        master.vacuum();
+    }
     crate::log!("goodbye to headrace.");
     Ok(0)
+}
+
+fn mtime(p: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
 /// `--logto`: both stdout and stderr of every process append to the file.
@@ -217,166 +304,19 @@ fn prepare_python(py: Python<'_>, config: &Config) -> PyResult<()> {
     for (k, v) in &config.env {
         environ.set_item(k, v)?;
     }
+    // Variables consumed by the master (systemd, re-exec) are not the app's business.
+    for k in [
+        "LISTEN_PID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+        "NOTIFY_SOCKET",
+    ] {
+        environ.call_method1("pop", (k, py.None()))?;
+    }
     crate::wsgi::load::prepare_path(py, config)?;
     let version: String = sys.getattr("version")?.extract()?;
     crate::log!("Python version: {}", version.replace('\n', " "));
     Ok(())
-}
-
-impl Master<'_> {
-    fn spawn(&mut self, py: Python<'_>, id: usize) -> Result<(), MasterError> {
-        flush_python(py);
-        match proc::fork()? {
-            ForkResult::Child => worker::run(
-                py,
-                id,
-                self.config,
-                &self.listeners,
-                &self.scoreboard,
-                self.app.as_ref(),
-            ),
-            ForkResult::Parent(pid) => {
-                let slot = &mut self.slots[id - 1];
-                slot.pid = pid;
-                slot.spawned_at = Instant::now();
-                slot.respawn_at = None;
-                crate::log!(
-                    "spawned headrace worker {id} (pid: {pid}, cores: {})",
-                    self.config.threads
-                );
-                Ok(())
-            }
-        }
-    }
-
-    fn supervise(&mut self, py: Python<'_>) {
-        loop {
-            let fd = self.signals.raw();
-            let wait_ms =
-                if self.stopping.is_some() || self.slots.iter().any(|s| s.respawn_at.is_some()) {
-                    100
-                } else {
-                    1000
-                };
-            py.detach(|| proc::poll_readable(fd, wait_ms));
-            while let Some(sig) = self.signals.next() {
-                self.on_signal(sig);
-            }
-            self.reap();
-            if let Some((deadline, _)) = self.stopping {
-                if self.slots.iter().all(|s| s.pid == 0) {
-                    return;
-                }
-                if Instant::now() >= deadline {
-                    for (i, s) in self.slots.iter().enumerate() {
-                        if s.pid > 0 {
-                            crate::log!(
-                                "worker {} (pid: {}) did not stop in time: SIGKILL",
-                                i + 1,
-                                s.pid
-                            );
-                            proc::kill(s.pid, libc::SIGKILL);
-                        }
-                    }
-                    self.stopping = Some((Instant::now() + KILL_MERCY, false));
-                }
-                continue;
-            }
-            let now = Instant::now();
-            for id in 1..=self.slots.len() {
-                let due = self.slots[id - 1].respawn_at.is_some_and(|t| now >= t);
-                if due {
-                    if let Err(e) = self.spawn(py, id) {
-                        crate::log!("headrace: cannot respawn worker {id}: {e}");
-                        self.slots[id - 1].respawn_at = Some(now + Duration::from_secs(1));
-                    } else {
-                        crate::log!(
-                            "Respawned headrace worker {id} (new pid: {})",
-                            self.slots[id - 1].pid
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_signal(&mut self, sig: i32) {
-        match sig {
-            libc::SIGCHLD => {}
-            libc::SIGTERM if self.stopping.is_none() => {
-                crate::log!(
-                    "SIGTERM received: graceful shutdown, waiting up to {}s for requests in flight",
-                    STOP_MERCY.as_secs()
-                );
-                self.signal_workers(libc::SIGTERM);
-                self.stopping = Some((Instant::now() + STOP_MERCY, true));
-            }
-            libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => {
-                crate::log!("{} received: stopping now", proc::signal_name(sig));
-                self.signal_workers(libc::SIGINT);
-                self.stopping = Some((Instant::now() + KILL_MERCY, false));
-            }
-            libc::SIGHUP => {
-                crate::log!("SIGHUP received: graceful reload is not implemented yet; ignored");
-            }
-            other => {
-                crate::log!("{} received: ignored", proc::signal_name(other));
-            }
-        }
-    }
-
-    fn signal_workers(&self, sig: i32) {
-        for s in &self.slots {
-            proc::kill(s.pid, sig);
-        }
-    }
-
-    fn reap(&mut self) {
-        while let Some((pid, status)) = proc::reap() {
-            let Some(idx) = self.slots.iter().position(|s| s.pid == pid) else {
-                continue;
-            };
-            let id = idx + 1;
-            let slot_sb = self.scoreboard.worker(id);
-            let in_flight = slot_sb.busy.swap(0, Ordering::Relaxed);
-            slot_sb.pid.store(0, Ordering::Relaxed);
-            let how = match status {
-                ExitStatus::Code(c) => format!("exit code {c}"),
-                ExitStatus::Signal(s) => format!("killed by signal {s} ({})", proc::signal_name(s)),
-            };
-            let slot = &mut self.slots[idx];
-            let lived = slot.spawned_at.elapsed();
-            slot.pid = 0;
-            if self.stopping.is_some() {
-                crate::log!("worker {id} (pid: {pid}) stopped ({how})");
-                continue;
-            }
-            let lost = if in_flight > 0 {
-                format!(", {in_flight} request(s) in flight lost")
-            } else {
-                String::new()
-            };
-            crate::log!("DAMN ! worker {id} (pid: {pid}) died, {how}{lost} :( trying respawn ...");
-            if lived < EARLY_DEATH {
-                slot.early_deaths += 1;
-            } else {
-                slot.early_deaths = 0;
-            }
-            let delay = if slot.early_deaths == 0 {
-                Duration::ZERO
-            } else {
-                let d = Duration::from_millis(250 << slot.early_deaths.min(8)).min(MAX_BACKOFF);
-                crate::log!(
-                    "worker {id} died {} time(s) within {}s of spawning: next respawn in {:.1}s",
-                    slot.early_deaths,
-                    EARLY_DEATH.as_secs(),
-                    d.as_secs_f64()
-                );
-                d
-            };
-            slot.respawn_at = Some(Instant::now() + delay);
-        }
-    }
 }
 
 fn flush_python(py: Python<'_>) {
@@ -384,6 +324,388 @@ fn flush_python(py: Python<'_>) {
         for name in ["stdout", "stderr"] {
             if let Ok(s) = sys.getattr(name) {
                 let _ = s.call_method0("flush");
+            }
+        }
+    }
+}
+
+impl Master<'_> {
+    fn free_slot(&self) -> Option<usize> {
+        (0..self.scoreboard.capacity()).find(|&i| !self.procs.iter().any(|p| p.slot == Some(i)))
+    }
+
+    /// Fork a worker with this id. Returns its pid.
+    fn spawn(&mut self, py: Python<'_>, id: usize) -> Result<i32, MasterError> {
+        let slot = self
+            .free_slot()
+            .ok_or_else(|| MasterError::Python("no free scoreboard slot".to_owned()))?;
+        self.scoreboard.reset(slot);
+        flush_python(py);
+        match proc::fork()? {
+            ForkResult::Child => worker::run(
+                py,
+                (id, slot),
+                self.config,
+                &self.listeners,
+                &self.scoreboard,
+                self.app.as_ref(),
+            ),
+            ForkResult::Parent(pid) => {
+                self.procs.push(Proc {
+                    id,
+                    slot: Some(slot),
+                    pid,
+                    spawned_at: Instant::now(),
+                    old: false,
+                    stop_deadline: None,
+                    harakiri: None,
+                });
+                crate::log!(
+                    "spawned headrace worker {id} (pid: {pid}, cores: {})",
+                    self.config.threads
+                );
+                Ok(pid)
+            }
+        }
+    }
+
+    /// Make sure every id has a current worker (or a respawn scheduled), except while a chain
+    /// reload replaces them one at a time.
+    fn fill(&mut self, py: Python<'_>) {
+        if self.stopping.is_some() || self.reload.as_ref().is_some_and(reload::Reload::is_chain) {
+            return;
+        }
+        let now = Instant::now();
+        for id in 1..=self.config.processes {
+            let alive = self.procs.iter().any(|p| p.id == id && !p.old);
+            if !alive && !self.pending.iter().any(|(i, _)| *i == id) {
+                self.pending.push((id, now));
+            }
+        }
+        let due: Vec<usize> = self
+            .pending
+            .iter()
+            .filter(|(_, t)| *t <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        self.pending.retain(|(_, t)| *t > now);
+        for id in due {
+            let respawn = std::mem::take(&mut self.respawning[id]);
+            match self.spawn(py, id) {
+                Ok(pid) if respawn => {
+                    crate::log!("Respawned headrace worker {id} (new pid: {pid})");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    crate::log!("headrace: cannot spawn worker {id}: {e}");
+                    self.pending.push((id, now + Duration::from_secs(1)));
+                }
+            }
+        }
+    }
+
+    fn supervise(&mut self, py: Python<'_>) {
+        let mut last_touch_check = Instant::now();
+        loop {
+            let fd = self.signals.raw();
+            let busy = self.stopping.is_some()
+                || self.reload.is_some()
+                || !self.pending.is_empty()
+                || self
+                    .procs
+                    .iter()
+                    .any(|p| p.harakiri.is_some() || p.stop_deadline.is_some());
+            let wait_ms = if busy {
+                50
+            } else if self.config.supervision.harakiri.is_some() {
+                250
+            } else {
+                1000
+            };
+            py.detach(|| proc::poll_readable(fd, wait_ms));
+            while let Some(sig) = self.signals.next() {
+                self.on_signal(py, sig);
+            }
+            self.reap();
+            self.enforce_deadlines();
+            if let Some((deadline, _)) = self.stopping {
+                if self.procs.is_empty() {
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    for p in &self.procs {
+                        crate::log!(
+                            "worker {} (pid: {}) did not stop in time: SIGKILL",
+                            p.id,
+                            p.pid
+                        );
+                        proc::kill(p.pid, libc::SIGKILL);
+                    }
+                    self.stopping = Some((Instant::now() + KILL_MERCY, false));
+                }
+                continue;
+            }
+            self.harakiri();
+            if last_touch_check.elapsed() >= Duration::from_secs(1) {
+                last_touch_check = Instant::now();
+                self.check_touch(py);
+            }
+            self.advance_reload(py);
+            self.fill(py);
+        }
+    }
+
+    fn on_signal(&mut self, py: Python<'_>, sig: i32) {
+        match sig {
+            libc::SIGCHLD => {}
+            libc::SIGTERM if self.stopping.is_none() => {
+                let mercy = self.config.supervision.reload_mercy;
+                crate::log!(
+                    "SIGTERM received: graceful shutdown, waiting up to {}s for requests in flight",
+                    mercy.as_secs()
+                );
+                self.signal_all(libc::SIGTERM);
+                self.stopping = Some((Instant::now() + mercy, true));
+            }
+            libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => {
+                crate::log!("{} received: stopping now", proc::signal_name(sig));
+                self.signal_all(libc::SIGINT);
+                self.stopping = Some((Instant::now() + KILL_MERCY, false));
+            }
+            libc::SIGHUP => {
+                let chain = self.config.supervision.chain_reload;
+                crate::log!(
+                    "SIGHUP received: {} reload",
+                    if chain { "chain" } else { "graceful" }
+                );
+                self.begin_reload(py, chain);
+            }
+            libc::SIGUSR1 => self.log_status(),
+            other => crate::log!("{} received: ignored", proc::signal_name(other)),
+        }
+    }
+
+    fn signal_all(&self, sig: i32) {
+        for p in &self.procs {
+            proc::kill(p.pid, sig);
+        }
+    }
+
+    /// SIGUSR1: one line per worker.
+    fn log_status(&self) {
+        let now = unix_now_ms();
+        crate::log!("*** headrace status: {} workers ***", self.procs.len());
+        let mut procs: Vec<&Proc> = self.procs.iter().collect();
+        procs.sort_by_key(|p| (p.id, p.old));
+        for p in procs {
+            let mut line = format!("worker {} (pid: {})", p.id, p.pid);
+            let Some(slot) = p.slot else {
+                line.push_str(" finishing after reload");
+                crate::log!("{line}");
+                continue;
+            };
+            let running: Vec<String> = self
+                .scoreboard
+                .cores(slot)
+                .iter()
+                .enumerate()
+                .filter_map(|(core, c)| {
+                    c.current().map(|(start, req)| {
+                        format!(
+                            "core {core}: {req} for {:.1}s",
+                            Duration::from_millis(now.saturating_sub(start)).as_secs_f64()
+                        )
+                    })
+                })
+                .collect();
+            let served = self.scoreboard.slot(slot).requests.load(Ordering::Relaxed);
+            if running.is_empty() {
+                let _ = write!(line, " idle, {served} requests served");
+            } else {
+                let _ = write!(
+                    line,
+                    " busy {}/{}, {served} requests served; {}",
+                    running.len(),
+                    self.config.threads,
+                    running.join("; ")
+                );
+            }
+            if p.old {
+                line.push_str(" (being replaced)");
+            }
+            crate::log!("{line}");
+        }
+    }
+
+    /// The requests a worker was running, from its scoreboard slot.
+    fn running_requests(&self, slot: Option<usize>) -> Vec<String> {
+        slot.map(|s| {
+            self.scoreboard
+                .cores(s)
+                .iter()
+                .filter_map(|c| c.current().map(|(_, r)| r))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    fn reap(&mut self) {
+        while let Some((pid, status)) = proc::reap() {
+            let Some(idx) = self.procs.iter().position(|p| p.pid == pid) else {
+                continue;
+            };
+            let p = self.procs.remove(idx);
+            let lost = self.running_requests(p.slot);
+            if let Some(slot) = p.slot {
+                self.scoreboard.reset(slot);
+            }
+            let how = match status {
+                ExitStatus::Code(c) => format!("exit code {c}"),
+                ExitStatus::Signal(s) => format!("killed by signal {s} ({})", proc::signal_name(s)),
+            };
+            if self.stopping.is_some() {
+                crate::log!("worker {} (pid: {pid}) stopped ({how})", p.id);
+                continue;
+            }
+            if p.old {
+                crate::log!(
+                    "worker {} (pid: {pid}) of the previous generation finished ({how})",
+                    p.id
+                );
+                continue;
+            }
+            if status == ExitStatus::Code(0) && p.stop_deadline.is_none() && p.harakiri.is_none() {
+                // A worker that retired by itself (--max-requests and friends): replace it now.
+                self.early_deaths[p.id] = 0;
+                self.pending.push((p.id, Instant::now()));
+                continue;
+            }
+            let lost_text = if lost.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} request(s) in flight lost ({})",
+                    lost.len(),
+                    lost.join(", ")
+                )
+            };
+            crate::log!(
+                "DAMN ! worker {} (pid: {pid}) died, {how}{lost_text} :( trying respawn ...",
+                p.id
+            );
+            let deaths = &mut self.early_deaths[p.id];
+            if p.spawned_at.elapsed() < EARLY_DEATH && p.harakiri.is_none() {
+                *deaths += 1;
+            } else {
+                *deaths = 0;
+            }
+            let delay = if *deaths == 0 {
+                Duration::ZERO
+            } else {
+                let d = Duration::from_millis(250u64 << (*deaths).min(8)).min(MAX_BACKOFF);
+                crate::log!(
+                    "worker {} died {} time(s) within {}s of spawning: next respawn in {:.1}s",
+                    p.id,
+                    *deaths,
+                    EARLY_DEATH.as_secs(),
+                    d.as_secs_f64()
+                );
+                d
+            };
+            self.pending.push((p.id, Instant::now() + delay));
+            self.respawning[p.id] = true;
+        }
+    }
+
+    /// SIGKILL workers that outlived their stop or harakiri deadlines.
+    fn enforce_deadlines(&mut self) {
+        let now = Instant::now();
+        let mercy = self.config.supervision.reload_mercy.as_secs();
+        for p in &mut self.procs {
+            if let Some((term_at, kill_at, term_sent)) = &mut p.harakiri {
+                if !*term_sent && now >= *term_at && *term_at < *kill_at {
+                    proc::kill(p.pid, libc::SIGTERM);
+                    *term_sent = true;
+                }
+                if now >= *kill_at {
+                    proc::kill(p.pid, libc::SIGKILL);
+                }
+            }
+            if p.stop_deadline.is_some_and(|d| now >= d) {
+                crate::log!(
+                    "worker {} (pid: {}) did not finish within --worker-reload-mercy {mercy}s: SIGKILL",
+                    p.id,
+                    p.pid
+                );
+                proc::kill(p.pid, libc::SIGKILL);
+                p.stop_deadline = None;
+            }
+        }
+    }
+
+    /// `--harakiri`: a request older than the limit gets its worker's traceback dumped
+    /// (SIGUSR2, faulthandler), then SIGTERM grace if configured, then SIGKILL.
+    fn harakiri(&mut self) {
+        let Some(limit) = self.config.supervision.harakiri else {
+            return;
+        };
+        let grace = self.config.supervision.harakiri_grace;
+        let now_ms = unix_now_ms();
+        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        for p in &mut self.procs {
+            let Some(slot) = p.slot else { continue };
+            if p.harakiri.is_some() {
+                continue;
+            }
+            let stuck = self
+                .scoreboard
+                .cores(slot)
+                .iter()
+                .filter_map(super::scoreboard::Core::current)
+                .find(|(start, _)| now_ms.saturating_sub(*start) >= limit_ms);
+            if let Some((start, request)) = stuck {
+                let secs = now_ms.saturating_sub(start) / 1000;
+                crate::log!(
+                    "HARAKIRI: worker {} (pid {}) stuck {secs}s on {request}, killing",
+                    p.id,
+                    p.pid
+                );
+                proc::kill(p.pid, libc::SIGUSR2);
+                let now = Instant::now();
+                let term_at = now + TRACEBACK_GRACE;
+                let kill_at = term_at + grace;
+                p.harakiri = Some((term_at, kill_at, false));
+            }
+        }
+    }
+
+    fn check_touch(&mut self, py: Python<'_>) {
+        let mut trigger = None;
+        for t in &mut self.touch {
+            let now = mtime(&t.path);
+            if now != t.mtime {
+                t.mtime = now;
+                crate::log!(
+                    "{} was touched: {} reload",
+                    t.path.display(),
+                    if t.chain { "chain" } else { "graceful" }
+                );
+                trigger = Some(t.chain);
+            }
+        }
+        if let Some(chain) = trigger {
+            self.begin_reload(py, chain);
+        }
+    }
+
+    /// `--vacuum`: remove what we created on disk.
+    fn vacuum(&self) {
+        if let Some(p) = &self.config.pidfile {
+            let _ = std::fs::remove_file(p);
+        }
+        for l in &self.listeners {
+            if let Some(p) = &l.unix_path {
+                let _ = std::fs::remove_file(p);
             }
         }
     }

@@ -80,6 +80,27 @@ pub fn local_addr(fd: RawFd) -> Option<SocketAddr> {
     sockaddr_to_std(&storage)
 }
 
+/// The path a unix socket is bound to, if `fd` is one.
+#[must_use]
+pub fn unix_path(fd: RawFd) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain data.
+    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_un>()).ok()?;
+    // SAFETY: the kernel writes at most `len` bytes into sun.
+    let r = unsafe { libc::getsockname(fd, std::ptr::addr_of_mut!(sun).cast(), &raw mut len) };
+    if r < 0 || libc::c_int::from(sun.sun_family) != libc::AF_UNIX {
+        return None;
+    }
+    let bytes: Vec<u8> = sun
+        .sun_path
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c.cast_unsigned())
+        .collect();
+    (!bytes.is_empty()).then(|| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)))
+}
+
 /// Read into `buf` without blocking (the fd is nonblocking). `Ok(0)` is end of stream.
 pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: buf is a valid writable region of buf.len() bytes.

@@ -259,3 +259,115 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit ends the process; nothing after it runs.
     unsafe { libc::_exit(code) }
 }
+
+/// Replace this process's image (same pid) with `argv[0]` run with `argv`. Returns only on
+/// failure.
+#[must_use]
+pub fn exec(path: &str, argv: &[String]) -> io::Error {
+    use std::ffi::CString;
+    let Ok(cpath) = CString::new(path) else {
+        return io::Error::new(io::ErrorKind::InvalidInput, "NUL in executable path");
+    };
+    let cargs: Result<Vec<CString>, _> = argv.iter().map(|a| CString::new(a.as_str())).collect();
+    let Ok(cargs) = cargs else {
+        return io::Error::new(io::ErrorKind::InvalidInput, "NUL in an argument");
+    };
+    let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    // SAFETY: cpath and every pointer in ptrs point to live NUL-terminated strings; the array
+    // ends with NULL. execv only returns on failure.
+    unsafe { libc::execv(cpath.as_ptr(), ptrs.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Let `fd` survive exec (for handing listening sockets to the re-exec'd master).
+pub fn keep_on_exec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl F_GETFD/F_SETFD on an open fd.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Close `fd` on exec again (sockets adopted after a re-exec must not leak into programs the
+/// app runs).
+pub fn close_on_exec(fd: RawFd) {
+    // SAFETY: fcntl on an open fd; failure leaves the flag as it was.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
+}
+
+/// Take ownership of an inherited descriptor (systemd socket activation, re-exec).
+///
+/// # Safety contract
+/// The caller names a descriptor that was handed to this process and that nothing else owns;
+/// a descriptor that is not open is reported as an error.
+pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only queries the descriptor.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the fd is open and, by the caller's contract, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn lookup_id(name: &str, group: bool) -> io::Result<u32> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(n);
+    }
+    let cname = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a user or group name"))?;
+    // SAFETY: getpwnam/getgrnam return a pointer to static storage or NULL; the master is
+    // single-threaded when it calls this, so the storage is not shared.
+    let id = unsafe {
+        if group {
+            let g = libc::getgrnam(cname.as_ptr());
+            (!g.is_null()).then(|| (*g).gr_gid)
+        } else {
+            let p = libc::getpwnam(cname.as_ptr());
+            (!p.is_null()).then(|| (*p).pw_uid)
+        }
+    };
+    id.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "no such {} \"{name}\"",
+                if group { "group" } else { "user" }
+            ),
+        )
+    })
+}
+
+/// `--uid`/`--gid`: drop privileges (group first, supplementary groups cleared, then user).
+pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> io::Result<()> {
+    if let Some(g) = gid {
+        let gid = lookup_id(g, true)?;
+        // SAFETY: setgroups with an empty list, then setgid; both only change credentials.
+        unsafe {
+            if libc::setgroups(0, std::ptr::null()) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setgid(gid) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    if let Some(u) = uid {
+        let uid = lookup_id(u, false)?;
+        // SAFETY: setuid only changes credentials.
+        if unsafe { libc::setuid(uid) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -93,6 +93,9 @@ impl Thread<'_, '_> {
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
                 self.sweep();
+                if let Some(reason) = self.w.recycle.periodic() {
+                    self.w.recycle.retire(self.w.id, self.w.pid, &reason);
+                }
                 // PR_SET_PDEATHSIG covers a dying master; this covers a master that was
                 // replaced before the signal was armed.
                 if crate::sys::proc::getppid() != master {
@@ -121,7 +124,7 @@ impl Thread<'_, '_> {
                 return;
             }
         };
-        if !listener.unix {
+        if listener.unix_path.is_none() {
             fd::set_nodelay(sock.as_raw_fd());
         }
         let peer = match addr {
@@ -192,7 +195,7 @@ impl Thread<'_, '_> {
         let w = self.w;
         let server = Server {
             pid: w.pid,
-            worker_id: w.id,
+            slot: w.slot,
             core: self.core,
             scoreboard: w.scoreboard,
         };
@@ -212,6 +215,10 @@ impl Thread<'_, '_> {
                     return false;
                 }
             };
+            let next = w.scoreboard.slot(w.slot).requests.load(Ordering::Relaxed) + 1;
+            if let Some(reason) = w.recycle.before_request(next) {
+                w.recycle.retire(w.id, w.pid, &reason);
+            }
             let buf = std::mem::take(&mut conn.buf);
             let ex = Exchange {
                 fd: conn.raw(),

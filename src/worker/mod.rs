@@ -4,6 +4,7 @@
 
 mod conn;
 mod event_loop;
+mod recycle;
 
 use crate::config::Config;
 use crate::scoreboard::Scoreboard;
@@ -19,14 +20,20 @@ pub struct Listener {
     pub server_name: String,
     /// SERVER_PORT for requests on it.
     pub server_port: String,
-    /// A unix socket (no REMOTE_ADDR, no TCP options).
-    pub unix: bool,
+    /// The path of a unix socket (no REMOTE_ADDR, no TCP options; removed by --vacuum).
+    pub unix_path: Option<std::path::PathBuf>,
+    /// How it is described in the log.
+    pub desc: String,
 }
 
 /// Everything a worker's threads share.
 pub struct Worker<'a> {
     /// 1-based worker id.
     pub id: usize,
+    /// Scoreboard slot.
+    pub slot: usize,
+    /// When this worker retires by itself.
+    pub recycle: recycle::Recycle,
     /// This process's pid.
     pub pid: i32,
     /// The configuration.
@@ -49,7 +56,7 @@ pub const FAILED_APP_CODE: i32 = 22;
 /// Run a freshly forked worker until it is told to stop; never returns.
 pub fn run(
     py: Python<'_>,
-    id: usize,
+    (id, slot): (usize, usize),
     config: &Config,
     listeners: &[Listener],
     scoreboard: &Scoreboard,
@@ -62,9 +69,10 @@ pub fn run(
     };
     crate::sys::proc::worker_signals(std::os::fd::AsRawFd::as_raw_fd(&stop_write));
     scoreboard
-        .worker(id)
+        .slot(slot)
         .pid
         .store(pid, std::sync::atomic::Ordering::Relaxed);
+    register_traceback_dump(py);
     let callable = match preloaded {
         Some(app) => app.clone_ref(py),
         None => match crate::wsgi::load::load(py, config) {
@@ -98,6 +106,8 @@ pub fn run(
     };
     let worker = Worker {
         id,
+        slot,
+        recycle: recycle::Recycle::new(&config.supervision),
         pid,
         config,
         listeners,
@@ -113,6 +123,10 @@ pub fn run(
             log_requests: !config.disable_logging,
         },
     };
+    scoreboard
+        .slot(slot)
+        .ready
+        .store(1, std::sync::atomic::Ordering::Release);
     // Threads 1.. run in scoped threads; thread 0 is this one. The GIL is released while
     // joining so that the others can finish.
     py.detach(|| {
@@ -124,13 +138,23 @@ pub fn run(
             Python::attach(|py| event_loop::run(py, &worker, 0));
         });
     });
-    scoreboard
-        .worker(id)
-        .pid
-        .store(0, std::sync::atomic::Ordering::Relaxed);
     run_atexit(py);
     drop(stop_write);
     crate::sys::proc::exit_now(0);
+}
+
+/// SIGUSR2 makes Python's faulthandler write every thread's traceback to stderr, straight from
+/// the signal handler: it works while a thread holds the GIL in a stuck request, which is when
+/// harakiri needs it.
+fn register_traceback_dump(py: Python<'_>) {
+    let r = py.import("faulthandler").and_then(|fh| {
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("all_threads", true)?;
+        fh.call_method("register", (libc::SIGUSR2,), Some(&kwargs))
+    });
+    if let Err(e) = r {
+        crate::log!("headrace: cannot arm the traceback dump on SIGUSR2: {e}");
+    }
 }
 
 /// Flush Python's stdout/stderr (the app's prints) before the process ends.

@@ -48,8 +48,8 @@ pub struct Settings {
 pub struct Server<'a> {
     /// Worker pid.
     pub pid: i32,
-    /// Worker id (1-based).
-    pub worker_id: usize,
+    /// The worker's scoreboard slot.
+    pub slot: usize,
     /// Thread index ("core").
     pub core: usize,
     /// Shared counters.
@@ -132,13 +132,14 @@ pub fn serve(
         mut buf,
         head,
     } = ex;
-    let slot = server.scoreboard.worker(server.worker_id);
-    let log_fields = settings.log_requests.then(|| {
-        (
-            buf.filled()[head.method.clone()].to_vec(),
-            buf.filled()[head.target.clone()].to_vec(),
-        )
-    });
+    let slot = server.scoreboard.slot(server.slot);
+    let core = server.scoreboard.core(server.slot, server.core);
+    let method = &buf.filled()[head.method.clone()];
+    let uri = &buf.filled()[head.target.clone()];
+    core.begin(unix_ms(), method, uri);
+    let log_fields = settings
+        .log_requests
+        .then(|| (method.to_vec(), uri.to_vec()));
     let mut response = ResponseState::new(
         fd,
         head.version,
@@ -165,6 +166,7 @@ pub fn serve(
                 app.format_error(py, &err)
             );
             let _ = response.send_500(py);
+            core.end();
             return None;
         }
     };
@@ -172,6 +174,7 @@ pub fn serve(
     slot.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (summary, body) = call_app(py, app, &environ, body, response, peer);
     slot.busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    core.end();
 
     let next = body.and_then(|b| {
         if b.is_complete() {
@@ -180,30 +183,52 @@ pub fn serve(
             py.detach(|| b.finish())
         }
     });
+    let counts = server.scoreboard.count_request(server.slot);
     if let Some((method, uri)) = log_fields {
-        log_request(
-            server, peer, &stats, start_secs, start, &method, &uri, &head, &summary,
-        );
+        let request = Logged {
+            method: &method,
+            uri: &uri,
+            head: &head,
+            stats: &stats,
+            start,
+            start_secs,
+        };
+        log_request(server, peer, counts, &request, &summary);
     }
     next
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call site; a struct would only rename them"
-)]
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The request side of a log line.
+struct Logged<'a> {
+    method: &'a [u8],
+    uri: &'a [u8],
+    head: &'a RequestHead,
+    stats: &'a VarStats,
+    start: Instant,
+    start_secs: i64,
+}
+
 fn log_request(
     server: &Server<'_>,
     peer: &Peer,
-    stats: &VarStats,
-    start_secs: i64,
-    start: Instant,
-    method: &[u8],
-    uri: &[u8],
-    head: &RequestHead,
+    (mine, all): (u64, u64),
+    r: &Logged<'_>,
     s: &Summary,
 ) {
-    let (mine, all) = server.scoreboard.count_request(server.worker_id);
+    let Logged {
+        method,
+        uri,
+        head,
+        stats,
+        start,
+        start_secs,
+    } = *r;
     let line = crate::log::request_line(&crate::log::RequestLog {
         pid: server.pid,
         worker_requests: mine,
