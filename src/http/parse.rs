@@ -90,6 +90,19 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
+/// The status for a syntax error `httparse` found.
+fn syntax_error(buf: &[u8], e: httparse::Error) -> HttpError {
+    match e {
+        httparse::Error::Version => version_error(buf),
+        httparse::Error::TooManyHeaders => HttpError::TooManyHeaders(MAX_HEADERS),
+        httparse::Error::Token => HttpError::BadRequest("invalid token in request line"),
+        httparse::Error::HeaderName => HttpError::BadRequest("invalid header name"),
+        httparse::Error::HeaderValue => HttpError::BadRequest("invalid header value"),
+        httparse::Error::NewLine => HttpError::BadRequest("invalid line ending"),
+        _ => HttpError::BadRequest("malformed request line"),
+    }
+}
+
 /// 505 for a well-formed `HTTP/x.y` that is not 1.0 or 1.1; 400 for anything else in the
 /// version's place (`HTTX/1.1`, `http/1.1`: HTTP-name is case-sensitive, RFC 9112 §2.3).
 fn version_error(buf: &[u8]) -> HttpError {
@@ -105,6 +118,30 @@ fn version_error(buf: &[u8]) -> HttpError {
             HttpError::Version
         }
         _ => HttpError::BadRequest("malformed HTTP version"),
+    }
+}
+
+/// RFC 9112 §6.1: chunked must be the final transfer coding (else 400, since the body's end
+/// cannot be found); codings before it would need decoding we do not implement (501).
+fn transfer_coding(value: &[u8]) -> Result<(), HttpError> {
+    let codings: Vec<&[u8]> = value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .collect();
+    match codings.split_last() {
+        Some((last, rest)) if last.eq_ignore_ascii_case(b"chunked") => {
+            if rest.is_empty() {
+                Ok(())
+            } else if rest.iter().any(|c| c.eq_ignore_ascii_case(b"chunked")) {
+                Err(HttpError::BadRequest("chunked applied twice"))
+            } else {
+                Err(HttpError::NotImplemented)
+            }
+        }
+        _ if codings.iter().any(|c| c.eq_ignore_ascii_case(b"chunked")) => Err(
+            HttpError::BadRequest("chunked is not the final transfer coding"),
+        ),
+        _ => Err(HttpError::NotImplemented),
     }
 }
 
@@ -130,19 +167,7 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, Htt
             }
             return Ok(None);
         }
-        Err(httparse::Error::Version) => return Err(version_error(buf)),
-        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders(MAX_HEADERS)),
-        Err(httparse::Error::Token) => {
-            return Err(HttpError::BadRequest("invalid token in request line"))
-        }
-        Err(httparse::Error::HeaderName) => {
-            return Err(HttpError::BadRequest("invalid header name"))
-        }
-        Err(httparse::Error::HeaderValue) => {
-            return Err(HttpError::BadRequest("invalid header value"))
-        }
-        Err(httparse::Error::NewLine) => return Err(HttpError::BadRequest("invalid line ending")),
-        Err(_) => return Err(HttpError::BadRequest("malformed request line")),
+        Err(e) => return Err(syntax_error(buf, e)),
     };
     if used > limits.head {
         return Err(too_large(buf, limits.head));
@@ -167,6 +192,7 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, Htt
     };
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
+    let mut hosts = 0;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
@@ -183,11 +209,8 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, Htt
             if chunked {
                 return Err(HttpError::BadRequest("chunked applied twice"));
             }
-            // RFC 9112 §6.1: chunked must be the final coding; we implement no other.
-            if !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Err(HttpError::NotImplemented);
-            }
             chunked = true;
+            transfer_coding(value)?;
         } else if name.eq_ignore_ascii_case(b"connection") {
             if has_token(value, b"close") {
                 head.keep_alive = false;
@@ -195,8 +218,20 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, Htt
                 head.keep_alive = true;
             }
         } else if name.eq_ignore_ascii_case(b"expect") {
-            head.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            // RFC 9110 §10.1.1: a 1.0 client cannot be sent an interim response.
+            head.expect_continue = version == Version::Http11
+                && value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
         }
+    }
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1; at most one in 1.0.
+    if hosts > 1 || (hosts == 0 && version == Version::Http11) {
+        return Err(HttpError::BadRequest(if hosts > 1 {
+            "more than one Host header"
+        } else {
+            "missing Host header"
+        }));
     }
     head.framing = match (content_length, chunked) {
         (Some(_), true) => {
@@ -232,7 +267,19 @@ mod tests {
         body: 1000,
     };
 
+    /// Parse, adding `Host` to HTTP/1.1 requests that lack one (most cases are about other
+    /// headers; Host has its own cases below).
     fn parse(raw: &[u8]) -> Result<Option<RequestHead>, HttpError> {
+        let text = String::from_utf8_lossy(raw);
+        if text.contains("HTTP/1.1\r\n") && !text.to_ascii_lowercase().contains("\nhost:") {
+            let with_host = text.replacen("HTTP/1.1\r\n", "HTTP/1.1\r\nHost: h\r\n", 1);
+            return parse_head(with_host.as_bytes(), LIMITS).map(|h| {
+                h.map(|mut h| {
+                    h.len -= 9; // keep lengths comparable to the input
+                    h
+                })
+            });
+        }
         parse_head(raw, LIMITS)
     }
 
@@ -289,6 +336,22 @@ mod tests {
     }
 
     #[test]
+    fn host_is_required_in_http11() {
+        let missing = parse_head(b"GET / HTTP/1.1\r\nX: y\r\n\r\n", LIMITS);
+        assert_eq!(missing.unwrap_err().status(), 400);
+        assert!(parse_head(b"GET / HTTP/1.0\r\n\r\n", LIMITS)
+            .unwrap()
+            .is_some());
+        let continue_10 = b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n";
+        assert!(
+            !parse_head(continue_10, LIMITS)
+                .unwrap()
+                .unwrap()
+                .expect_continue
+        );
+    }
+
+    #[test]
     fn rejections() {
         let long_target = format!("GET /{} HTTP/1.1\r\n", "a".repeat(300));
         let big_head = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(300));
@@ -338,6 +401,22 @@ mod tests {
             (
                 b"POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n".to_vec(),
                 413,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".to_vec(),
+                501,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n".to_vec(),
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n".to_vec(),
+                400,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(),
+                400,
             ),
             (long_target.into_bytes(), 414),
             (big_head.into_bytes(), 431),

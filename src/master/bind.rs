@@ -20,7 +20,7 @@ pub fn listeners(config: &Config) -> Result<Vec<Listener>, MasterError> {
         for raw in list.split(',').filter_map(|s| s.parse::<RawFd>().ok()) {
             let fd = crate::sys::proc::adopt_fd(raw)?;
             crate::sys::proc::close_on_exec(raw);
-                        out.push(describe(fd, "inherited across re-exec"));
+            out.push(describe(fd, "inherited across re-exec"));
         }
         log_bound(&out);
         return Ok(out);
@@ -45,13 +45,17 @@ pub fn listeners(config: &Config) -> Result<Vec<Listener>, MasterError> {
     for fd in passed {
         out.push(describe(fd, "from systemd"));
     }
-        log_bound(&out);
+    log_bound(&out);
     Ok(out)
 }
 
 fn log_bound(listeners: &[Listener]) {
     for (i, l) in listeners.iter().enumerate() {
-        crate::log!("headrace http socket {i} bound to {} fd {}", l.desc, l.fd.as_raw_fd());
+        crate::log!(
+            "headrace http socket {i} bound to {} fd {}",
+            l.desc,
+            l.fd.as_raw_fd()
+        );
     }
 }
 

@@ -7,6 +7,8 @@ use pyo3::exceptions::{PyOSError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Most body bytes read and discarded after the app returns, to keep the connection alive.
@@ -65,7 +67,9 @@ pub struct Body {
     state: State,
     announced: Option<u64>,
     received: u64,
-    send_continue: bool,
+    /// Set while `Expect: 100-continue` is unanswered; shared with the response, which must
+    /// close the connection if it goes out first (the client may or may not send the body).
+    continue_pending: Option<Arc<AtomicBool>>,
     timeout: Duration,
     failed: Option<BodyError>,
 }
@@ -78,7 +82,7 @@ impl Body {
         buf: ReadBuf,
         framing: Framing,
         limit: u64,
-        expect_continue: bool,
+        continue_pending: Option<Arc<AtomicBool>>,
         timeout: Duration,
     ) -> Self {
         let (state, announced) = match framing {
@@ -99,7 +103,7 @@ impl Body {
             state,
             announced,
             received: 0,
-            send_continue: expect_continue,
+            continue_pending,
             timeout,
             failed: None,
         }
@@ -161,8 +165,8 @@ impl Body {
     }
 
     fn fill_inner(&mut self) -> Result<bool, BodyError> {
-        if self.send_continue {
-            self.send_continue = false;
+        if let Some(flag) = self.continue_pending.take() {
+            flag.store(false, Ordering::Relaxed);
             crate::wsgi::response::send_all_blocking(
                 self.fd,
                 &[b"HTTP/1.1 100 Continue\r\n\r\n"],
@@ -306,7 +310,7 @@ impl Body {
         if matches!(self.state, State::Done) {
             return Some(self.buf);
         }
-        if self.send_continue || self.failed.is_some() {
+        if self.continue_pending.is_some() || self.failed.is_some() {
             return None;
         }
         let mut drained = 0u64;
@@ -468,14 +472,7 @@ mod tests {
         }
         let mut buf = ReadBuf::with_capacity(64);
         buf.extend(prebuffered);
-        let body = Body::new(
-            a.as_raw_fd(),
-            buf,
-            framing,
-            0,
-            false,
-            Duration::from_secs(2),
-        );
+        let body = Body::new(a.as_raw_fd(), buf, framing, 0, None, Duration::from_secs(2));
         (body, a, b)
     }
 

@@ -140,6 +140,9 @@ pub fn serve(
     let log_fields = settings
         .log_requests
         .then(|| (method.to_vec(), uri.to_vec()));
+    let continue_pending = head
+        .expect_continue
+        .then(|| std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)));
     let mut response = ResponseState::new(
         fd,
         head.version,
@@ -147,6 +150,7 @@ pub fn serve(
         head.is_head,
         settings.timeout,
     );
+    response.continue_pending.clone_from(&continue_pending);
 
     let built = app.environ.build(py, buf.filled(), &head, peer);
     buf.consume(head.len);
@@ -155,7 +159,7 @@ pub fn serve(
         buf,
         head.framing,
         settings.limits.body,
-        head.expect_continue,
+        continue_pending,
         settings.timeout,
     );
     let (environ, stats) = match built {

@@ -118,6 +118,8 @@ pub struct ResponseState {
     pub error: Option<String>,
     /// The client went away while we wrote.
     pub broken: bool,
+    /// Set while the request's `Expect: 100-continue` is unanswered (see `Body`).
+    pub continue_pending: Option<std::sync::Arc<AtomicBool>>,
 }
 
 impl ResponseState {
@@ -151,6 +153,7 @@ impl ResponseState {
             sent_header_count: 0,
             error: None,
             broken: false,
+            continue_pending: None,
         }
     }
 
@@ -294,6 +297,15 @@ impl ResponseState {
 
     /// Build the head; `known_len` is the body length when the server knows it.
     fn head(&mut self, known_len: Option<u64>) -> Vec<u8> {
+        if self
+            .continue_pending
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            // The client was not told to send its body and may send it anyway: the connection
+            // cannot be trusted for another request.
+            self.close_after = true;
+        }
         let mut out = Vec::with_capacity(self.status_line.len() + self.headers.len() + 96);
         out.extend_from_slice(&self.status_line);
         out.extend_from_slice(&self.headers);
