@@ -99,7 +99,7 @@ fn syntax_error(buf: &[u8], e: httparse::Error) -> HttpError {
         httparse::Error::HeaderName => HttpError::BadRequest("invalid header name"),
         httparse::Error::HeaderValue => HttpError::BadRequest("invalid header value"),
         httparse::Error::NewLine => HttpError::BadRequest("invalid line ending"),
-        _ => HttpError::BadRequest("malformed request line"),
+        httparse::Error::Status => HttpError::BadRequest("malformed request line"),
     }
 }
 
