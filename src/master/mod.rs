@@ -173,8 +173,9 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
         })?;
     }
     let notifier = systemd::Notifier::from_env();
-    prepare_python(py, config).map_err(|e| MasterError::Python(e.to_string()))?;
+    // Sockets first: systemd's LISTEN_FDS must be read before the environment is tidied up.
     let listeners = bind::listeners(config)?;
+    prepare_python(py, config).map_err(|e| MasterError::Python(e.to_string()))?;
     let sup = &config.supervision;
     if sup.uid.is_some() || sup.gid.is_some() {
         proc::drop_privileges(sup.uid.as_deref(), sup.gid.as_deref())

@@ -193,11 +193,17 @@ impl Thread<'_, '_> {
 
     fn process(&mut self, py: Python<'_>, slot: usize) -> bool {
         let w = self.w;
+        let rss_check = || {
+            if let Some(reason) = w.recycle.after_app() {
+                w.recycle.retire(w.id, w.pid, &reason);
+            }
+        };
         let server = Server {
             pid: w.pid,
             slot: w.slot,
             core: self.core,
             scoreboard: w.scoreboard,
+            after_app: w.recycle.checks_memory().then_some(&rss_check as &dyn Fn()),
         };
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return false;

@@ -65,7 +65,23 @@ impl Recycle {
             .then(|| format!("served {n} requests (--max-requests {})", self.max_requests))
     }
 
-    /// The periodic checks: memory and age.
+    /// `--reload-on-rss` is on: memory is checked after every app call, as uWSGI does, so the
+    /// response that grew the worker is already its last.
+    #[must_use]
+    pub fn checks_memory(&self) -> bool {
+        self.max_rss > 0
+    }
+
+    /// After the app returned: memory.
+    #[must_use]
+    pub fn after_app(&self) -> Option<String> {
+        if !self.old_enough() {
+            return None;
+        }
+        self.memory()
+    }
+
+    /// The periodic checks: age and memory.
     #[must_use]
     pub fn periodic(&self) -> Option<String> {
         if !self.old_enough() {
@@ -76,6 +92,10 @@ impl Recycle {
                 return Some(format!("lived {}s (--max-worker-lifetime)", life.as_secs()));
             }
         }
+        self.memory()
+    }
+
+    fn memory(&self) -> Option<String> {
         if self.max_rss > 0 {
             if let Some(rss) = resident_bytes() {
                 if rss > self.max_rss {

@@ -54,6 +54,9 @@ pub struct Server<'a> {
     pub core: usize,
     /// Shared counters.
     pub scoreboard: &'a crate::scoreboard::Scoreboard,
+    /// Called when the app has returned, before the response is written (the worker decides
+    /// there whether this response is its last, e.g. for --reload-on-rss).
+    pub after_app: Option<&'a dyn Fn()>,
 }
 
 impl App {
@@ -176,7 +179,7 @@ pub fn serve(
     };
 
     slot.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (summary, body) = call_app(py, app, &environ, body, response, peer);
+    let (summary, body) = call_app(py, app, &environ, body, response, peer, server);
     slot.busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     core.end();
 
@@ -264,6 +267,7 @@ fn call_app(
     body: Body,
     state: ResponseState,
     peer: &Peer,
+    server: &Server<'_>,
 ) -> (Summary, Option<Body>) {
     let Ok(input) = Bound::new(py, Input::new(body)) else {
         return (summary_of(&state), None);
@@ -283,6 +287,9 @@ fn call_app(
     let result = app.callable.bind(py).call1((environ, &sr));
     let outcome = match result {
         Ok(iterable) => {
+            if let Some(hook) = server.after_app {
+                hook();
+            }
             let r = write_result(py, &sr, &iterable);
             // PEP 3333: close() is called whatever happened, client gone included.
             let closed = close_result(&iterable);
