@@ -32,8 +32,9 @@ impl Conn {
             fd,
             peer,
             buf: ReadBuf::with_capacity(INITIAL_BUFFER),
-            last_active: Instant::now(),
-            head_started: None,
+                        last_active: Instant::now(),
+            // A new connection owes us a request head: --socket-timeout runs from the accept.
+            head_started: Some(Instant::now()),
             served: 0,
         }
     }
