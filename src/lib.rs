@@ -6,8 +6,10 @@ pub mod config;
 pub mod http;
 pub mod log;
 pub mod master;
+pub mod router;
 pub mod scoreboard;
 pub mod sys;
+pub mod uwsgi_proto;
 pub mod worker;
 pub mod wsgi;
 

@@ -33,7 +33,14 @@ fn command() -> Command {
         }
         arg = match o.kind {
             Kind::Flag => arg.action(ArgAction::SetTrue),
-            Kind::Value => arg.action(ArgAction::Set).value_name("VALUE"),
+            Kind::Value => match o.bare {
+                Some(v) => arg
+                    .action(ArgAction::Set)
+                    .num_args(0..=1)
+                    .default_missing_value(v)
+                    .value_name("VALUE"),
+                None => arg.action(ArgAction::Set).value_name("VALUE"),
+            },
             Kind::Multi => arg.action(ArgAction::Append).value_name("VALUE"),
         };
         cmd = cmd.arg(arg);

@@ -84,11 +84,47 @@ impl std::fmt::Display for ListenAddr {
     }
 }
 
+/// What a socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketKind {
+    /// `--http-socket`: HTTP/1.1 served by the workers.
+    Http,
+    /// `--socket`/`--uwsgi-socket`: the uwsgi protocol served by the workers.
+    Uwsgi,
+    /// `--http`: HTTP/1.1 served by the router process, which dispatches to the workers.
+    Router,
+}
+
+/// One socket to bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketSpec {
+    /// Where.
+    pub addr: ListenAddr,
+    /// What it speaks.
+    pub kind: SocketKind,
+}
+
+/// The router's queue and buffering.
+#[derive(Debug, Clone, Default)]
+pub struct RouterConfig {
+    /// `--queue-timeout`: answer 503 to a request that waited this long for a worker.
+    pub queue_timeout: Option<Duration>,
+    /// `--max-queue`: answer 503 at once beyond this many waiting requests (0 = no limit).
+    pub max_queue: usize,
+    /// `--post-buffering`: request bodies larger than this spill to a temporary file (0 = the
+    /// default of 1 MiB).
+    pub post_buffering: usize,
+}
+
 /// The validated configuration every process works from.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Sockets served with HTTP by the workers (`--http-socket`, and `--http` for now).
-    pub http_sockets: Vec<ListenAddr>,
+    /// Every socket to bind, with what it speaks.
+    pub sockets: Vec<SocketSpec>,
+    /// `--chmod-socket`: permissions of unix sockets.
+    pub chmod_socket: Option<u32>,
+    /// The `--http` router's settings.
+    pub router: RouterConfig,
     /// The app.
     pub app: AppSource,
     /// The callable's name in the app module.
@@ -444,13 +480,50 @@ impl Config {
                 .ok_or_else(|| invalid("env", v, src, "expected KEY=VALUE"))?;
             env.push((k.to_owned(), val.to_owned()));
         }
-        let mut http_sockets = Vec::new();
-        for name in ["http-socket", "http"] {
+        let mut sockets = Vec::new();
+        for (name, kind) in [
+            ("http-socket", SocketKind::Http),
+            ("socket", SocketKind::Uwsgi),
+            ("http", SocketKind::Router),
+        ] {
             for (v, src) in raw.all(name) {
                 let addr = parse_addr(v).map_err(|r| invalid(name, v, src, &r))?;
-                http_sockets.push(addr);
+                sockets.push(SocketSpec { addr, kind });
             }
         }
+        let chmod_socket = match raw.get("chmod-socket") {
+            None => None,
+            Some((v, src)) => {
+                // uWSGI: a bare --chmod-socket means 666.
+                let text = if v.trim().is_empty() || v.trim() == "true" {
+                    "666"
+                } else {
+                    v.trim()
+                };
+                Some(
+                    u32::from_str_radix(text, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o777)
+                        .ok_or_else(|| {
+                            invalid(
+                                "chmod-socket",
+                                v,
+                                src,
+                                "expected octal permissions like 660",
+                            )
+                        })?,
+                )
+            }
+        };
+        let router = RouterConfig {
+            queue_timeout: optional(secs("queue-timeout")?),
+            max_queue: raw.number(
+                "max-queue",
+                &0,
+                "expected a number of requests (0 = no limit)",
+            )?,
+            post_buffering: raw.number("post-buffering", &0, "expected a size in bytes")?,
+        };
         let callable = raw.str("callable").unwrap_or_default();
         if callable.is_empty() {
             let (v, src) = raw
@@ -459,9 +532,9 @@ impl Config {
                 .unwrap_or((String::new(), Source::Default));
             return Err(invalid("callable", &v, &src, "expected a name"));
         }
-        if http_sockets.is_empty() && !raw.systemd_sockets {
+        if sockets.is_empty() && !raw.systemd_sockets {
             return Err(ConfigError::Missing(
-                "no socket to serve: give --http-socket ADDR or --http ADDR",
+                "no socket to serve: give --http-socket ADDR, --http ADDR or --socket ADDR",
             ));
         }
         let app = match (raw.get("wsgi-file"), raw.get("module")) {
@@ -481,7 +554,9 @@ impl Config {
             }
         };
         Ok(Self {
-            http_sockets,
+            sockets,
+            chmod_socket,
+            router,
             app,
             callable,
             chdir: raw.str("chdir").map(PathBuf::from),

@@ -30,6 +30,8 @@ pub struct OptSpec {
     pub compat: Option<&'static str>,
     /// One line of help.
     pub help: &'static str,
+    /// The value meant when the option is given on the command line without one.
+    pub bare: Option<&'static str>,
 }
 
 const fn opt(name: &'static str, kind: Kind, help: &'static str) -> OptSpec {
@@ -41,7 +43,13 @@ const fn opt(name: &'static str, kind: Kind, help: &'static str) -> OptSpec {
         default: None,
         compat: None,
         help,
+        bare: None,
     }
+}
+
+const fn bare(mut o: OptSpec, v: &'static str) -> OptSpec {
+    o.bare = Some(v);
+    o
 }
 
 const fn short(mut o: OptSpec, c: char) -> OptSpec {
@@ -69,7 +77,12 @@ use Kind::{Flag, Multi, Value};
 /// The option table.
 pub const OPTIONS: &[OptSpec] = &[
     opt("http-socket", Multi, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)"),
-    opt("http", Multi, "serve HTTP on ADDR (for now served directly by the workers, like --http-socket)"),
+        opt("http", Multi, "serve HTTP on ADDR through the router process, which queues requests and dispatches them to free workers"),
+        short(aliases(opt("socket", Multi, "serve the uwsgi protocol (nginx uwsgi_pass) from the workers on ADDR"), &["uwsgi-socket"]), 's'),
+    bare(short(opt("chmod-socket", Value, "permissions of unix sockets, octal (bare: 666)"), 'C'), "666"),
+    default(opt("queue-timeout", Value, "router: answer 503 to a request that waited this many seconds for a worker (0 = wait)"), "0"),
+    default(opt("max-queue", Value, "router: answer 503 at once when this many requests already wait (0 = no limit)"), "0"),
+    default(opt("post-buffering", Value, "router: request bodies larger than this many bytes spill to a temporary file (0 = 1 MiB)"), "0"),
     aliases(opt("wsgi-file", Value, "load the WSGI app from this Python file"), &["file"]),
     short(aliases(opt("module", Value, "load the WSGI app from MODULE[:CALLABLE]"), &["wsgi"]), 'w'),
     default(opt("callable", Value, "name of the WSGI callable"), "application"),

@@ -88,6 +88,19 @@ impl ReadBuf {
         Ok(n)
     }
 
+    /// Free space to read into (at least `want` bytes unless the buffer would exceed `max`);
+    /// follow with [`ReadBuf::commit`]. For readers that are not raw fds (async sockets).
+    pub fn spare(&mut self, want: usize, max: usize) -> &mut [u8] {
+        let room = want.min(max.saturating_sub(self.len())).max(1);
+        self.make_room(room, max);
+        &mut self.data[self.end..]
+    }
+
+    /// Count `n` bytes written into [`ReadBuf::spare`] as filled.
+    pub fn commit(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.data.len());
+    }
+
     /// Release memory beyond `keep` bytes when the buffer is empty (after a big request).
     pub fn shrink(&mut self, keep: usize) {
         if self.is_empty() && self.data.len() > keep {

@@ -30,6 +30,9 @@ pub struct ChunkedDecoder {
     trailer_bytes: usize,
     total: u64,
     limit: u64,
+    /// The first error, returned again by every later step: after malformed framing the
+    /// position in the stream is unknown, so nothing after it may pass as body.
+    failed: Option<HttpError>,
 }
 
 impl ChunkedDecoder {
@@ -42,6 +45,7 @@ impl ChunkedDecoder {
             trailer_bytes: 0,
             total: 0,
             limit,
+            failed: None,
         }
     }
 
@@ -53,7 +57,19 @@ impl ChunkedDecoder {
 
     /// Advance over `input`. Returns how many bytes were consumed and the range of `input` that
     /// is body data (empty if this step consumed only framing). Call again with the rest.
+    /// After an error, every later call returns that error again.
     pub fn step(&mut self, input: &[u8]) -> Result<(usize, std::ops::Range<usize>), HttpError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = self.advance(input);
+        if let Err(e) = &r {
+            self.failed = Some(e.clone());
+        }
+        r
+    }
+
+    fn advance(&mut self, input: &[u8]) -> Result<(usize, std::ops::Range<usize>), HttpError> {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
@@ -221,6 +237,33 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(input)
             );
+        }
+    }
+
+    #[test]
+    fn errors_are_sticky() {
+        // Each input fails at its last byte, in a state the rest of the body would otherwise
+        // resume from (the bad byte is not consumed, so without the stored error the chunk
+        // after it would decode as body).
+        let table: &[&[u8]] = &[b"5\r\nhello\r\nX", b"5\r\nhelloX", b"11111111111111111"];
+        for input in table {
+            let mut d = ChunkedDecoder::new(0);
+            let mut rest = *input;
+            let err = loop {
+                match d.step(rest) {
+                    Ok((used, _)) => rest = &rest[used..],
+                    Err(e) => break e,
+                }
+            };
+            for more in [&b"0\r\n\r\n"[..], b"3\r\nabc\r\n", rest] {
+                assert_eq!(
+                    d.step(more),
+                    Err(err.clone()),
+                    "{}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+            assert!(!d.is_done());
         }
     }
 }

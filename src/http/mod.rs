@@ -6,6 +6,7 @@ pub mod chunked;
 pub mod error;
 pub mod parse;
 pub mod response;
+pub mod target;
 
 pub use buffer::ReadBuf;
 pub use chunked::ChunkedDecoder;

@@ -3,7 +3,7 @@
 //! from systemd (`LISTEN_FDS`) or from the master's previous image across a re-exec.
 
 use super::MasterError;
-use crate::config::{Config, ListenAddr};
+use crate::config::{Config, ListenAddr, SocketKind};
 use crate::sys::fd;
 use crate::worker::Listener;
 use std::net::SocketAddr;
@@ -17,25 +17,34 @@ pub fn listeners(config: &Config) -> Result<Vec<Listener>, MasterError> {
     if let Ok(list) = std::env::var(REEXEC_FDS) {
         std::env::remove_var(REEXEC_FDS);
         let mut out = Vec::new();
-        for raw in list.split(',').filter_map(|s| s.parse::<RawFd>().ok()) {
+        for item in list.split(',') {
+            let (raw, kind) = item.split_once(':').unwrap_or((item, "http"));
+            let Ok(raw) = raw.parse::<RawFd>() else {
+                continue;
+            };
             let fd = crate::sys::proc::adopt_fd(raw)?;
             crate::sys::proc::close_on_exec(raw);
-            out.push(describe(fd, "inherited across re-exec"));
+            out.push(describe(
+                fd,
+                kind_from_name(kind),
+                "inherited across re-exec",
+            ));
         }
         log_bound(&out);
         return Ok(out);
     }
     let mut passed = systemd_fds();
     let mut out = Vec::new();
-    for addr in &config.http_sockets {
+    for spec in &config.sockets {
+        let addr = &spec.addr;
         // A socket systemd passed for this address is used instead of binding it again.
         let same = passed.iter().position(|fd| match addr {
             ListenAddr::Tcp(a) => fd::local_addr(fd.as_raw_fd()) == Some(*a),
             ListenAddr::Unix(p) => fd::unix_path(fd.as_raw_fd()).as_deref() == Some(p.as_path()),
         });
         let l = match same {
-            Some(i) => describe(passed.remove(i), "from systemd"),
-            None => bind_one(addr, config.listen).map_err(|source| MasterError::Bind {
+            Some(i) => describe(passed.remove(i), spec.kind, "from systemd"),
+            None => bind_one(addr, spec.kind, config).map_err(|source| MasterError::Bind {
                 addr: addr.to_string(),
                 source,
             })?,
@@ -43,7 +52,7 @@ pub fn listeners(config: &Config) -> Result<Vec<Listener>, MasterError> {
         out.push(l);
     }
     for fd in passed {
-        out.push(describe(fd, "from systemd"));
+        out.push(describe(fd, SocketKind::Http, "from systemd"));
     }
     log_bound(&out);
     Ok(out)
@@ -52,10 +61,29 @@ pub fn listeners(config: &Config) -> Result<Vec<Listener>, MasterError> {
 fn log_bound(listeners: &[Listener]) {
     for (i, l) in listeners.iter().enumerate() {
         crate::log!(
-            "headrace http socket {i} bound to {} fd {}",
+            "headrace {} socket {i} bound to {} fd {}",
+            kind_name(l.kind),
             l.desc,
             l.fd.as_raw_fd()
         );
+    }
+}
+
+/// The word for a socket kind in logs and in the re-exec hand-over.
+#[must_use]
+pub fn kind_name(kind: SocketKind) -> &'static str {
+    match kind {
+        SocketKind::Http => "http",
+        SocketKind::Uwsgi => "uwsgi",
+        SocketKind::Router => "router",
+    }
+}
+
+fn kind_from_name(name: &str) -> SocketKind {
+    match name {
+        "uwsgi" => SocketKind::Uwsgi,
+        "router" => SocketKind::Router,
+        _ => SocketKind::Http,
     }
 }
 
@@ -94,7 +122,7 @@ fn bracket(a: &SocketAddr) -> String {
 }
 
 /// A Listener for an already-listening fd.
-fn describe(fd: OwnedFd, origin: &str) -> Listener {
+fn describe(fd: OwnedFd, kind: SocketKind, origin: &str) -> Listener {
     let raw = fd.as_raw_fd();
     if let Some(a) = fd::local_addr(raw) {
         return Listener {
@@ -103,6 +131,7 @@ fn describe(fd: OwnedFd, origin: &str) -> Listener {
             server_port: a.port().to_string(),
             unix_path: None,
             desc: format!("TCP address {} ({origin})", bracket(&a)),
+            kind,
         };
     }
     let path = fd::unix_path(raw);
@@ -117,10 +146,12 @@ fn describe(fd: OwnedFd, origin: &str) -> Listener {
                 .unwrap_or_default()
         ),
         unix_path: path,
+        kind,
     }
 }
 
-fn bind_one(addr: &ListenAddr, backlog: i32) -> std::io::Result<Listener> {
+fn bind_one(addr: &ListenAddr, kind: SocketKind, config: &Config) -> std::io::Result<Listener> {
+    let backlog = config.listen;
     match addr {
         ListenAddr::Tcp(sa) => {
             // std sets SO_REUSEADDR on Unix; the backlog is set again below.
@@ -129,8 +160,8 @@ fn bind_one(addr: &ListenAddr, backlog: i32) -> std::io::Result<Listener> {
             let raw = fd.as_raw_fd();
             fd::listen(raw, backlog)?;
             fd::set_nonblocking(raw)?;
-            // Wake a worker only once the request's first bytes arrived (HTTP clients speak
-            // first), saving a round trip through epoll per new connection.
+            // Wake a worker only once the request's first bytes arrived (HTTP and uwsgi clients
+            // speak first), saving a round trip through epoll per new connection.
             let _ = fd::setsockopt_int(raw, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 1);
             let local = fd::local_addr(raw).unwrap_or(*sa);
             Ok(Listener {
@@ -139,6 +170,7 @@ fn bind_one(addr: &ListenAddr, backlog: i32) -> std::io::Result<Listener> {
                 server_port: local.port().to_string(),
                 unix_path: None,
                 desc: format!("TCP address {}", bracket(&local)),
+                kind,
             })
         }
         ListenAddr::Unix(path) => {
@@ -152,12 +184,17 @@ fn bind_one(addr: &ListenAddr, backlog: i32) -> std::io::Result<Listener> {
             let raw = fd.as_raw_fd();
             fd::listen(raw, backlog)?;
             fd::set_nonblocking(raw)?;
+            if let Some(mode) = config.chmod_socket {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            }
             Ok(Listener {
                 fd,
                 server_name: "localhost".to_owned(),
                 server_port: String::new(),
                 unix_path: Some(path.clone()),
                 desc: format!("UNIX address {}", path.display()),
+                kind,
             })
         }
     }

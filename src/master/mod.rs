@@ -16,6 +16,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
+/// The id the router has among the master's children (workers are 1..=processes).
+const ROUTER_ID: usize = 0;
 /// How long an immediate stop waits before SIGKILL.
 const KILL_MERCY: Duration = Duration::from_secs(3);
 /// A worker that dies sooner than this after its spawn counts as failing to start.
@@ -104,6 +106,17 @@ struct Proc {
     harakiri: Option<(Instant, Instant, bool)>,
 }
 
+impl Proc {
+    /// How logs name it.
+    fn name(&self) -> String {
+        if self.id == ROUTER_ID {
+            "http router".to_owned()
+        } else {
+            format!("worker {}", self.id)
+        }
+    }
+}
+
 /// A watched `--touch-reload` file.
 struct Touch {
     path: std::path::PathBuf,
@@ -115,7 +128,7 @@ struct Touch {
 pub struct Master<'a> {
     config: &'a Config,
     listeners: Vec<Listener>,
-    scoreboard: Scoreboard,
+    scoreboard: std::sync::Arc<Scoreboard>,
     app: Option<Py<PyAny>>,
     procs: Vec<Proc>,
     /// Ids waiting to be (re)spawned, and when.
@@ -132,6 +145,10 @@ pub struct Master<'a> {
     touch: Vec<Touch>,
     /// What exec needs for a reload of a preloaded app.
     reexec: reload::ReExec,
+    /// Names this image's worker sockets for the router (see `router::socket_name`).
+    nonce: u64,
+    /// When the direct-mode saturation line was last logged.
+    last_saturation_log: Option<Instant>,
 }
 
 fn unix_now_secs() -> i64 {
@@ -175,6 +192,13 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
     let notifier = systemd::Notifier::from_env();
     // Sockets first: systemd's LISTEN_FDS must be read before the environment is tidied up.
     let listeners = bind::listeners(config)?;
+    if listeners.is_empty() {
+        // LISTEN_FDS was set, but for another process.
+        crate::log!(
+            "headrace: no socket to serve: give --http-socket ADDR, --http ADDR or --socket ADDR"
+        );
+        return Ok(2);
+    }
     prepare_python(py, config).map_err(|e| MasterError::Python(e.to_string()))?;
     let sup = &config.supervision;
     if sup.uid.is_some() || sup.gid.is_some() {
@@ -211,7 +235,8 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
         }
     };
     // A reload keeps up to twice the workers alive at once.
-    let scoreboard = Scoreboard::new(config.processes * 2 + 1, config.threads)?;
+    let scoreboard =
+        std::sync::Arc::new(Scoreboard::new(config.processes * 2 + 1, config.threads)?);
     if let Some(path) = &config.pidfile {
         std::fs::write(path, format!("{}\n", proc::getpid())).map_err(|source| {
             MasterError::File {
@@ -249,6 +274,8 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
         reload: None,
         touch,
         reexec,
+        nonce: nonce(),
+        last_saturation_log: None,
     };
     if let Some(adopted) = adopted {
         master.adopt(adopted);
@@ -266,6 +293,15 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
     }
     crate::log!("goodbye to headrace.");
     Ok(0)
+}
+
+/// A number that differs between master images (pid, time, address-space layout).
+fn nonce() -> u64 {
+    let t = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() ^ u64::from(d.subsec_nanos()) << 32);
+    let stack = std::ptr::addr_of!(t) as u64;
+    t ^ stack.rotate_left(17) ^ (u64::from(proc::getpid().unsigned_abs()) << 40)
 }
 
 fn mtime(p: &std::path::Path) -> Option<SystemTime> {
@@ -337,6 +373,9 @@ impl Master<'_> {
 
     /// Fork a worker with this id. Returns its pid.
     fn spawn(&mut self, py: Python<'_>, id: usize) -> Result<i32, MasterError> {
+        if id == ROUTER_ID {
+            return self.spawn_router(py);
+        }
         let slot = self
             .free_slot()
             .ok_or_else(|| MasterError::Python("no free scoreboard slot".to_owned()))?;
@@ -350,6 +389,9 @@ impl Master<'_> {
                 &self.listeners,
                 &self.scoreboard,
                 self.app.as_ref(),
+                self.has_router()
+                    .then(|| crate::router::socket_name(self.nonce, slot))
+                    .as_deref(),
             ),
             ForkResult::Parent(pid) => {
                 self.procs.push(Proc {
@@ -370,14 +412,53 @@ impl Master<'_> {
         }
     }
 
+    fn has_router(&self) -> bool {
+        self.listeners
+            .iter()
+            .any(|l| l.kind == crate::config::SocketKind::Router)
+    }
+
+    /// Fork the `--http` router.
+    fn spawn_router(&mut self, py: Python<'_>) -> Result<i32, MasterError> {
+        flush_python(py);
+        match proc::fork()? {
+            ForkResult::Child => crate::router::run(
+                self.config.clone(),
+                &self.listeners,
+                self.scoreboard.clone(),
+                self.nonce,
+            ),
+            ForkResult::Parent(pid) => {
+                self.procs.push(Proc {
+                    id: ROUTER_ID,
+                    slot: None,
+                    pid,
+                    spawned_at: Instant::now(),
+                    old: false,
+                    stop_deadline: None,
+                    harakiri: None,
+                });
+                crate::log!("spawned headrace http 1 (pid: {pid})");
+                Ok(pid)
+            }
+        }
+    }
+
     /// Make sure every id has a current worker (or a respawn scheduled), except while a chain
-    /// reload replaces them one at a time.
+    /// reload replaces them one at a time. The router (id 0) is always kept.
     fn fill(&mut self, py: Python<'_>) {
-        if self.stopping.is_some() || self.reload.as_ref().is_some_and(reload::Reload::is_chain) {
+        if self.stopping.is_some() {
             return;
         }
         let now = Instant::now();
-        for id in 1..=self.config.processes {
+        let chain = self.reload.as_ref().is_some_and(reload::Reload::is_chain);
+        let first = if self.has_router() { ROUTER_ID } else { 1 };
+        let last = if chain {
+            ROUTER_ID
+        } else {
+            self.config.processes
+        };
+        for id in first..=last {
             let alive = self.procs.iter().any(|p| p.id == id && !p.old);
             if !alive && !self.pending.iter().any(|(i, _)| *i == id) {
                 self.pending.push((id, now));
@@ -393,6 +474,9 @@ impl Master<'_> {
         for id in due {
             let respawn = std::mem::take(&mut self.respawning[id]);
             match self.spawn(py, id) {
+                Ok(pid) if respawn && id == ROUTER_ID => {
+                    crate::log!("Respawned headrace http 1 (new pid: {pid})");
+                }
                 Ok(pid) if respawn => {
                     crate::log!("Respawned headrace worker {id} (new pid: {pid})");
                 }
@@ -436,8 +520,8 @@ impl Master<'_> {
                 if Instant::now() >= deadline {
                     for p in &self.procs {
                         crate::log!(
-                            "worker {} (pid: {}) did not stop in time: SIGKILL",
-                            p.id,
+                            "{} (pid: {}) did not stop in time: SIGKILL",
+                            p.name(),
                             p.pid
                         );
                         proc::kill(p.pid, libc::SIGKILL);
@@ -450,6 +534,7 @@ impl Master<'_> {
             if last_touch_check.elapsed() >= Duration::from_secs(1) {
                 last_touch_check = Instant::now();
                 self.check_touch(py);
+                self.check_saturation();
             }
             self.advance_reload(py);
             self.fill(py);
@@ -565,13 +650,13 @@ impl Master<'_> {
                 ExitStatus::Signal(s) => format!("killed by signal {s} ({})", proc::signal_name(s)),
             };
             if self.stopping.is_some() {
-                crate::log!("worker {} (pid: {pid}) stopped ({how})", p.id);
+                crate::log!("{} (pid: {pid}) stopped ({how})", p.name());
                 continue;
             }
             if p.old {
                 crate::log!(
-                    "worker {} (pid: {pid}) of the previous generation finished ({how})",
-                    p.id
+                    "{} (pid: {pid}) of the previous generation finished ({how})",
+                    p.name()
                 );
                 continue;
             }
@@ -591,8 +676,8 @@ impl Master<'_> {
                 )
             };
             crate::log!(
-                "DAMN ! worker {} (pid: {pid}) died, {how}{lost_text} :( trying respawn ...",
-                p.id
+                "DAMN ! {} (pid: {pid}) died, {how}{lost_text} :( trying respawn ...",
+                p.name()
             );
             let deaths = &mut self.early_deaths[p.id];
             if p.spawned_at.elapsed() < EARLY_DEATH && p.harakiri.is_none() {
@@ -600,13 +685,14 @@ impl Master<'_> {
             } else {
                 *deaths = 0;
             }
-            let delay = if *deaths == 0 {
+            // The first early death is respawned at once; a second in a row starts the backoff.
+            let delay = if *deaths <= 1 {
                 Duration::ZERO
             } else {
-                let d = Duration::from_millis(250u64 << (*deaths).min(8)).min(MAX_BACKOFF);
+                let d = Duration::from_millis(250u64 << (*deaths - 1).min(8)).min(MAX_BACKOFF);
                 crate::log!(
-                    "worker {} died {} time(s) within {}s of spawning: next respawn in {:.1}s",
-                    p.id,
+                    "{} died {} time(s) within {}s of spawning: next respawn in {:.1}s",
+                    p.name(),
                     *deaths,
                     EARLY_DEATH.as_secs(),
                     d.as_secs_f64()
@@ -634,8 +720,8 @@ impl Master<'_> {
             }
             if p.stop_deadline.is_some_and(|d| now >= d) {
                 crate::log!(
-                    "worker {} (pid: {}) did not finish within --worker-reload-mercy {mercy}s: SIGKILL",
-                    p.id,
+                    "{} (pid: {}) did not finish within --worker-reload-mercy {mercy}s: SIGKILL",
+                    p.name(),
                     p.pid
                 );
                 proc::kill(p.pid, libc::SIGKILL);
@@ -697,6 +783,51 @@ impl Master<'_> {
         if let Some(chain) = trigger {
             self.begin_reload(py, chain);
         }
+    }
+
+    /// Direct and uwsgi-socket modes: when every worker thread is busy and connections wait in
+    /// the kernel's accept queue, say so (the router reports its own queue). The wait is
+    /// bounded by how long every worker has been busy: the latest start among their requests.
+    fn check_saturation(&mut self) {
+        let now_ms = unix_now_ms();
+        let mut workers = 0;
+        let mut all_busy_since = 0u64;
+        for slot in self.procs.iter().filter_map(|p| p.slot) {
+            workers += 1;
+            let starts: Vec<u64> = self
+                .scoreboard
+                .cores(slot)
+                .iter()
+                .filter_map(|c| c.current().map(|(t, _)| t))
+                .collect();
+            if starts.len() < self.config.threads {
+                return;
+            }
+            all_busy_since = all_busy_since.max(starts.into_iter().max().unwrap_or(now_ms));
+        }
+        if workers == 0
+            || self
+                .last_saturation_log
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
+            return;
+        }
+        let queued: u32 = self
+            .listeners
+            .iter()
+            .filter(|l| l.kind != crate::config::SocketKind::Router)
+            .filter_map(|l| {
+                crate::sys::fd::accept_queue_len(std::os::fd::AsRawFd::as_raw_fd(&l.fd))
+            })
+            .sum();
+        if queued == 0 {
+            return;
+        }
+        self.last_saturation_log = Some(Instant::now());
+        crate::log!(
+            "*** headrace saturated: {workers}/{workers} workers busy, {queued} requests queued (oldest <= {:.1} s) ***",
+            Duration::from_millis(now_ms.saturating_sub(all_busy_since)).as_secs_f64()
+        );
     }
 
     /// `--vacuum`: remove what we created on disk.

@@ -111,10 +111,11 @@ impl Master<'_> {
             self.reexec(py, chain);
             return;
         }
-        for p in &mut self.procs {
+        // The router stays: it follows the scoreboard to the new workers.
+        for p in self.procs.iter_mut().filter(|p| p.id != super::ROUTER_ID) {
             p.old = true;
         }
-        self.pending.clear();
+        self.pending.retain(|(id, _)| *id == super::ROUTER_ID);
         self.reload = Some(if chain {
             Reload::Chain(None)
         } else {
@@ -136,7 +137,7 @@ impl Master<'_> {
                 if let Err(e) = proc::keep_on_exec(raw) {
                     crate::log!("headrace: cannot hand socket fd {raw} over: {e}");
                 }
-                raw.to_string()
+                format!("{raw}:{}", super::bind::kind_name(l.kind))
             })
             .collect();
         let old: Vec<String> = self
@@ -236,10 +237,17 @@ impl Master<'_> {
                 let next = self
                     .procs
                     .iter()
-                    .filter(|p| p.old && p.stop_deadline.is_none())
+                    .filter(|p| p.old && p.stop_deadline.is_none() && p.id != super::ROUTER_ID)
                     .min_by_key(|p| p.id)
                     .map(|p| (p.id, p.pid));
+                let old_router = self
+                    .procs
+                    .iter()
+                    .find(|p| p.old && p.id == super::ROUTER_ID && p.stop_deadline.is_none())
+                    .map(|p| p.pid);
                 match next {
+                    // Every worker is replaced: the previous image's router goes last.
+                    None if old_router.is_some() => self.stop_old(old_router.unwrap_or(0)),
                     None if self.procs.iter().any(|p| p.old) => {} // the last ones are finishing
                     None => self.reload_done(),
                     Some((id, old_pid)) => match self.spawn(py, id) {

@@ -101,6 +101,26 @@ pub fn unix_path(fd: RawFd) -> Option<std::path::PathBuf> {
     (!bytes.is_empty()).then(|| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)))
 }
 
+/// Connections waiting in a TCP listening socket's accept queue (Linux reports it in
+/// `tcpi_unacked` of TCP_INFO for listening sockets). `None` for other sockets.
+#[must_use]
+pub fn accept_queue_len(fd: RawFd) -> Option<u32> {
+    // SAFETY: tcp_info is plain data.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::tcp_info>()).ok()?;
+    // SAFETY: the kernel writes at most `len` bytes into info.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            std::ptr::addr_of_mut!(info).cast(),
+            &raw mut len,
+        )
+    };
+    (r == 0 && info.tcpi_state == 10).then_some(info.tcpi_unacked) // 10 = TCP_LISTEN
+}
+
 /// Read into `buf` without blocking (the fd is nonblocking). `Ok(0)` is end of stream.
 pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: buf is a valid writable region of buf.len() bytes.

@@ -22,6 +22,8 @@ pub struct Conn {
     pub head_started: Option<Instant>,
     /// Requests served on it.
     pub served: u64,
+    /// It speaks the uwsgi protocol (else HTTP/1.1).
+    pub uwsgi: bool,
 }
 
 impl Conn {
@@ -32,10 +34,11 @@ impl Conn {
             fd,
             peer,
             buf: ReadBuf::with_capacity(INITIAL_BUFFER),
-                        last_active: Instant::now(),
+            last_active: Instant::now(),
             // A new connection owes us a request head: --socket-timeout runs from the accept.
             head_started: Some(Instant::now()),
             served: 0,
+            uwsgi: false,
         }
     }
 

@@ -9,7 +9,7 @@ use crate::http::{HttpError, ReadBuf};
 use crate::sys::fd::{self, Epoll};
 use crate::wsgi::environ::Peer;
 use crate::wsgi::response::STOPPING;
-use crate::wsgi::{Exchange, Server};
+use crate::wsgi::{Exchange, Head, Server};
 use pyo3::prelude::*;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -104,6 +104,12 @@ impl Thread<'_, '_> {
             }
             if stop {
                 STOPPING.store(true, Ordering::Relaxed);
+                // The router stops sending requests here.
+                self.w
+                    .scoreboard
+                    .slot(self.w.slot)
+                    .ready
+                    .store(0, Ordering::Release);
                 return; // dropping `self.conns` closes the idle connections
             }
         }
@@ -150,7 +156,9 @@ impl Thread<'_, '_> {
             self.free.push(slot);
             return;
         }
-        self.conns[slot] = Some(Conn::new(sock, peer));
+        let mut conn = Conn::new(sock, peer);
+        conn.uwsgi = listener.kind == crate::config::SocketKind::Uwsgi;
+        self.conns[slot] = Some(conn);
         // With TCP_DEFER_ACCEPT the request is usually already here.
         if !self.on_readable(py, slot) {
             self.close(slot);
@@ -213,7 +221,7 @@ impl Thread<'_, '_> {
                 conn.head_started = None;
                 return true;
             }
-            let head = match parse_head(conn.buf.filled(), w.settings.limits) {
+            let head = match parse(conn, w.settings.limits) {
                 Ok(Some(h)) => h,
                 Ok(None) => return true,
                 Err(e) => {
@@ -269,6 +277,20 @@ impl Thread<'_, '_> {
             }
         }
     }
+}
+
+/// Parse the next request head from the connection's buffer, in its protocol.
+fn parse(conn: &Conn, limits: crate::http::Limits) -> Result<Option<Head>, HttpError> {
+    if !conn.uwsgi {
+        return Ok(parse_head(conn.buf.filled(), limits)?.map(Head::Http));
+    }
+    let Some(packet) = crate::uwsgi_proto::parse(conn.buf.filled(), limits.head)? else {
+        return Ok(None);
+    };
+    if limits.body > 0 && packet.content_length > limits.body {
+        return Err(HttpError::BodyTooLarge(limits.body));
+    }
+    Ok(Some(Head::Uwsgi(packet)))
 }
 
 /// Answer a protocol error and end the connection cleanly: the response, a write shutdown,

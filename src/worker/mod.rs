@@ -24,6 +24,8 @@ pub struct Listener {
     pub unix_path: Option<std::path::PathBuf>,
     /// How it is described in the log.
     pub desc: String,
+    /// What it speaks.
+    pub kind: crate::config::SocketKind,
 }
 
 /// Everything a worker's threads share.
@@ -39,7 +41,7 @@ pub struct Worker<'a> {
     /// The configuration.
     pub config: &'a Config,
     /// The sockets to accept on.
-    pub listeners: &'a [Listener],
+    pub listeners: Vec<&'a Listener>,
     /// Shared counters.
     pub scoreboard: &'a Scoreboard,
     /// The app.
@@ -61,6 +63,7 @@ pub fn run(
     listeners: &[Listener],
     scoreboard: &Scoreboard,
     preloaded: Option<&Py<PyAny>>,
+    router_socket: Option<&str>,
 ) -> ! {
     let pid = crate::sys::proc::getpid();
     let Ok((stop_read, stop_write)) = crate::sys::fd::pipe() else {
@@ -88,6 +91,21 @@ pub fn run(
             }
         },
     };
+    // The router's sockets are the router's; a worker serves the others and, when there is a
+    // router, its own private socket for it.
+    let private = match router_socket.map(|name| bind_private(name, config.listen)) {
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) => {
+            crate::log!("headrace: worker {id} (pid: {pid}) cannot bind its router socket: {e}");
+            crate::sys::proc::exit_now(1);
+        }
+        None => None,
+    };
+    let listeners: Vec<&Listener> = listeners
+        .iter()
+        .filter(|l| l.kind != crate::config::SocketKind::Router)
+        .chain(private.as_ref())
+        .collect();
     let servers: Vec<(String, String)> = listeners
         .iter()
         .map(|l| (l.server_name.clone(), l.server_port.clone()))
@@ -141,6 +159,25 @@ pub fn run(
     run_atexit(py);
     drop(stop_write);
     crate::sys::proc::exit_now(0);
+}
+
+/// Bind the abstract unix socket the router reaches this worker on.
+fn bind_private(name: &str, backlog: i32) -> std::io::Result<Listener> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let l = std::os::unix::net::UnixListener::bind_addr(&addr)?;
+    let fd: OwnedFd = l.into();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    crate::sys::fd::listen(raw, backlog)?;
+    crate::sys::fd::set_nonblocking(raw)?;
+    Ok(Listener {
+        fd,
+        server_name: "localhost".to_owned(),
+        server_port: String::new(),
+        unix_path: None,
+        desc: format!("router link @{name}"),
+        kind: crate::config::SocketKind::Uwsgi,
+    })
 }
 
 /// SIGUSR2 makes Python's faulthandler write every thread's traceback to stderr, straight from

@@ -1,6 +1,7 @@
 //! Building the WSGI environ: constant keys once per worker (a template dict copied per
 //! request), interned key strings, and the per-request CGI variables from the request head.
 
+use crate::http::target::{cgi_key, percent_decode, split_target};
 use crate::http::{Framing, RequestHead, Version};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -48,7 +49,30 @@ pub struct Keys {
     http11: Py<PyString>,
     methods: Vec<(&'static [u8], Py<PyString>)>,
     common: Vec<(&'static str, Py<PyString>)>,
+    /// Interned keys for the variables a uwsgi packet usually carries.
+    cgi: Vec<(&'static [u8], Py<PyString>)>,
+    url_scheme: Py<PyString>,
 }
+
+/// Variables nginx's uwsgi_params and headrace's router send.
+const CGI_KEYS: &[&str] = &[
+    "REQUEST_METHOD",
+    "REQUEST_URI",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "SERVER_PROTOCOL",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "CONTENT_TYPE",
+    "CONTENT_LENGTH",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "SCRIPT_NAME",
+    "DOCUMENT_ROOT",
+    "REQUEST_SCHEME",
+    "HTTPS",
+    "SERVER_ADDR",
+];
 
 impl Keys {
     fn new(py: Python<'_>) -> Self {
@@ -71,6 +95,13 @@ impl Keys {
                 .map(|m| (m.as_bytes(), i(m)))
                 .collect(),
             common: COMMON_HEADERS.iter().map(|(n, k)| (*n, i(k))).collect(),
+            cgi: CGI_KEYS
+                .iter()
+                .copied()
+                .chain(COMMON_HEADERS.iter().map(|(_, k)| *k))
+                .map(|k| (k.as_bytes(), i(k)))
+                .collect(),
+            url_scheme: i("wsgi.url_scheme"),
         }
     }
 }
@@ -205,6 +236,67 @@ impl EnvironBuilder {
         Ok((env, stats))
     }
 
+    /// Build the environ for a uwsgi packet parsed from `buf`: its variables are the CGI
+    /// environ already (they come from nginx or the router); PATH_INFO is derived from
+    /// REQUEST_URI if missing, and UWSGI_SCHEME/HTTPS set wsgi.url_scheme.
+    pub fn build_uwsgi<'py>(
+        &self,
+        py: Python<'py>,
+        buf: &[u8],
+        packet: &crate::uwsgi_proto::Packet,
+        peer: &Peer,
+    ) -> PyResult<(Bound<'py, PyDict>, VarStats)> {
+        let k = &self.keys;
+        let env = self.templates[peer.listener].bind(py).copy()?;
+        let mut has_path = false;
+        let mut has_query = false;
+        for (kr, vr) in &packet.vars {
+            let key = &buf[kr.clone()];
+            let value = &buf[vr.clone()];
+            match key {
+                crate::uwsgi_proto::KEEPALIVE_VAR => continue,
+                b"PATH_INFO" => has_path = true,
+                b"QUERY_STRING" => has_query = true,
+                b"UWSGI_SCHEME" => {
+                    env.set_item(k.url_scheme.bind(py), crate::sys::py::latin1(py, value)?)?;
+                    continue;
+                }
+                b"HTTPS" if value.eq_ignore_ascii_case(b"on") || value == b"1" => {
+                    env.set_item(k.url_scheme.bind(py), "https")?;
+                }
+                _ => {}
+            }
+            let pyvalue = match k.methods.iter().find(|(m, _)| *m == value) {
+                Some((_, s)) if key == b"REQUEST_METHOD" => s.bind(py).clone(),
+                _ => crate::sys::py::latin1(py, value)?,
+            };
+            match k.cgi.iter().find(|(name, _)| *name == key) {
+                Some((_, interned)) => env.set_item(interned.bind(py), pyvalue)?,
+                None => env.set_item(crate::sys::py::latin1(py, key)?, pyvalue)?,
+            }
+        }
+        if !has_path || !has_query {
+            let uri = packet
+                .uri
+                .map_or(&b""[..], |i| &buf[packet.vars[i].1.clone()]);
+            let (path, query) = split_target(uri);
+            if !has_path {
+                env.set_item(
+                    k.path_info.bind(py),
+                    crate::sys::py::latin1(py, &percent_decode(path))?,
+                )?;
+            }
+            if !has_query {
+                env.set_item(k.query_string.bind(py), crate::sys::py::latin1(py, query)?)?;
+            }
+        }
+        let stats = VarStats {
+            count: packet.vars.len(),
+            bytes: packet.len - 4,
+        };
+        Ok((env, stats))
+    }
+
     fn add_headers(
         &self,
         py: Python<'_>,
@@ -261,62 +353,6 @@ impl EnvironBuilder {
         }
         Ok(())
     }
-}
-
-/// `X-Custom-Thing` → `HTTP_X_CUSTOM_THING`. Header names are tokens, hence ASCII.
-fn cgi_key(name: &[u8]) -> String {
-    let mut key = String::with_capacity(5 + name.len());
-    key.push_str("HTTP_");
-    for &b in name {
-        key.push(if b == b'-' {
-            '_'
-        } else {
-            char::from(b.to_ascii_uppercase())
-        });
-    }
-    key
-}
-
-/// Split a request target into (path, query). Absolute-form targets (`http://h/p?q`) lose their
-/// scheme and authority.
-fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
-    let mut path = target;
-    if !path.starts_with(b"/") {
-        if let Some(p) = memchr::memmem::find(path, b"://") {
-            let rest = &path[p + 3..];
-            path = memchr::memchr(b'/', rest).map_or(b"/".as_slice(), |s| &rest[s..]);
-        }
-    }
-    match memchr::memchr(b'?', path) {
-        Some(q) => (&path[..q], &path[q + 1..]),
-        None => (path, b""),
-    }
-}
-
-/// Decode `%XX` escapes; malformed escapes are kept as they are (as uWSGI does).
-fn percent_decode(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !input.contains(&b'%') {
-        return std::borrow::Cow::Borrowed(input);
-    }
-    let hex = |b: u8| {
-        char::from(b)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    };
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'%' && i + 2 < input.len() {
-            if let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(input[i]);
-        i += 1;
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]

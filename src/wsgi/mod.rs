@@ -8,13 +8,15 @@ pub mod input;
 pub mod load;
 pub mod response;
 
-use crate::http::{Limits, ReadBuf, RequestHead};
+use crate::http::{Framing, Limits, ReadBuf, RequestHead, Version};
+use crate::uwsgi_proto::Packet;
 use environ::{EnvironBuilder, Peer, VarStats};
 use file_wrapper::FileWrapper;
 use input::{Body, Input};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use response::{ResponseState, StartResponse};
+use std::ops::Range;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -95,16 +97,89 @@ impl App {
     }
 }
 
+/// A parsed request head from either front.
+pub enum Head {
+    /// An HTTP/1.x request head (`--http-socket`).
+    Http(RequestHead),
+    /// A uwsgi packet (`--socket`, nginx, the router).
+    Uwsgi(Packet),
+}
+
+/// What serving needs to know of a head, whichever front it came from.
+struct Shape {
+    method: Range<usize>,
+    uri: Range<usize>,
+    protocol: Range<usize>,
+    version: Version,
+    keep_alive: bool,
+    is_head: bool,
+    framing: Framing,
+    expect_continue: bool,
+    len: usize,
+    /// REMOTE_ADDR as the log shows it (the packet's, behind a proxy).
+    remote: Option<Range<usize>>,
+}
+
+impl Head {
+    fn shape(&self, buf: &[u8]) -> Shape {
+        match self {
+            Self::Http(h) => Shape {
+                method: h.method.clone(),
+                uri: h.target.clone(),
+                protocol: 0..0,
+                version: h.version,
+                keep_alive: h.keep_alive,
+                is_head: h.is_head,
+                framing: h.framing,
+                expect_continue: h.expect_continue,
+                len: h.len,
+                remote: None,
+            },
+            Self::Uwsgi(p) => {
+                let var = |i: Option<usize>| i.map_or(0..0, |i| p.vars[i].1.clone());
+                let method = var(p.method);
+                let remote = p
+                    .vars
+                    .iter()
+                    .find(|(k, _)| &buf[k.clone()] == b"REMOTE_ADDR")
+                    .map(|(_, v)| v.clone());
+                Shape {
+                    is_head: &buf[method.clone()] == b"HEAD",
+                    method,
+                    uri: var(p.uri),
+                    protocol: var(p.protocol),
+                    // Without the router's keep-alive variable (nginx), the response is framed
+                    // as HTTP/1.0: no chunked coding, the end of the body is the close.
+                    version: if p.keep_alive {
+                        Version::Http11
+                    } else {
+                        Version::Http10
+                    },
+                    keep_alive: p.keep_alive,
+                    framing: if p.content_length > 0 {
+                        Framing::Length(p.content_length)
+                    } else {
+                        Framing::None
+                    },
+                    expect_continue: false,
+                    len: p.len,
+                    remote,
+                }
+            }
+        }
+    }
+}
+
 /// One request to serve: the connection's socket and buffer, whose front holds the head.
 pub struct Exchange<'a> {
     /// The client socket (nonblocking).
     pub fd: RawFd,
     /// Who the client is.
     pub peer: &'a Peer,
-    /// The read buffer; the head is its first `head.len` bytes.
+    /// The read buffer; the head is its first bytes.
     pub buf: ReadBuf,
     /// The parsed head.
-    pub head: RequestHead,
+    pub head: Head,
 }
 
 /// What happened to a request, for the log line.
@@ -137,30 +212,43 @@ pub fn serve(
     } = ex;
     let slot = server.scoreboard.slot(server.slot);
     let core = server.scoreboard.core(server.slot, server.core);
-    let method = &buf.filled()[head.method.clone()];
-    let uri = &buf.filled()[head.target.clone()];
+    let shape = head.shape(buf.filled());
+    let method = &buf.filled()[shape.method.clone()];
+    let uri = &buf.filled()[shape.uri.clone()];
     core.begin(unix_ms(), method, uri);
-    let log_fields = settings
-        .log_requests
-        .then(|| (method.to_vec(), uri.to_vec()));
-    let continue_pending = head
+    let log_fields = settings.log_requests.then(|| LogFields {
+        method: method.to_vec(),
+        uri: uri.to_vec(),
+        protocol: match &head {
+            Head::Http(h) => h.version.as_str().as_bytes().to_vec(),
+            Head::Uwsgi(_) => buf.filled()[shape.protocol.clone()].to_vec(),
+        },
+        remote: shape.remote.as_ref().map_or_else(
+            || peer.addr.clone(),
+            |r| String::from_utf8_lossy(&buf.filled()[r.clone()]).into_owned(),
+        ),
+    });
+    let continue_pending = shape
         .expect_continue
         .then(|| std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)));
     let mut response = ResponseState::new(
         fd,
-        head.version,
-        head.keep_alive,
-        head.is_head,
+        shape.version,
+        shape.keep_alive,
+        shape.is_head,
         settings.timeout,
     );
     response.continue_pending.clone_from(&continue_pending);
 
-    let built = app.environ.build(py, buf.filled(), &head, peer);
-    buf.consume(head.len);
+    let built = match &head {
+        Head::Http(h) => app.environ.build(py, buf.filled(), h, peer),
+        Head::Uwsgi(p) => app.environ.build_uwsgi(py, buf.filled(), p, peer),
+    };
+    buf.consume(shape.len);
     let body = Body::new(
         fd,
         buf,
-        head.framing,
+        shape.framing,
         settings.limits.body,
         continue_pending,
         settings.timeout,
@@ -191,16 +279,15 @@ pub fn serve(
         }
     });
     let counts = server.scoreboard.count_request(server.slot);
-    if let Some((method, uri)) = log_fields {
-        let request = Logged {
-            method: &method,
-            uri: &uri,
-            head: &head,
-            stats: &stats,
-            start,
-            start_secs,
-        };
-        log_request(server, peer, counts, &request, &summary);
+    if let Some(fields) = log_fields {
+        log_request(
+            server,
+            counts,
+            &fields,
+            &stats,
+            (start, start_secs),
+            &summary,
+        );
     }
     next
 }
@@ -211,45 +298,37 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The request side of a log line.
-struct Logged<'a> {
-    method: &'a [u8],
-    uri: &'a [u8],
-    head: &'a RequestHead,
-    stats: &'a VarStats,
-    start: Instant,
-    start_secs: i64,
+/// The request side of a log line, copied before the buffer is handed to the body.
+struct LogFields {
+    method: Vec<u8>,
+    uri: Vec<u8>,
+    protocol: Vec<u8>,
+    remote: String,
 }
 
 fn log_request(
     server: &Server<'_>,
-    peer: &Peer,
     (mine, all): (u64, u64),
-    r: &Logged<'_>,
+    r: &LogFields,
+    stats: &VarStats,
+    (start, start_secs): (Instant, i64),
     s: &Summary,
 ) {
-    let Logged {
-        method,
-        uri,
-        head,
-        stats,
-        start,
-        start_secs,
-    } = *r;
+    let protocol = String::from_utf8_lossy(&r.protocol);
     let line = crate::log::request_line(&crate::log::RequestLog {
         pid: server.pid,
         worker_requests: mine,
         total_requests: all,
-        remote_addr: &peer.addr,
+        remote_addr: &r.remote,
         remote_user: "",
         vars: stats.count,
         vars_bytes: stats.bytes,
         start_secs,
-        method,
-        uri,
+        method: &r.method,
+        uri: &r.uri,
         body_bytes: s.body_bytes,
         msecs: start.elapsed().as_millis(),
-        protocol: head.version.as_str(),
+        protocol: &protocol,
         status: s.status,
         headers: s.headers,
         head_bytes: s.head_bytes,

@@ -1,0 +1,61 @@
+//! Request-target helpers shared by the environ builder and the router: splitting path and
+//! query, percent-decoding, CGI header keys.
+
+#[must_use]
+/// `X-Custom-Thing` → `HTTP_X_CUSTOM_THING`. Header names are tokens, hence ASCII.
+pub fn cgi_key(name: &[u8]) -> String {
+    let mut key = String::with_capacity(5 + name.len());
+    key.push_str("HTTP_");
+    for &b in name {
+        key.push(if b == b'-' {
+            '_'
+        } else {
+            char::from(b.to_ascii_uppercase())
+        });
+    }
+    key
+}
+
+/// Split a request target into (path, query). Absolute-form targets (`http://h/p?q`) lose their
+/// scheme and authority.
+#[must_use]
+pub fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
+    let mut path = target;
+    if !path.starts_with(b"/") {
+        if let Some(p) = memchr::memmem::find(path, b"://") {
+            let rest = &path[p + 3..];
+            path = memchr::memchr(b'/', rest).map_or(b"/".as_slice(), |s| &rest[s..]);
+        }
+    }
+    match memchr::memchr(b'?', path) {
+        Some(q) => (&path[..q], &path[q + 1..]),
+        None => (path, b""),
+    }
+}
+
+/// Decode `%XX` escapes; malformed escapes are kept as they are (as uWSGI does).
+#[must_use]
+pub fn percent_decode(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !input.contains(&b'%') {
+        return std::borrow::Cow::Borrowed(input);
+    }
+    let hex = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' && i + 2 < input.len() {
+            if let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
