@@ -103,20 +103,51 @@ fn syntax_error(buf: &[u8], e: httparse::Error) -> HttpError {
     }
 }
 
+/// The version part of the request line at the start of `buf`, if the line has exactly three
+/// space-separated parts, and whether the line has ended. Empty lines before the request line
+/// are skipped, as httparse skips them (RFC 9112 §2.2).
+fn request_line_version(buf: &[u8]) -> (Option<&[u8]>, bool) {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let rest = &buf[start..];
+    let end = memchr::memchr(b'\n', rest);
+    let line = &rest[..end.unwrap_or(rest.len())];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let version = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(_), Some(v), None) => Some(v),
+        _ => None,
+    };
+    (version, end.is_some())
+}
+
+/// `v` is `HTTP/` DIGIT "." DIGIT (RFC 9112 §2.3), or the start of it.
+fn version_shaped(v: &[u8]) -> bool {
+    v.len() <= 8
+        && v.iter().zip(b"HTTP/0.0").all(|(&b, &shape)| {
+            if shape == b'0' {
+                b.is_ascii_digit()
+            } else {
+                b == shape
+            }
+        })
+}
+
+/// httparse rejects `HTTP/2` at the `2`, before the line ends as `HTTP/2.0` (505) or `HTTP/2x`
+/// (400): until the line ends, such a version is only incomplete, so that the status does not
+/// depend on how the bytes were split into reads.
+fn version_unfinished(buf: &[u8]) -> bool {
+    matches!(request_line_version(buf), (Some(v), false) if version_shaped(v))
+}
+
 /// 505 for a well-formed `HTTP/x.y` that is not 1.0 or 1.1; 400 for anything else in the
-/// version's place (`HTTX/1.1`, `http/1.1`: HTTP-name is case-sensitive, RFC 9112 §2.3).
+/// version's place (`HTTX/1.1`, `http/1.1`: HTTP-name is case-sensitive, RFC 9112 §2.3), or
+/// for a request line without exactly three parts (`GET /  HTTP/1.1`).
 fn version_error(buf: &[u8]) -> HttpError {
-    let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
-    let line = buf[..line_end]
-        .strip_suffix(b"\r")
-        .unwrap_or(&buf[..line_end]);
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
-    match version {
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
-        {
-            HttpError::Version
-        }
+    match request_line_version(buf) {
+        (Some(v), _) if v.len() == 8 && version_shaped(v) => HttpError::Version,
         _ => HttpError::BadRequest("malformed HTTP version"),
     }
 }
@@ -155,23 +186,30 @@ fn too_large(buf: &[u8], limit: usize) -> HttpError {
     }
 }
 
+/// `Ok(None)` below the limit; at it, the head cannot fit.
+fn need_more(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, HttpError> {
+    if buf.len() >= limits.head {
+        Err(too_large(buf, limits.head))
+    } else {
+        Ok(None)
+    }
+}
+
 /// Parse a request head from the start of `buf`. `Ok(None)`: need more bytes.
 pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, HttpError> {
+    // An acceptable head lies within the first `limits.head` bytes, so nothing past them is
+    // parsed: the outcome is then the same however much arrived beyond the limit (a head that
+    // overflows it is a 414/431 even if a bad byte follows later), and a full buffer costs one
+    // bounded scan.
+    let buf = &buf[..buf.len().min(limits.head)];
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut slots);
     let used = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            if buf.len() >= limits.head {
-                return Err(too_large(buf, limits.head));
-            }
-            return Ok(None);
-        }
+        Ok(httparse::Status::Partial) => return need_more(buf, limits),
+        Err(httparse::Error::Version) if version_unfinished(buf) => return need_more(buf, limits),
         Err(e) => return Err(syntax_error(buf, e)),
     };
-    if used > limits.head {
-        return Err(too_large(buf, limits.head));
-    }
     let method = req.method.unwrap_or_default().as_bytes();
     let target = req.path.unwrap_or_default().as_bytes();
     let version = match req.version {
@@ -418,6 +456,9 @@ mod tests {
                 b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(),
                 400,
             ),
+            (b"GET /  HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), 400),
+            (b"\r\nGET / HTTP/2.0\r\n\r\n".to_vec(), 505),
+            (b"GET / HTTP/2.00\r\n\r\n".to_vec(), 400),
             (long_target.into_bytes(), 414),
             (big_head.into_bytes(), 431),
             (many.into_bytes(), 431),
@@ -425,6 +466,32 @@ mod tests {
         for (raw, status) in table {
             let got = parse(&raw).map(|_| ()).unwrap_err();
             assert_eq!(got.status(), status, "{}", String::from_utf8_lossy(&raw));
+        }
+    }
+
+    #[test]
+    fn outcome_does_not_depend_on_the_split() {
+        // Every prefix needs more bytes or gives the whole buffer's status.
+        let mut past_limit = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(300)).into_bytes();
+        past_limit.extend_from_slice(b"\x00\r\n\r\n");
+        let table: Vec<(Vec<u8>, u16)> = vec![
+            (b"GET / HTTP/2.0\r\n\r\n".to_vec(), 505),
+            (b"GET / HTTP/2.00\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/3\r\n\r\n".to_vec(), 400),
+            (b"GET /  HTTP/1.1\r\n\r\n".to_vec(), 400),
+            // A bad byte after the limit: the head does not fit whatever follows.
+            (past_limit, 431),
+        ];
+        for (raw, status) in table {
+            let whole = parse_head(&raw, LIMITS).map(|_| ()).unwrap_err();
+            assert_eq!(whole.status(), status, "{}", String::from_utf8_lossy(&raw));
+            for k in 0..raw.len() {
+                match parse_head(&raw[..k], LIMITS) {
+                    Ok(None) => {}
+                    Ok(Some(_)) => panic!("prefix {k} complete"),
+                    Err(e) => assert_eq!(e, whole, "prefix {k}"),
+                }
+            }
         }
     }
 }

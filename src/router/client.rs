@@ -92,7 +92,6 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     peer: Peer,
 ) {
-    let _active = Active::new(&router);
     let cfg = &router.config;
     let limits = Limits {
         head: cfg.buffer_size,
@@ -134,6 +133,9 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         };
+        // From here until the response is out, this connection holds a request in flight: a
+        // graceful stop waits for it (idle keep-alive connections are simply closed).
+        let _active = Active::new(&router);
         let info = ReqInfo {
             version: head.version,
             keep_alive: head.keep_alive && !router.stopping.get(),

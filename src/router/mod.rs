@@ -42,6 +42,8 @@ pub fn socket_name(nonce: u64, slot: usize) -> String {
 #[derive(Default)]
 struct Backend {
     pid: i32,
+    /// A pid that failed us (refused or died mid-request); never picked again.
+    dead_pid: i32,
     ready: bool,
     in_flight: usize,
     idle: Vec<UnixStream>,
@@ -106,7 +108,7 @@ impl Router {
                 b.idle.clear();
                 b.in_flight = 0;
             }
-            b.ready = pid != 0 && slot.ready.load(Ordering::Acquire) == 1;
+            b.ready = pid != 0 && pid != b.dead_pid && slot.ready.load(Ordering::Acquire) == 1;
             if !b.ready {
                 b.idle.clear();
             }
@@ -240,8 +242,11 @@ impl Router {
     /// Forget worker `i` until the scoreboard says it is ready again (it refused us).
     fn mark_gone(&self, i: usize) {
         let mut backends = self.backends.borrow_mut();
-        backends[i].ready = false;
-        backends[i].idle.clear();
+        let b = &mut backends[i];
+        b.ready = false;
+        b.idle.clear();
+        // Its scoreboard slot still says ready until the master reaps it: not this pid again.
+        b.dead_pid = b.pid;
     }
 }
 

@@ -192,16 +192,20 @@ pub async fn forward<S: AsyncWrite + Unpin>(
         {
             Err(_) => return Err(ForwardError::Timeout),
             Ok(Ok(0)) => {
+                router.mark_gone(slot);
                 return Err(ForwardError::BadGateway(format!(
                     "worker (pid {pid}) closed the connection before answering"
-                )))
+                )));
             }
             Ok(Err(e))
                 if reused && rbuf.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset =>
             {
                 return Err(ForwardError::Retry)
             }
-            Ok(Err(e)) => return Err(ForwardError::BadGateway(format!("worker (pid {pid}): {e}"))),
+            Ok(Err(e)) => {
+                router.mark_gone(slot);
+                return Err(ForwardError::BadGateway(format!("worker (pid {pid}): {e}")));
+            }
             Ok(Ok(_)) => {}
         }
     };

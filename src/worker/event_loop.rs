@@ -5,7 +5,7 @@
 use super::conn::Conn;
 use super::Worker;
 use crate::http::parse::parse_head;
-use crate::http::{HttpError, ReadBuf};
+use crate::http::HttpError;
 use crate::sys::fd::{self, Epoll};
 use crate::wsgi::environ::Peer;
 use crate::wsgi::response::STOPPING;
@@ -313,12 +313,5 @@ fn reject(conn: &mut Conn, err: &HttpError) {
         &[&err.response()],
         Duration::from_millis(100),
     );
-    fd::shutdown_write(fd);
-    let mut scratch = ReadBuf::with_capacity(16 * 1024);
-    for _ in 0..4 {
-        scratch.consume(usize::MAX);
-        if !matches!(scratch.read_from(fd, 16 * 1024), Ok(n) if n > 0) {
-            break;
-        }
-    }
+    crate::wsgi::response::close_gently(fd);
 }

@@ -250,9 +250,25 @@ impl EnvironBuilder {
         let env = self.templates[peer.listener].bind(py).copy()?;
         let mut has_path = false;
         let mut has_query = false;
-        for (kr, vr) in &packet.vars {
+        for (idx, (kr, vr)) in packet.vars.iter().enumerate() {
             let key = &buf[kr.clone()];
-            let value = &buf[vr.clone()];
+            let mut value = std::borrow::Cow::Borrowed(&buf[vr.clone()]);
+            if key.starts_with(b"HTTP_") {
+                // nginx sends a repeated header as repeated variables: join them as the HTTP
+                // front does, into the first.
+                if packet.vars[..idx].iter().any(|(k2, _)| &buf[k2.clone()] == key) {
+                    continue;
+                }
+                for (k2, v2) in &packet.vars[idx + 1..] {
+                    if &buf[k2.clone()] == key {
+                        let mut joined = value.into_owned();
+                        joined.extend_from_slice(b", ");
+                        joined.extend_from_slice(&buf[v2.clone()]);
+                        value = std::borrow::Cow::Owned(joined);
+                    }
+                }
+            }
+            let value: &[u8] = &value;
             match key {
                 crate::uwsgi_proto::KEEPALIVE_VAR => continue,
                 b"PATH_INFO" => has_path = true,

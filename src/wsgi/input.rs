@@ -7,12 +7,32 @@ use pyo3::exceptions::{PyOSError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Most body bytes read and discarded after the app returns, to keep the connection alive.
-const DRAIN_LIMIT: u64 = 1 << 20;
+pub const DRAIN_LIMIT: u64 = 1 << 20;
+
+/// What the response needs to know about the body while the app runs: whether the
+/// connection can be reused after it (a 100-continue still unanswered, or more unread body than
+/// [`DRAIN_LIMIT`], means it cannot, so the response says `Connection: close`).
+#[derive(Debug)]
+pub struct BodyProgress {
+    /// `Expect: 100-continue` was sent and not yet answered.
+    pub continue_pending: AtomicBool,
+    /// Body bytes not yet read (chunked: 0 until a drain found more than [`DRAIN_LIMIT`]).
+    pub unread: AtomicU64,
+}
+
+impl BodyProgress {
+    /// The connection cannot carry another request once the response is out.
+    #[must_use]
+    pub fn blocks_reuse(&self) -> bool {
+        self.continue_pending.load(Ordering::Relaxed)
+            || self.unread.load(Ordering::Relaxed) > DRAIN_LIMIT
+    }
+}
 /// Largest single socket read into the body buffer.
 const READ_MAX: usize = 256 * 1024;
 
@@ -67,9 +87,10 @@ pub struct Body {
     state: State,
     announced: Option<u64>,
     received: u64,
-    /// Set while `Expect: 100-continue` is unanswered; shared with the response, which must
-    /// close the connection if it goes out first (the client may or may not send the body).
-    continue_pending: Option<Arc<AtomicBool>>,
+    /// `Expect: 100-continue` is still to be answered (on the first read).
+    send_continue: bool,
+    /// Shared with the response (see [`BodyProgress`]).
+    progress: Option<Arc<BodyProgress>>,
     timeout: Duration,
     failed: Option<BodyError>,
 }
@@ -82,7 +103,7 @@ impl Body {
         buf: ReadBuf,
         framing: Framing,
         limit: u64,
-        continue_pending: Option<Arc<AtomicBool>>,
+        expect_continue: bool,
         timeout: Duration,
     ) -> Self {
         let (state, announced) = match framing {
@@ -103,7 +124,15 @@ impl Body {
             state,
             announced,
             received: 0,
-            continue_pending,
+            send_continue: expect_continue,
+            progress: (framing != Framing::None).then(|| {
+                Arc::new(BodyProgress {
+                    continue_pending: AtomicBool::new(expect_continue),
+                    // A chunked body's size is unknown: assume it small until draining it
+                    // shows otherwise (see `drain_arrived`).
+                    unread: AtomicU64::new(announced.unwrap_or(0)),
+                })
+            }),
             timeout,
             failed: None,
         }
@@ -123,14 +152,27 @@ impl Body {
         }
     }
 
+    /// The shared progress, for the response.
+    #[must_use]
+    pub fn progress(&self) -> Option<Arc<BodyProgress>> {
+        self.progress.clone()
+    }
+
     fn consume(&mut self, n: usize) {
         self.received += n as u64;
+        if let (Some(p), Some(total)) = (&self.progress, self.announced) {
+            p.unread
+                .store(total.saturating_sub(self.received), Ordering::Relaxed);
+        }
         match &mut self.state {
             State::Length { remaining } => {
                 self.buf.consume(n);
                 *remaining -= n as u64;
                 if *remaining == 0 {
                     self.state = State::Done;
+                    if let Some(p) = &self.progress {
+                        p.unread.store(0, Ordering::Relaxed);
+                    }
                 }
             }
             State::Chunked {
@@ -144,6 +186,9 @@ impl Body {
                     *pos = 0;
                     if decoder.is_done() {
                         self.state = State::Done;
+                        if let Some(p) = &self.progress {
+                            p.unread.store(0, Ordering::Relaxed);
+                        }
                     }
                 }
             }
@@ -165,8 +210,10 @@ impl Body {
     }
 
     fn fill_inner(&mut self) -> Result<bool, BodyError> {
-        if let Some(flag) = self.continue_pending.take() {
-            flag.store(false, Ordering::Relaxed);
+        if std::mem::take(&mut self.send_continue) {
+            if let Some(p) = &self.progress {
+                p.continue_pending.store(false, Ordering::Relaxed);
+            }
             crate::wsgi::response::send_all_blocking(
                 self.fd,
                 &[b"HTTP/1.1 100 Continue\r\n\r\n"],
@@ -175,35 +222,71 @@ impl Body {
             .map_err(|e| BodyError::Io(e.to_string()))?;
         }
         loop {
-            match &mut self.state {
+            self.decode_buffered()?;
+            match &self.state {
                 State::Done => return Ok(false),
-                State::Length { .. } => {
-                    if !self.available().is_empty() {
-                        return Ok(true);
-                    }
-                }
-                State::Chunked {
-                    decoder,
-                    decoded,
-                    pos,
-                } => {
-                    // Decode what is buffered before reading more.
-                    while !self.buf.is_empty() && !decoder.is_done() {
-                        let input = self.buf.filled();
-                        let (used, data) = decoder.step(input).map_err(BodyError::Protocol)?;
-                        decoded.extend_from_slice(&input[data]);
-                        self.buf.consume(used);
-                    }
-                    if *pos < decoded.len() {
-                        return Ok(true);
-                    }
-                    if decoder.is_done() {
-                        self.state = State::Done;
-                        return Ok(false);
-                    }
-                }
+                _ if !self.available().is_empty() => return Ok(true),
+                _ => {}
             }
             self.read_socket()?;
+        }
+    }
+
+    /// Chunked bodies: decode what is buffered; mark the body done when the last chunk and
+    /// trailers are through and everything decoded was handed out.
+    fn decode_buffered(&mut self) -> Result<(), BodyError> {
+        if let State::Chunked {
+            decoder,
+            decoded,
+            pos,
+        } = &mut self.state
+        {
+            while !self.buf.is_empty() && !decoder.is_done() {
+                let input = self.buf.filled();
+                let (used, data) = decoder.step(input).map_err(BodyError::Protocol)?;
+                decoded.extend_from_slice(&input[data]);
+                self.buf.consume(used);
+            }
+            if decoder.is_done() && *pos == decoded.len() {
+                self.state = State::Done;
+                if let Some(p) = &self.progress {
+                    p.unread.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After the app returned without reading all of its body: read away what has already
+    /// arrived (never waiting, at most [`DRAIN_LIMIT`]), so that the response can tell whether
+    /// the connection stays usable. Errors are left for [`Body::finish`] to find.
+    pub fn drain_arrived(&mut self) {
+        if self.send_continue || self.failed.is_some() {
+            return;
+        }
+        let mut drained = 0u64;
+        loop {
+            if self.decode_buffered().is_err() {
+                return;
+            }
+            let n = self.available().len();
+            if n > 0 {
+                drained += n as u64;
+                if drained > DRAIN_LIMIT {
+                    if let Some(p) = &self.progress {
+                        p.unread.store(u64::MAX, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                self.consume(n);
+                continue;
+            }
+            if matches!(self.state, State::Done) {
+                return;
+            }
+            if !matches!(self.buf.read_from(self.fd, self.buf.len() + READ_MAX), Ok(n) if n > 0) {
+                return;
+            }
         }
     }
 
@@ -310,7 +393,7 @@ impl Body {
         if matches!(self.state, State::Done) {
             return Some(self.buf);
         }
-        if self.continue_pending.is_some() || self.failed.is_some() {
+        if self.send_continue || self.failed.is_some() {
             return None;
         }
         let mut drained = 0u64;
@@ -344,6 +427,11 @@ impl Input {
     #[must_use]
     pub fn new(body: Body) -> Self {
         Self { body: Some(body) }
+    }
+
+    /// The body, while the request runs.
+    pub fn body_mut(&mut self) -> Option<&mut Body> {
+        self.body.as_mut()
     }
 
     /// Take the body back when the request is over; later reads see an empty stream.

@@ -201,9 +201,11 @@ pub fn serve(
     ex: Exchange<'_>,
 ) -> Option<ReadBuf> {
     let start = Instant::now();
-    let start_secs = SystemTime::now()
+    let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+        .unwrap_or_default();
+    let start_secs = i64::try_from(wall.as_secs()).unwrap_or(0);
+    let start_ms = u64::try_from(wall.as_millis()).unwrap_or(u64::MAX);
     let Exchange {
         fd,
         peer,
@@ -215,7 +217,7 @@ pub fn serve(
     let shape = head.shape(buf.filled());
     let method = &buf.filled()[shape.method.clone()];
     let uri = &buf.filled()[shape.uri.clone()];
-    core.begin(unix_ms(), method, uri);
+    core.begin(start_ms, method, uri);
     let log_fields = settings.log_requests.then(|| LogFields {
         method: method.to_vec(),
         uri: uri.to_vec(),
@@ -228,9 +230,6 @@ pub fn serve(
             |r| String::from_utf8_lossy(&buf.filled()[r.clone()]).into_owned(),
         ),
     });
-    let continue_pending = shape
-        .expect_continue
-        .then(|| std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)));
     let mut response = ResponseState::new(
         fd,
         shape.version,
@@ -238,7 +237,6 @@ pub fn serve(
         shape.is_head,
         settings.timeout,
     );
-    response.continue_pending.clone_from(&continue_pending);
 
     let built = match &head {
         Head::Http(h) => app.environ.build(py, buf.filled(), h, peer),
@@ -250,9 +248,10 @@ pub fn serve(
         buf,
         shape.framing,
         settings.limits.body,
-        continue_pending,
+        shape.expect_continue,
         settings.timeout,
     );
+    response.body_progress = body.progress();
     let (environ, stats) = match built {
         Ok(v) => v,
         Err(err) => {
@@ -290,12 +289,6 @@ pub fn serve(
         );
     }
     next
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The request side of a log line, copied before the buffer is handed to the body.
@@ -369,7 +362,7 @@ fn call_app(
             if let Some(hook) = server.after_app {
                 hook();
             }
-            let r = write_result(py, &sr, &iterable);
+            let r = write_result(py, &sr, &iterable, &input);
             // PEP 3333: close() is called whatever happened, client gone included.
             let closed = close_result(&iterable);
             r.and(closed)
@@ -481,7 +474,22 @@ fn write_result(
     py: Python<'_>,
     sr: &Bound<'_, StartResponse>,
     iterable: &Bound<'_, PyAny>,
+    input: &Bound<'_, Input>,
 ) -> PyResult<()> {
+    // A list, tuple or file is the whole response: the app is done with its input. A body it
+    // left unread but that has already arrived is read away now, so that the head can keep the
+    // connection alive, and say so truthfully. (A generator may still read its input; that
+    // body is drained after the response.)
+    let complete = iterable.is_instance_of::<PyList>()
+        || iterable.is_instance_of::<PyTuple>()
+        || iterable.is_instance_of::<FileWrapper>();
+    if complete {
+        if let Some(body) = input.borrow_mut().body_mut() {
+            if !body.is_complete() {
+                body.drain_arrived();
+            }
+        }
+    }
     if let Ok(list) = iterable.cast::<PyList>() {
         let items: Vec<Bound<'_, PyAny>> = list.iter().collect();
         return write_known(py, sr, &items);

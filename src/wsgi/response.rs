@@ -63,6 +63,20 @@ fn send_from(fd: RawFd, bufs: &[&[u8]], mut skip: usize, timeout: Duration) -> i
     Ok(())
 }
 
+/// End a connection after an error response so that the client reads the response and then
+/// the end of the stream, not a reset: shut our sending side, then read away what the client
+/// has already sent (a close with unread input would send a reset, which can destroy the
+/// response before the client reads it). Never waits.
+pub fn close_gently(fd: RawFd) {
+    crate::sys::fd::shutdown_write(fd);
+    let mut scratch = [0u8; 16 * 1024];
+    for _ in 0..16 {
+        if !matches!(crate::sys::fd::read(fd, &mut scratch), Ok(n) if n > 0) {
+            break;
+        }
+    }
+}
+
 /// Send with the GIL held if the socket takes it all at once (the common case for small
 /// responses), else release the GIL and wait.
 pub fn send_all(py: Python<'_>, fd: RawFd, bufs: &[&[u8]], timeout: Duration) -> io::Result<()> {
@@ -118,8 +132,8 @@ pub struct ResponseState {
     pub error: Option<String>,
     /// The client went away while we wrote.
     pub broken: bool,
-    /// Set while the request's `Expect: 100-continue` is unanswered (see `Body`).
-    pub continue_pending: Option<std::sync::Arc<AtomicBool>>,
+    /// How far the app read the request body (see `BodyProgress`).
+    pub body_progress: Option<std::sync::Arc<crate::wsgi::input::BodyProgress>>,
 }
 
 impl ResponseState {
@@ -153,7 +167,7 @@ impl ResponseState {
             sent_header_count: 0,
             error: None,
             broken: false,
-            continue_pending: None,
+            body_progress: None,
         }
     }
 
@@ -267,19 +281,18 @@ impl ResponseState {
                     "header {name:?} has a control character (CR, LF or NUL) in its value"
                 )));
             }
-            let lower = name.to_ascii_lowercase();
-            if HOP_BY_HOP.contains(&lower.as_str()) {
+            if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)) {
                 return Err(PyValueError::new_err(format!(
                     "hop-by-hop header {name:?} is not allowed from a WSGI app (PEP 3333)"
                 )));
             }
-            if lower == "content-length" {
+            if name.eq_ignore_ascii_case("content-length") {
                 let n = value.trim().parse::<u64>().map_err(|_| {
                     PyValueError::new_err(format!("invalid Content-Length {value:?}"))
                 })?;
                 length = Some(n);
             }
-            has_date |= lower == "date";
+            has_date |= name.eq_ignore_ascii_case("date");
             block.extend_from_slice(name.as_bytes());
             block.extend_from_slice(b": ");
             latin1_into(value, &mut block)?;
@@ -298,12 +311,13 @@ impl ResponseState {
     /// Build the head; `known_len` is the body length when the server knows it.
     fn head(&mut self, known_len: Option<u64>) -> Vec<u8> {
         if self
-            .continue_pending
+            .body_progress
             .as_ref()
-            .is_some_and(|f| f.load(Ordering::Relaxed))
+            .is_some_and(|p| p.blocks_reuse())
         {
-            // The client was not told to send its body and may send it anyway: the connection
-            // cannot be trusted for another request.
+            // A client never told to send its body may send it anyway, and a body too big to
+            // read away after the response makes the next request unreachable: either way the
+            // connection ends with this response, and says so.
             self.close_after = true;
         }
         let mut out = Vec::with_capacity(self.status_line.len() + self.headers.len() + 96);
@@ -504,7 +518,9 @@ impl ResponseState {
         self.head_bytes = bytes.len();
         self.sent_header_count = 4;
         self.close_after = true;
-        self.write(py, &[&bytes])
+        let r = self.write(py, &[&bytes]);
+        close_gently(self.fd);
+        r
     }
 
     /// Answer 500 (only possible while no head was sent); the response is complete after it.
