@@ -441,8 +441,8 @@ async fn dispatch<S: AsyncWrite + Unpin>(
                 return client.write_all(&resp).await.is_ok() && info.keep_alive;
             }
         };
+        // `forward` frees the slot itself, as soon as the worker's response is read.
         let result = upstream::forward(router, slot, packet, body, client, info).await;
-        router.release(slot);
         match result {
             Ok(keep) => return keep,
             Err(ForwardError::Retry) => {}

@@ -6,6 +6,7 @@ use super::client::{read_some, Body, ReqInfo};
 use super::Router;
 use crate::http::{ChunkedDecoder, ReadBuf, Version};
 use std::io::Read;
+use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -138,16 +139,65 @@ fn parse_head(buf: &[u8], info: &ReqInfo, client_keep: bool) -> Result<Option<He
     Ok(Some(head))
 }
 
+/// Read the worker's response head (the request was sent on `conn`).
+async fn read_head(
+    router: &Router,
+    slot: usize,
+    conn: &mut UnixStream,
+    rbuf: &mut ReadBuf,
+    info: &ReqInfo,
+    reused: bool,
+) -> Result<Head, ForwardError> {
+    let timeout = router.config.socket_timeout;
+    let pid = router.pid_of(slot);
+    loop {
+        match parse_head(rbuf.filled(), info, info.keep_alive) {
+            Ok(Some(h)) => return Ok(h),
+            Ok(None) if rbuf.len() >= MAX_RESPONSE_HEAD => {
+                return Err(ForwardError::BadGateway(
+                    "response head too large".to_owned(),
+                ))
+            }
+            Ok(None) => {}
+            Err(e) => return Err(ForwardError::BadGateway(e)),
+        }
+        match tokio::time::timeout(timeout, read_some(conn, rbuf, MAX_RESPONSE_HEAD + 1)).await {
+            Err(_) => return Err(ForwardError::Timeout),
+            Ok(Ok(0)) => {
+                router.mark_gone(slot);
+                return Err(ForwardError::BadGateway(format!(
+                    "worker (pid {pid}) closed the connection before answering"
+                )));
+            }
+            Ok(Err(e))
+                if reused && rbuf.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset =>
+            {
+                return Err(ForwardError::Retry)
+            }
+            Ok(Err(e)) => {
+                router.mark_gone(slot);
+                return Err(ForwardError::BadGateway(format!("worker (pid {pid}): {e}")));
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
 /// Send the request to worker `slot` and relay the response. `Ok(keep)`: whether the client
 /// connection may carry another request.
 pub async fn forward<S: AsyncWrite + Unpin>(
-    router: &Router,
+    router: &Rc<Router>,
     slot: usize,
     packet: &[u8],
     body: &Body,
     client: &mut S,
     info: &ReqInfo,
 ) -> Result<bool, ForwardError> {
+    // Whatever happens from here, the slot is freed once (when `lease` is dropped).
+    let lease = Lease {
+        router: router.clone(),
+        slot,
+    };
     let pid = router.pid_of(slot);
     let pooled = std::iter::from_fn(|| router.take_idle(slot)).find(still_open);
     let (mut conn, reused) = match pooled {
@@ -173,42 +223,7 @@ pub async fn forward<S: AsyncWrite + Unpin>(
     }
     let timeout = router.config.socket_timeout;
     let mut rbuf = ReadBuf::with_capacity(16 * 1024);
-    let head = loop {
-        match parse_head(rbuf.filled(), info, info.keep_alive) {
-            Ok(Some(h)) => break h,
-            Ok(None) if rbuf.len() >= MAX_RESPONSE_HEAD => {
-                return Err(ForwardError::BadGateway(
-                    "response head too large".to_owned(),
-                ))
-            }
-            Ok(None) => {}
-            Err(e) => return Err(ForwardError::BadGateway(e)),
-        }
-        match tokio::time::timeout(
-            timeout,
-            read_some(&mut conn, &mut rbuf, MAX_RESPONSE_HEAD + 1),
-        )
-        .await
-        {
-            Err(_) => return Err(ForwardError::Timeout),
-            Ok(Ok(0)) => {
-                router.mark_gone(slot);
-                return Err(ForwardError::BadGateway(format!(
-                    "worker (pid {pid}) closed the connection before answering"
-                )));
-            }
-            Ok(Err(e))
-                if reused && rbuf.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset =>
-            {
-                return Err(ForwardError::Retry)
-            }
-            Ok(Err(e)) => {
-                router.mark_gone(slot);
-                return Err(ForwardError::BadGateway(format!("worker (pid {pid}): {e}")));
-            }
-            Ok(Ok(_)) => {}
-        }
-    };
+    let head = read_head(router, slot, &mut conn, &mut rbuf, info, reused).await?;
     let client_keep = head.keep;
     let status = head.status;
     client
@@ -217,108 +232,172 @@ pub async fn forward<S: AsyncWrite + Unpin>(
         .map_err(|_| ForwardError::ClientGone)?;
     rbuf.consume(head.len);
     let no_body = info.is_head || crate::http::response::status_has_no_body(status);
-    let complete = if no_body {
-        true
-    } else if let Some(n) = head.content_length {
-        relay_length(&mut conn, &mut rbuf, client, n, timeout).await?
-    } else if head.chunked {
-        relay_chunked(
-            &mut conn,
-            &mut rbuf,
-            client,
-            info.version == Version::Http11,
-            timeout,
-        )
-        .await?
-    } else {
-        relay_to_eof(&mut conn, &mut rbuf, client, timeout).await?;
-        false
-    };
-    if complete && !head.close && rbuf.is_empty() {
-        router.put_idle(slot, conn, pid);
+    if no_body {
+        if !head.close && rbuf.is_empty() {
+            router.put_idle(slot, conn, pid);
+        }
+        return Ok(client_keep);
     }
-    Ok(client_keep)
-}
-
-async fn more(
-    conn: &mut UnixStream,
-    rbuf: &mut ReadBuf,
-    timeout: Duration,
-) -> Result<(), ForwardError> {
-    match tokio::time::timeout(timeout, read_some(conn, rbuf, 256 * 1024)).await {
-        Ok(Ok(n)) if n > 0 => Ok(()),
+    let framing = if let Some(n) = head.content_length {
+        Framing::Length(n)
+    } else if head.chunked {
+        Framing::Chunked {
+            raw: info.version == Version::Http11,
+        }
+    } else {
+        Framing::UntilClose
+    };
+    // The worker's body is read as fast as the worker writes it, into a bounded queue that the
+    // client drains at its own pace: a slow reader holds router memory (up to RELAY_QUEUE
+    // chunks), not a worker thread. The worker is released when its response is read.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let queue = Rc::new(Queued::default());
+    let tx = Relay {
+        tx,
+        queue: queue.clone(),
+    };
+    let reader = tokio::task::spawn_local(async move {
+        let done = pump(&mut conn, &mut rbuf, framing, &tx, timeout).await;
+        if done && framing != Framing::UntilClose && !head.close && rbuf.is_empty() {
+            lease.router.put_idle(lease.slot, conn, pid);
+        }
+        drop(lease);
+        done
+    });
+    while let Some(chunk) = rx.recv().await {
+        if client.write_all(&chunk).await.is_err() {
+            // Closing the queue stops the reader (waking it if it waits for room); its lease
+            // frees the worker.
+            drop(rx);
+            queue.room.notify_one();
+            return Err(ForwardError::ClientGone);
+        }
+        queue.bytes.set(queue.bytes.get() - chunk.len());
+        queue.room.notify_one();
+    }
+    match reader.await {
+        Ok(true) if framing != Framing::UntilClose => Ok(client_keep),
+        Ok(true) => Ok(false),
         _ => Err(ForwardError::Cut),
     }
 }
 
-async fn relay_length<S: AsyncWrite + Unpin>(
-    conn: &mut UnixStream,
-    rbuf: &mut ReadBuf,
-    client: &mut S,
-    n: u64,
-    timeout: Duration,
-) -> Result<bool, ForwardError> {
-    let mut left = n;
-    while left > 0 {
-        if rbuf.is_empty() {
-            more(conn, rbuf, timeout).await?;
-        }
-        let take = usize::try_from(left).unwrap_or(usize::MAX).min(rbuf.len());
-        client
-            .write_all(&rbuf.filled()[..take])
-            .await
-            .map_err(|_| ForwardError::ClientGone)?;
-        rbuf.consume(take);
-        left -= take as u64;
-    }
-    Ok(true)
+/// Frees the worker slot when the relay of its response ends, however it ends.
+pub struct Lease {
+    router: Rc<Router>,
+    slot: usize,
 }
 
-/// Relay a chunked body: raw to an HTTP/1.1 client (the decoder only finds the end), decoded
-/// to an HTTP/1.0 one.
-async fn relay_chunked<S: AsyncWrite + Unpin>(
-    conn: &mut UnixStream,
-    rbuf: &mut ReadBuf,
-    client: &mut S,
-    raw: bool,
-    timeout: Duration,
-) -> Result<bool, ForwardError> {
-    let mut decoder = ChunkedDecoder::new(0);
-    while !decoder.is_done() {
-        if rbuf.is_empty() {
-            more(conn, rbuf, timeout).await?;
-        }
-        let input = rbuf.filled();
-        let (used, data) = decoder.step(input).map_err(|_| ForwardError::Cut)?;
-        let out = if raw { &input[..used] } else { &input[data] };
-        client
-            .write_all(out)
-            .await
-            .map_err(|_| ForwardError::ClientGone)?;
-        rbuf.consume(used);
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.router.release(self.slot);
     }
-    Ok(true)
 }
 
-async fn relay_to_eof<S: AsyncWrite + Unpin>(
+/// Most response bytes queued between a worker and a slow client; past it the worker waits.
+const RELAY_QUEUE_BYTES: usize = 64 << 20;
+
+/// Bytes queued for the client, and a wake-up when the client took some.
+#[derive(Default)]
+struct Queued {
+    bytes: std::cell::Cell<usize>,
+    room: tokio::sync::Notify,
+}
+
+/// The reader's end of the relay queue.
+struct Relay {
+    tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    queue: Rc<Queued>,
+}
+
+impl Relay {
+    /// Queue a chunk for the client, waiting while the queue is full. `false`: the client is
+    /// gone.
+    async fn send(&self, chunk: Vec<u8>) -> bool {
+        while self.queue.bytes.get() >= RELAY_QUEUE_BYTES {
+            if self.tx.is_closed() {
+                return false;
+            }
+            self.queue.room.notified().await;
+        }
+        self.queue.bytes.set(self.queue.bytes.get() + chunk.len());
+        self.tx.send(chunk).is_ok()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    /// Chunked; `raw`: pass the framing through (HTTP/1.1 client), else decode (HTTP/1.0).
+    Chunked {
+        raw: bool,
+    },
+    UntilClose,
+}
+
+async fn more(conn: &mut UnixStream, rbuf: &mut ReadBuf, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, read_some(conn, rbuf, 256 * 1024)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
+/// Read the response body from the worker and queue it for the client. `true`: the body
+/// ended where its framing said (or at the close, for `UntilClose`).
+async fn pump(
     conn: &mut UnixStream,
     rbuf: &mut ReadBuf,
-    client: &mut S,
+    framing: Framing,
+    tx: &Relay,
     timeout: Duration,
-) -> Result<(), ForwardError> {
-    loop {
-        if !rbuf.is_empty() {
-            client
-                .write_all(rbuf.filled())
-                .await
-                .map_err(|_| ForwardError::ClientGone)?;
-            let n = rbuf.len();
-            rbuf.consume(n);
+) -> bool {
+    match framing {
+        Framing::Length(n) => {
+            let mut left = n;
+            while left > 0 {
+                if rbuf.is_empty() && !more(conn, rbuf, timeout).await {
+                    return false;
+                }
+                let take = usize::try_from(left).unwrap_or(usize::MAX).min(rbuf.len());
+                if !tx.send(rbuf.filled()[..take].to_vec()).await {
+                    return false;
+                }
+                rbuf.consume(take);
+                left -= take as u64;
+            }
+            true
         }
-        match tokio::time::timeout(timeout, read_some(conn, rbuf, 256 * 1024)).await {
-            Ok(Ok(0)) => return Ok(()),
-            Ok(Ok(_)) => {}
-            _ => return Err(ForwardError::Cut),
+        Framing::Chunked { raw } => {
+            let mut decoder = ChunkedDecoder::new(0);
+            while !decoder.is_done() {
+                if rbuf.is_empty() && !more(conn, rbuf, timeout).await {
+                    return false;
+                }
+                let input = rbuf.filled();
+                let Ok((used, data)) = decoder.step(input) else {
+                    return false;
+                };
+                let out = if raw { &input[..used] } else { &input[data] };
+                if !out.is_empty() && !tx.send(out.to_vec()).await {
+                    return false;
+                }
+                rbuf.consume(used);
+            }
+            true
         }
+        Framing::UntilClose => loop {
+            if !rbuf.is_empty() {
+                let n = rbuf.len();
+                if !tx.send(rbuf.filled().to_vec()).await {
+                    return false;
+                }
+                rbuf.consume(n);
+            }
+            match tokio::time::timeout(timeout, read_some(conn, rbuf, 256 * 1024)).await {
+                Ok(Ok(0)) => return true,
+                Ok(Ok(_)) => {}
+                _ => return false,
+            }
+        },
     }
 }

@@ -256,7 +256,10 @@ impl EnvironBuilder {
             if key.starts_with(b"HTTP_") {
                 // nginx sends a repeated header as repeated variables: join them as the HTTP
                 // front does, into the first.
-                if packet.vars[..idx].iter().any(|(k2, _)| &buf[k2.clone()] == key) {
+                if packet.vars[..idx]
+                    .iter()
+                    .any(|(k2, _)| &buf[k2.clone()] == key)
+                {
                     continue;
                 }
                 for (k2, v2) in &packet.vars[idx + 1..] {
