@@ -356,16 +356,6 @@ fn prepare_python(py: Python<'_>, config: &Config) -> PyResult<()> {
     Ok(())
 }
 
-fn flush_python(py: Python<'_>) {
-    if let Ok(sys) = py.import("sys") {
-        for name in ["stdout", "stderr"] {
-            if let Ok(s) = sys.getattr(name) {
-                let _ = s.call_method0("flush");
-            }
-        }
-    }
-}
-
 impl Master<'_> {
     fn free_slot(&self) -> Option<usize> {
         (0..self.scoreboard.capacity()).find(|&i| !self.procs.iter().any(|p| p.slot == Some(i)))
@@ -380,7 +370,7 @@ impl Master<'_> {
             .free_slot()
             .ok_or_else(|| MasterError::Python("no free scoreboard slot".to_owned()))?;
         self.scoreboard.reset(slot);
-        flush_python(py);
+        crate::wsgi::load::flush_stdio(py);
         match proc::fork()? {
             ForkResult::Child => worker::run(
                 py,
@@ -420,7 +410,7 @@ impl Master<'_> {
 
     /// Fork the `--http` router.
     fn spawn_router(&mut self, py: Python<'_>) -> Result<i32, MasterError> {
-        flush_python(py);
+        crate::wsgi::load::flush_stdio(py);
         match proc::fork()? {
             ForkResult::Child => crate::router::run(
                 self.config.clone(),

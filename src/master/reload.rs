@@ -4,7 +4,7 @@
 //! loads the new code; it adopts the old workers, waits for its own to be ready, then tells the
 //! old ones to finish their requests and exit.
 
-use super::{flush_python, Master, Proc};
+use super::{Master, Proc};
 use crate::scoreboard::Scoreboard;
 use crate::sys::proc;
 use pyo3::prelude::*;
@@ -154,7 +154,7 @@ impl Master<'_> {
             "reloading: re-executing the master ({} workers handed over)",
             self.procs.len()
         );
-        flush_python(py);
+        crate::wsgi::load::flush_stdio(py);
         let err = proc::exec(&self.reexec.executable, &self.reexec.argv);
         crate::log!(
             "headrace: reload failed: cannot exec {}: {err}",

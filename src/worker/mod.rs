@@ -86,7 +86,7 @@ pub fn run(
             Err(err) => {
                 err.print(py);
                 crate::log!("OOPS ! failed loading app in worker {id} (pid {pid})");
-                flush_python(py);
+                crate::wsgi::load::flush_stdio(py);
                 crate::sys::proc::exit_now(FAILED_APP_CODE);
             }
         },
@@ -194,17 +194,6 @@ fn register_traceback_dump(py: Python<'_>) {
     }
 }
 
-/// Flush Python's stdout/stderr (the app's prints) before the process ends.
-fn flush_python(py: Python<'_>) {
-    if let Ok(sys) = py.import("sys") {
-        for name in ["stdout", "stderr"] {
-            if let Ok(stream) = sys.getattr(name) {
-                let _ = stream.call_method0("flush");
-            }
-        }
-    }
-}
-
 /// A worker that stops gracefully runs the app's atexit handlers, as a normal interpreter
 /// exit would.
 fn run_atexit(py: Python<'_>) {
@@ -213,5 +202,5 @@ fn run_atexit(py: Python<'_>) {
             e.print(py);
         }
     }
-    flush_python(py);
+    crate::wsgi::load::flush_stdio(py);
 }

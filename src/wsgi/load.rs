@@ -70,3 +70,15 @@ pub fn load(py: Python<'_>, config: &Config) -> PyResult<Py<PyAny>> {
     }
     Ok(app.unbind())
 }
+
+/// Flush Python's stdout and stderr (before a fork, an exec or an exit, so that nothing the app
+/// printed is lost or printed twice).
+pub fn flush_stdio(py: Python<'_>) {
+    if let Ok(sys) = py.import("sys") {
+        for name in ["stdout", "stderr"] {
+            if let Ok(stream) = sys.getattr(name) {
+                let _ = stream.call_method0("flush");
+            }
+        }
+    }
+}
