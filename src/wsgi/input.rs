@@ -560,7 +560,14 @@ mod tests {
         }
         let mut buf = ReadBuf::with_capacity(64);
         buf.extend(prebuffered);
-        let body = Body::new(a.as_raw_fd(), buf, framing, 0, None, Duration::from_secs(2));
+        let body = Body::new(
+            a.as_raw_fd(),
+            buf,
+            framing,
+            0,
+            false,
+            Duration::from_secs(2),
+        );
         (body, a, b)
     }
 
