@@ -4,7 +4,8 @@
 //! The default case count keeps `cargo test` fast; for a long search run by hand:
 //! `PROPTEST_CASES=200000 cargo test --release --test http_props`.
 //! Failures are not persisted by proptest: a failing input found here belongs in
-//! `tests/corpus/` (see `corpus_replays`), named by its expected outcome.
+//! `tests/corpus/` (see `corpus_replays_head` and `corpus_replays_chunked`), named by its expected
+//! outcome.
 
 use headrace::http::parse::{parse_head, Framing, Limits, RequestHead, Version};
 use headrace::http::{ChunkedDecoder, HttpError};
@@ -146,9 +147,11 @@ fn target() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![
             4 => select(b"abcXYZ019-._~!$&'()*+,;=:@%/?".to_vec()).prop_map(|b| vec![b]),
             1 => (0x21u8..=0x7e).prop_map(|b| vec![b]),
-            1 => any::<char>()
-                .prop_filter("non-ASCII", |c| !c.is_ascii())
-                .prop_map(|c| c.to_string().into_bytes()),
+            1 => prop_oneof![
+                prop::char::range('\u{80}', '\u{d7ff}'),
+                prop::char::range('\u{e000}', '\u{10ffff}'),
+            ]
+            .prop_map(|c| c.to_string().into_bytes()),
         ],
         0..60,
     )
@@ -268,8 +271,13 @@ impl Req {
 fn plain_lines() -> impl Strategy<Value = Vec<Line>> {
     vec(
         (
-            token(16).prop_filter("special header", |n| {
-                !SPECIAL.iter().any(|s| n.eq_ignore_ascii_case(s))
+            // Renamed rather than filtered out, so long runs do not hit proptest's reject limit.
+            token(16).prop_map(|n| {
+                if SPECIAL.iter().any(|s| n.eq_ignore_ascii_case(s)) {
+                    [b"X-".as_slice(), &n].concat()
+                } else {
+                    n
+                }
             }),
             ows(),
             value(),
@@ -299,7 +307,7 @@ prop_compose! {
             (0u64..=u64::from(u32::MAX)).prop_map(Body::Length),
             Just(Body::Chunked),
         ],
-        host in (any::<bool>(), any::<bool>(), value()),
+        host in (any::<bool>(), value()),
         close in any::<bool>(),
         keep_alive_token in any::<bool>(),
         expect in any::<bool>(),
@@ -312,7 +320,7 @@ prop_compose! {
         let mut special: Vec<Line> = Vec::new();
         // Host is required in 1.1, optional in 1.0.
         if v11 || host.0 {
-            special.push((spelled("Host", upper), b" ".to_vec(), host.2, Vec::new()));
+            special.push((spelled("Host", upper), b" ".to_vec(), host.1, Vec::new()));
         }
         match body {
             Body::None => {}
@@ -692,7 +700,10 @@ proptest! {
         pieces in pieces(),
         below in 1usize..100,
     ) {
-        prop_assume!(body.len() > 1);
+        if body.len() < 2 {
+            // No limit below a body this short (`prop_assume` would count rejects).
+            return Ok(());
+        }
         let limit = body.len().saturating_sub(below).max(1) as u64;
         let got = decode_both_ways(&encoded, &pieces, limit);
         prop_assert_eq!(got.error, Some(HttpError::BodyTooLarge(limit)));
