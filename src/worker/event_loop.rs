@@ -74,16 +74,30 @@ impl Thread<'_, '_> {
             let epoll = &self.epoll;
             let n = py.detach(|| epoll.wait(&mut events, 1000)).unwrap_or(0);
             let mut stop = false;
+            // A listening socket seen readable in this batch: after each request served, the
+            // thread (free again) takes one more connection from it, so a burst of new
+            // connections is not left waiting behind full rounds over the open ones. One at a
+            // time, and only when free, so that no thread hoards connections that an idle one
+            // could serve.
+            let mut listening: Option<usize> = None;
             for ev in &events[..n] {
                 let token = ev.u64;
                 if token == STOP_TOKEN {
                     stop = true;
                 } else if token < CONN_BASE {
-                    self.accept(py, usize::try_from(token).unwrap_or(0));
+                    let idx = usize::try_from(token).unwrap_or(0);
+                    if self.accept(py, idx) {
+                        listening = Some(idx);
+                    }
                 } else {
                     let slot = usize::try_from(token - CONN_BASE).unwrap_or(usize::MAX);
                     if !self.on_readable(py, slot) {
                         self.close(slot);
+                    }
+                    if let Some(idx) = listening {
+                        if !self.accept(py, idx) {
+                            listening = None;
+                        }
                     }
                 }
             }
@@ -115,19 +129,20 @@ impl Thread<'_, '_> {
         }
     }
 
-    fn accept(&mut self, py: Python<'_>, idx: usize) {
+    /// Accept one connection and serve what it already sent. `false`: nothing was waiting.
+    fn accept(&mut self, py: Python<'_>, idx: usize) -> bool {
         let Some(listener) = self.w.listeners.get(idx) else {
-            return;
+            return false;
         };
         let (sock, addr) = match fd::accept(listener.fd.as_raw_fd()) {
             Ok(v) => v,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) => {
                 // EMFILE and friends: the connection stays queued; back off briefly rather
                 // than spin on a listening socket that stays readable.
                 crate::log!("headrace: worker {} accept failed: {e}", self.w.id);
                 py.detach(|| std::thread::sleep(Duration::from_millis(10)));
-                return;
+                return false;
             }
         };
         if listener.unix_path.is_none() {
@@ -154,7 +169,7 @@ impl Thread<'_, '_> {
         };
         if self.epoll.add(raw, CONN_BASE + slot as u64, false).is_err() {
             self.free.push(slot);
-            return;
+            return true;
         }
         let mut conn = Conn::new(sock, peer);
         conn.uwsgi = listener.kind == crate::config::SocketKind::Uwsgi;
@@ -163,6 +178,7 @@ impl Thread<'_, '_> {
         if !self.on_readable(py, slot) {
             self.close(slot);
         }
+        true
     }
 
     fn close(&mut self, slot: usize) {
