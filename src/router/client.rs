@@ -23,6 +23,8 @@ const DISPATCH_ATTEMPTS: usize = 3;
 pub struct Peer {
     /// The client's address (`None` on a unix socket).
     pub addr: Option<SocketAddr>,
+    /// REMOTE_ADDR and REMOTE_PORT as sent to the workers (formatted once per connection).
+    pub remote: (String, String),
     /// SERVER_NAME and SERVER_PORT of the listening socket.
     pub server: Rc<(String, String)>,
 }
@@ -206,17 +208,8 @@ fn add_vars(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, peer: &Peer) {
     push(out, b"SCRIPT_NAME", b"");
     push(out, b"SERVER_NAME", peer.server.0.as_bytes());
     push(out, b"SERVER_PORT", peer.server.1.as_bytes());
-    if let Some(a) = peer.addr {
-        push(
-            out,
-            b"REMOTE_ADDR",
-            a.ip().to_canonical().to_string().as_bytes(),
-        );
-        push(out, b"REMOTE_PORT", a.port().to_string().as_bytes());
-    } else {
-        push(out, b"REMOTE_ADDR", b"");
-        push(out, b"REMOTE_PORT", b"");
-    }
+    push(out, b"REMOTE_ADDR", peer.remote.0.as_bytes());
+    push(out, b"REMOTE_PORT", peer.remote.1.as_bytes());
     for (idx, (n, v)) in head.headers.iter().enumerate() {
         let name = &buf[n.clone()];
         // As in the workers' environ: no `_` names, duplicates joined into the first.
@@ -227,11 +220,12 @@ fn add_vars(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, peer: &Peer) {
         {
             continue;
         }
-        let mut value = buf[v.clone()].to_vec();
+        let mut value = std::borrow::Cow::Borrowed(&buf[v.clone()]);
         for (n2, v2) in &head.headers[idx + 1..] {
             if buf[n2.clone()].eq_ignore_ascii_case(name) {
-                value.extend_from_slice(b", ");
-                value.extend_from_slice(&buf[v2.clone()]);
+                let joined = value.to_mut();
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(&buf[v2.clone()]);
             }
         }
         if name.eq_ignore_ascii_case(b"content-type") {

@@ -133,7 +133,13 @@ impl Router {
             return Err(Refusal::Stopping);
         }
         if self.queue.borrow().is_empty() {
-            if let Some(i) = self.pick() {
+            // No free worker known: the scoreboard may know one the last tick did not see
+            // (a worker that just started, or was replaced).
+            let pick = self.pick().or_else(|| {
+                self.refresh();
+                self.pick()
+            });
+            if let Some(i) = pick {
                 self.backends.borrow_mut()[i].in_flight += 1;
                 return Ok(i);
             }
@@ -306,6 +312,7 @@ async fn serve(router: Rc<Router>, sockets: Vec<Socket>, stop: std::os::fd::Owne
                             };
                             let peer = client::Peer {
                                 addr: None,
+                                remote: (String::new(), String::new()),
                                 server: server.clone(),
                             };
                             tokio::task::spawn_local(client::handle(r.clone(), s, peer));
@@ -326,6 +333,10 @@ async fn serve(router: Rc<Router>, sockets: Vec<Socket>, stop: std::os::fd::Owne
                             let _ = s.set_nodelay(true);
                             let peer = client::Peer {
                                 addr: Some(addr),
+                                remote: (
+                                    addr.ip().to_canonical().to_string(),
+                                    addr.port().to_string(),
+                                ),
                                 server: server.clone(),
                             };
                             tokio::task::spawn_local(client::handle(r.clone(), s, peer));

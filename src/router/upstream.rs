@@ -226,18 +226,35 @@ pub async fn forward<S: AsyncWrite + Unpin>(
     let head = read_head(router, slot, &mut conn, &mut rbuf, info, reused).await?;
     let client_keep = head.keep;
     let status = head.status;
+    rbuf.consume(head.len);
+    let no_body = info.is_head || crate::http::response::status_has_no_body(status);
+    // The common case: the whole response is already here (a small body with a length). The
+    // worker is free at once, and the client gets it in one write.
+    let whole = head
+        .content_length
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|&n| no_body || n <= rbuf.len());
+    if no_body || whole.is_some() {
+        let mut out = head.out;
+        if !no_body {
+            let n = whole.unwrap_or(0);
+            out.extend_from_slice(&rbuf.filled()[..n]);
+            rbuf.consume(n);
+        }
+        if !head.close && rbuf.is_empty() {
+            router.put_idle(slot, conn, pid);
+        }
+        drop(lease);
+        client
+            .write_all(&out)
+            .await
+            .map_err(|_| ForwardError::ClientGone)?;
+        return Ok(client_keep);
+    }
     client
         .write_all(&head.out)
         .await
         .map_err(|_| ForwardError::ClientGone)?;
-    rbuf.consume(head.len);
-    let no_body = info.is_head || crate::http::response::status_has_no_body(status);
-    if no_body {
-        if !head.close && rbuf.is_empty() {
-            router.put_idle(slot, conn, pid);
-        }
-        return Ok(client_keep);
-    }
     let framing = if let Some(n) = head.content_length {
         Framing::Length(n)
     } else if head.chunked {
