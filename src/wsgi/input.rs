@@ -209,7 +209,8 @@ impl Body {
         r
     }
 
-    fn fill_inner(&mut self) -> Result<bool, BodyError> {
+    /// `Expect: 100-continue`: the first read tells the client to send its body.
+    fn answer_continue(&mut self) -> Result<(), BodyError> {
         if std::mem::take(&mut self.send_continue) {
             if let Some(p) = &self.progress {
                 p.continue_pending.store(false, Ordering::Relaxed);
@@ -221,6 +222,88 @@ impl Body {
             )
             .map_err(|e| BodyError::Io(e.to_string()))?;
         }
+        Ok(())
+    }
+
+    /// The bytes left of a Content-Length body (`None` for chunked or no body).
+    #[must_use]
+    pub fn remaining_length(&self) -> Option<u64> {
+        match self.state {
+            State::Length { remaining } => Some(remaining),
+            State::Done => Some(0),
+            State::Chunked { .. } => None,
+        }
+    }
+
+    /// Content-Length bodies: fill `dst` exactly (`dst.len()` at most the bytes remaining),
+    /// straight from the socket once the buffered bytes are used, so a large body is copied
+    /// once instead of through the connection buffer. Blocks: call with the GIL released.
+    pub fn read_exact_into(&mut self, dst: &mut [u8]) -> Result<(), BodyError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = self.read_exact_inner(dst);
+        if let Err(e) = &r {
+            self.failed = Some(e.clone());
+        }
+        r
+    }
+
+    fn read_exact_inner(&mut self, dst: &mut [u8]) -> Result<(), BodyError> {
+        self.answer_continue()?;
+        let avail = self.available();
+        let mut pos = avail.len().min(dst.len());
+        dst[..pos].copy_from_slice(&avail[..pos]);
+        self.consume(pos);
+        while pos < dst.len() {
+            match crate::sys::fd::read(self.fd, &mut dst[pos..]) {
+                Ok(0) => {
+                    return Err(BodyError::Disconnected {
+                        got: self.received,
+                        expected: self.announced,
+                    })
+                }
+                Ok(k) => {
+                    pos += k;
+                    self.account(k);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    match crate::sys::fd::wait_ready(self.fd, false, self.timeout) {
+                        Ok(true) => {}
+                        Ok(false) => return Err(BodyError::Timeout),
+                        Err(e) => return Err(BodyError::Io(e.to_string())),
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Err(BodyError::Disconnected {
+                        got: self.received,
+                        expected: self.announced,
+                    })
+                }
+                Err(e) => return Err(BodyError::Io(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Count `n` Content-Length body bytes read past the buffer.
+    fn account(&mut self, n: usize) {
+        self.received += n as u64;
+        if let (Some(p), Some(total)) = (&self.progress, self.announced) {
+            p.unread
+                .store(total.saturating_sub(self.received), Ordering::Relaxed);
+        }
+        if let State::Length { remaining } = &mut self.state {
+            *remaining = remaining.saturating_sub(n as u64);
+            if *remaining == 0 {
+                self.state = State::Done;
+            }
+        }
+    }
+
+    fn fill_inner(&mut self) -> Result<bool, BodyError> {
+        self.answer_continue()?;
         loop {
             self.decode_buffered()?;
             match &self.state {
@@ -462,6 +545,16 @@ impl Input {
     #[pyo3(signature = (size=None))]
     fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         let limit = size_arg(size);
+        // Content-Length bodies are read straight into the bytes object returned.
+        if let Some(body) = self.body.as_mut() {
+            if let Some(left) = body.remaining_length() {
+                let n = usize::try_from(left).unwrap_or(usize::MAX);
+                let n = limit.map_or(n, |l| l.min(n));
+                return PyBytes::new_with(py, n, |dst| {
+                    py.detach(|| body.read_exact_into(dst)).map_err(PyErr::from)
+                });
+            }
+        }
         let data = self.with_body(py, Vec::new(), |b| b.read(limit))?;
         Ok(PyBytes::new(py, &data))
     }
