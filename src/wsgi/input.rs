@@ -13,6 +13,8 @@ use std::time::Duration;
 
 /// Most body bytes read and discarded after the app returns, to keep the connection alive.
 pub const DRAIN_LIMIT: u64 = 1 << 20;
+/// Most bytes of an unread chunked body read away after a keep-alive response.
+const CHUNKED_DRAIN_LIMIT: u64 = 64 << 20;
 
 /// What the response needs to know about the body while the app runs: whether the
 /// connection can be reused after it (a 100-continue still unanswered, or more unread body than
@@ -479,12 +481,20 @@ impl Body {
         if self.send_continue || self.failed.is_some() {
             return None;
         }
+        // A Content-Length body larger than DRAIN_LIMIT made the response say Connection:
+        // close already. A chunked body's size shows only now; the response promised
+        // keep-alive, so it is read to its end, within a far larger bound.
+        let limit = if matches!(self.state, State::Chunked { .. }) {
+            CHUNKED_DRAIN_LIMIT
+        } else {
+            DRAIN_LIMIT
+        };
         let mut drained = 0u64;
         loop {
             let n = self.available().len();
             if n > 0 {
                 drained += n as u64;
-                if drained > DRAIN_LIMIT {
+                if drained > limit {
                     return None;
                 }
                 self.consume(n);
