@@ -1,5 +1,9 @@
-//! Request-target helpers shared by the environ builder and the router: splitting path and
-//! query, percent-decoding, CGI header keys.
+//! Request-target and header helpers shared by the environ builder and the router: splitting
+//! path and query, percent-decoding, CGI header keys, and the one rule for which headers reach
+//! the app.
+
+use std::borrow::Cow;
+use std::ops::Range;
 
 #[must_use]
 /// `X-Custom-Thing` → `HTTP_X_CUSTOM_THING`. Header names are tokens, hence ASCII.
@@ -58,4 +62,32 @@ pub fn percent_decode(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         i += 1;
     }
     std::borrow::Cow::Owned(out)
+}
+/// The request headers as the app sees them, in order: names containing `_` are dropped
+/// (`X_Forwarded_For` would impersonate `X-Forwarded-For`, both being HTTP_X_FORWARDED_FOR; nginx
+/// and Gunicorn drop them too), and a repeated header is joined with `", "` into its first
+/// occurrence.
+pub fn app_headers<'a>(
+    buf: &'a [u8],
+    headers: &'a [(Range<usize>, Range<usize>)],
+) -> impl Iterator<Item = (&'a [u8], Cow<'a, [u8]>)> + 'a {
+    headers.iter().enumerate().filter_map(move |(idx, (n, v))| {
+        let name = &buf[n.clone()];
+        if name.contains(&b'_')
+            || headers[..idx]
+                .iter()
+                .any(|(p, _)| buf[p.clone()].eq_ignore_ascii_case(name))
+        {
+            return None;
+        }
+        let mut value = Cow::Borrowed(&buf[v.clone()]);
+        for (n2, v2) in &headers[idx + 1..] {
+            if buf[n2.clone()].eq_ignore_ascii_case(name) {
+                let joined = value.to_mut();
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(&buf[v2.clone()]);
+            }
+        }
+        Some((name, value))
+    })
 }

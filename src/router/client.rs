@@ -5,7 +5,7 @@
 use super::upstream::{self, ForwardError};
 use super::{Refusal, Router};
 use crate::http::parse::parse_head;
-use crate::http::target::{cgi_key, percent_decode, split_target};
+use crate::http::target::{app_headers, cgi_key, percent_decode, split_target};
 use crate::http::{ChunkedDecoder, Framing, HttpError, Limits, ReadBuf, RequestHead, Version};
 use crate::uwsgi_proto;
 use std::io::{Seek, Write};
@@ -210,24 +210,8 @@ fn add_vars(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, peer: &Peer) {
     push(out, b"SERVER_PORT", peer.server.1.as_bytes());
     push(out, b"REMOTE_ADDR", peer.remote.0.as_bytes());
     push(out, b"REMOTE_PORT", peer.remote.1.as_bytes());
-    for (idx, (n, v)) in head.headers.iter().enumerate() {
-        let name = &buf[n.clone()];
-        // As in the workers' environ: no `_` names, duplicates joined into the first.
-        if name.contains(&b'_')
-            || head.headers[..idx]
-                .iter()
-                .any(|(p, _)| buf[p.clone()].eq_ignore_ascii_case(name))
-        {
-            continue;
-        }
-        let mut value = std::borrow::Cow::Borrowed(&buf[v.clone()]);
-        for (n2, v2) in &head.headers[idx + 1..] {
-            if buf[n2.clone()].eq_ignore_ascii_case(name) {
-                let joined = value.to_mut();
-                joined.extend_from_slice(b", ");
-                joined.extend_from_slice(&buf[v2.clone()]);
-            }
-        }
+    // The same headers the workers' environ would have.
+    for (name, value) in app_headers(buf, &head.headers) {
         if name.eq_ignore_ascii_case(b"content-type") {
             push(out, b"CONTENT_TYPE", &value);
         } else if name.eq_ignore_ascii_case(b"content-length")

@@ -1,7 +1,7 @@
 //! Building the WSGI environ: constant keys once per worker (a template dict copied per
 //! request), interned key strings, and the per-request CGI variables from the request head.
 
-use crate::http::target::{cgi_key, percent_decode, split_target};
+use crate::http::target::{app_headers, cgi_key, percent_decode, split_target};
 use crate::http::{Framing, RequestHead, Version};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -325,29 +325,7 @@ impl EnvironBuilder {
         stats: &mut VarStats,
     ) -> PyResult<()> {
         let k = &self.keys;
-        for (idx, (name_r, value_r)) in head.headers.iter().enumerate() {
-            let name = &buf[name_r.clone()];
-            // Underscores would let `X_Forwarded_For` impersonate `X-Forwarded-For` (both map to
-            // HTTP_X_FORWARDED_FOR); such headers are dropped, as nginx and Gunicorn do.
-            if name.contains(&b'_') {
-                continue;
-            }
-            // Duplicates are joined into the first occurrence's value.
-            if head.headers[..idx]
-                .iter()
-                .any(|(n, _)| buf[n.clone()].eq_ignore_ascii_case(name))
-            {
-                continue;
-            }
-            let mut value = std::borrow::Cow::Borrowed(&buf[value_r.clone()]);
-            for (n, v) in &head.headers[idx + 1..] {
-                if buf[n.clone()].eq_ignore_ascii_case(name) {
-                    let mut joined = value.into_owned();
-                    joined.extend_from_slice(b", ");
-                    joined.extend_from_slice(&buf[v.clone()]);
-                    value = std::borrow::Cow::Owned(joined);
-                }
-            }
+        for (name, value) in app_headers(buf, &head.headers) {
             let pyvalue = crate::sys::py::latin1(py, &value)?;
             if name.eq_ignore_ascii_case(b"content-type") {
                 env.set_item(k.content_type.bind(py), pyvalue)?;
