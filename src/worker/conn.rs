@@ -20,8 +20,6 @@ pub struct Conn {
     pub last_active: Instant,
     /// When the first byte of the pending request head arrived (`None`: nothing pending).
     pub head_started: Option<Instant>,
-    /// Requests served on it.
-    pub served: u64,
     /// It speaks the uwsgi protocol (else HTTP/1.1).
     pub uwsgi: bool,
 }
@@ -37,7 +35,6 @@ impl Conn {
             last_active: Instant::now(),
             // A new connection owes us a request head: --socket-timeout runs from the accept.
             head_started: Some(Instant::now()),
-            served: 0,
             uwsgi: false,
         }
     }

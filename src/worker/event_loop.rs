@@ -261,7 +261,6 @@ impl Thread<'_, '_> {
             };
             buf.shrink(super::conn::INITIAL_BUFFER * 4);
             conn.buf = buf;
-            conn.served += 1;
             conn.last_active = Instant::now();
             conn.head_started = (!conn.buf.is_empty()).then_some(conn.last_active);
             if STOPPING.load(Ordering::Relaxed) {
