@@ -2,13 +2,13 @@
 //! one per serving thread ("core"), plus totals. Workers write their own slots; the master
 //! reads them (harakiri, status, the request a dead worker was serving). No locks.
 
-use crate::sys::shm::SharedArray;
+use crate::sys::shm::Region;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// Bytes of the current request line kept per core (for harakiri and crash logs).
 pub const REQUEST_BYTES: usize = 200;
 
-/// One worker process's slot.
+/// One worker process's slot (atomics only: it is `Shareable`, see `sys::shm`).
 #[derive(Default)]
 #[repr(C, align(64))]
 pub struct Slot {
@@ -18,11 +18,15 @@ pub struct Slot {
     pub busy: AtomicU32,
     /// Requests this worker process has served.
     pub requests: AtomicU64,
-    /// Set by the worker once its app is loaded and it is about to accept.
+    /// Set by the worker once its app is loaded and it is about to accept; cleared when it
+    /// stops taking work (the router then sends it nothing more).
     pub ready: AtomicU32,
+    /// The nonce of the master image that spawned it, which names its router link
+    /// (`router::socket_name`); a re-exec'd image's router reaches adopted workers by it.
+    pub link_nonce: AtomicU64,
 }
 
-/// One serving thread's slot.
+/// One serving thread's slot (atomics only: it is `Shareable`, see `sys::shm`).
 #[repr(C, align(64))]
 pub struct Core {
     /// Unix milliseconds when the running request started (0 = idle).
@@ -80,49 +84,174 @@ impl Core {
     }
 }
 
-/// All slots. Slot indexes are handed out by the master; a reload needs up to twice the
-/// configured workers at once, hence the capacity.
+/// The scoreboard's first cache line: what a re-exec'd master checks before it adopts a
+/// scoreboard handed over by the previous image.
+#[derive(Default)]
+#[repr(C, align(64))]
+pub struct Header {
+    /// [`MAGIC`] once laid out.
+    pub magic: AtomicU64,
+    /// Worker slots.
+    pub capacity: AtomicU64,
+    /// Cores per worker slot.
+    pub threads: AtomicU64,
+}
+
+/// Marks a laid-out scoreboard ("headrace" in ASCII).
+const MAGIC: u64 = 0x6865_6164_7261_6365;
+
+/// All slots, in one shared memfd: header, totals, worker slots, cores. Slot indexes are handed
+/// out by the master; a reload needs up to twice the configured workers at once, hence the
+/// capacity. The memfd survives the master's re-exec, so one scoreboard serves every image.
 pub struct Scoreboard {
-    slots: SharedArray<Slot>,
-    cores: SharedArray<Core>,
-    totals: SharedArray<Slot>,
+    region: Region,
+    capacity: usize,
     threads: usize,
+}
+
+/// Why a handed-over scoreboard cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreboardError {
+    /// It was laid out for another configuration.
+    #[error(
+        "laid out for {capacity} workers x {threads} threads, not {want_capacity} x {want_threads}"
+    )]
+    Layout {
+        /// Its slots.
+        capacity: usize,
+        /// Its threads per slot.
+        threads: usize,
+        /// Slots needed now.
+        want_capacity: usize,
+        /// Threads needed now.
+        want_threads: usize,
+    },
+}
+
+fn offsets(capacity: usize, threads: usize) -> (usize, usize, usize, usize) {
+    let header = std::mem::size_of::<Header>();
+    let slot = std::mem::size_of::<Slot>();
+    let totals = header;
+    let slots = totals + slot;
+    let cores = slots + slot * capacity;
+    let end = cores + std::mem::size_of::<Core>() * capacity * threads;
+    (totals, slots, cores, end)
 }
 
 impl Scoreboard {
     /// Map a scoreboard for `capacity` worker processes of `threads` threads. Call before the
     /// first fork.
     pub fn new(capacity: usize, threads: usize) -> std::io::Result<Self> {
+        let (.., end) = offsets(capacity, threads);
+        let region = Region::create("headrace-scoreboard", end)?;
+        let sb = Self {
+            region,
+            capacity,
+            threads,
+        };
+        let h = sb.header();
+        h.capacity.store(capacity as u64, Ordering::Relaxed);
+        h.threads.store(threads as u64, Ordering::Relaxed);
+        h.magic.store(MAGIC, Ordering::Release);
+        Ok(sb)
+    }
+
+    /// Use the scoreboard the previous master image handed over, if it has room for
+    /// `capacity` workers of `threads` threads.
+    pub fn adopt(region: Region, capacity: usize, threads: usize) -> Result<Self, ScoreboardError> {
+        let bad = |c: usize, t: usize| ScoreboardError::Layout {
+            capacity: c,
+            threads: t,
+            want_capacity: capacity,
+            want_threads: threads,
+        };
+        let header = region
+            .slice::<Header>(0, 1)
+            .and_then(|h| h.first())
+            .filter(|h| h.magic.load(Ordering::Acquire) == MAGIC)
+            .ok_or_else(|| bad(0, 0))?;
+        let have_cap = usize::try_from(header.capacity.load(Ordering::Relaxed)).unwrap_or(0);
+        let have_threads = usize::try_from(header.threads.load(Ordering::Relaxed)).unwrap_or(0);
+        let (.., end) = offsets(have_cap, have_threads);
+        if have_cap < capacity || have_threads != threads || end > region.len() {
+            return Err(bad(have_cap, have_threads));
+        }
         Ok(Self {
-            slots: SharedArray::new(capacity)?,
-            cores: SharedArray::new(capacity * threads)?,
-            totals: SharedArray::new(1)?,
+            region,
+            capacity: have_cap,
             threads,
         })
+    }
+
+    /// The memfd to hand over across a re-exec.
+    #[must_use]
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.region.raw_fd()
+    }
+
+    fn header(&self) -> &Header {
+        &self
+            .region
+            .slice::<Header>(0, 1)
+            .expect("the header fits: checked at mapping")[0]
+    }
+
+    fn slots(&self) -> &[Slot] {
+        let (_, slots, ..) = offsets(self.capacity, self.threads);
+        self.region
+            .slice(slots, self.capacity)
+            .expect("slots fit: the layout was checked when mapped")
+    }
+
+    fn all_cores(&self) -> &[Core] {
+        let (.., cores, _) = offsets(self.capacity, self.threads);
+        self.region
+            .slice(cores, self.capacity * self.threads)
+            .expect("cores fit: the layout was checked when mapped")
+    }
+
+    fn totals(&self) -> &Slot {
+        let (totals, ..) = offsets(self.capacity, self.threads);
+        &self
+            .region
+            .slice::<Slot>(totals, 1)
+            .expect("totals fit: the layout was checked when mapped")[0]
     }
 
     /// Number of slots.
     #[must_use]
     pub fn capacity(&self) -> usize {
-        self.slots.as_slice().len()
+        self.capacity
+    }
+
+    /// Serving threads per slot.
+    #[must_use]
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Slot `i`.
     #[must_use]
     pub fn slot(&self, i: usize) -> &Slot {
-        &self.slots.as_slice()[i]
+        &self.slots()[i]
+    }
+
+    /// Slot `i`, or `None` past the capacity (ids from another image).
+    #[must_use]
+    pub fn get(&self, i: usize) -> Option<&Slot> {
+        self.slots().get(i)
     }
 
     /// Core `core` of slot `i`.
     #[must_use]
     pub fn core(&self, i: usize, core: usize) -> &Core {
-        &self.cores.as_slice()[i * self.threads + core]
+        &self.all_cores()[i * self.threads + core]
     }
 
     /// The cores of slot `i`.
     #[must_use]
     pub fn cores(&self, i: usize) -> &[Core] {
-        &self.cores.as_slice()[i * self.threads..(i + 1) * self.threads]
+        &self.all_cores()[i * self.threads..(i + 1) * self.threads]
     }
 
     /// Reset slot `i` for a new worker.
@@ -132,6 +261,7 @@ impl Scoreboard {
         s.busy.store(0, Ordering::Relaxed);
         s.requests.store(0, Ordering::Relaxed);
         s.ready.store(0, Ordering::Relaxed);
+        s.link_nonce.store(0, Ordering::Relaxed);
         for c in self.cores(i) {
             c.end();
         }
@@ -141,10 +271,7 @@ impl Scoreboard {
     #[must_use]
     pub fn count_request(&self, i: usize) -> (u64, u64) {
         let mine = self.slot(i).requests.fetch_add(1, Ordering::Relaxed) + 1;
-        let all = self.totals.as_slice()[0]
-            .requests
-            .fetch_add(1, Ordering::Relaxed)
-            + 1;
+        let all = self.totals().requests.fetch_add(1, Ordering::Relaxed) + 1;
         (mine, all)
     }
 }

@@ -516,7 +516,14 @@ impl Config {
             }
         };
         let router = RouterConfig {
-            queue_timeout: optional(secs("queue-timeout")?),
+            queue_timeout: {
+                let t = raw.number::<f64>(
+                    "queue-timeout",
+                    &0.0,
+                    "expected seconds, fractions allowed (0 = wait)",
+                )?;
+                (t.is_finite() && t > 0.0).then(|| Duration::from_secs_f64(t.min(1e9)))
+            },
             max_queue: raw.number(
                 "max-queue",
                 &0,

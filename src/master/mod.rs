@@ -234,9 +234,24 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
             }
         }
     };
-    // A reload keeps up to twice the workers alive at once.
-    let scoreboard =
-        std::sync::Arc::new(Scoreboard::new(config.processes * 2 + 1, config.threads)?);
+    // A reload keeps up to twice the workers alive at once. After a re-exec the previous
+    // image's scoreboard is kept when it has room, so that its workers stay visible (harakiri,
+    // status) and both images' routers see every worker.
+    let mut adopted = adopted;
+    let capacity = config.processes * 2 + 1;
+    let inherited = adopted.as_mut().and_then(|a| a.scoreboard.take());
+    let scoreboard = match inherited.map(|r| Scoreboard::adopt(r, capacity, config.threads)) {
+        Some(Ok(sb)) => sb,
+        Some(Err(e)) => {
+            crate::log!("reload: the previous scoreboard does not fit ({e}): a new one; the old workers finish unobserved");
+            if let Some(a) = adopted.as_mut() {
+                a.forget_slots();
+            }
+            Scoreboard::new(capacity, config.threads)?
+        }
+        None => Scoreboard::new(capacity, config.threads)?,
+    };
+    let scoreboard = std::sync::Arc::new(scoreboard);
     if let Some(path) = &config.pidfile {
         std::fs::write(path, format!("{}\n", proc::getpid())).map_err(|source| {
             MasterError::File {
@@ -370,6 +385,10 @@ impl Master<'_> {
             .free_slot()
             .ok_or_else(|| MasterError::Python("no free scoreboard slot".to_owned()))?;
         self.scoreboard.reset(slot);
+        self.scoreboard
+            .slot(slot)
+            .link_nonce
+            .store(self.nonce, Ordering::Relaxed);
         crate::wsgi::load::flush_stdio(py);
         match proc::fork()? {
             ForkResult::Child => worker::run(
@@ -416,7 +435,6 @@ impl Master<'_> {
                 self.config.clone(),
                 &self.listeners,
                 self.scoreboard.clone(),
-                self.nonce,
             ),
             ForkResult::Parent(pid) => {
                 self.procs.push(Proc {
@@ -462,7 +480,7 @@ impl Master<'_> {
             .collect();
         self.pending.retain(|(_, t)| *t > now);
         for id in due {
-            let respawn = std::mem::take(&mut self.respawning[id]);
+            let respawn = self.respawning.get_mut(id).is_some_and(std::mem::take);
             match self.spawn(py, id) {
                 Ok(pid) if respawn && id == ROUTER_ID => {
                     crate::log!("Respawned headrace http 1 (new pid: {pid})");
@@ -650,9 +668,16 @@ impl Master<'_> {
                 );
                 continue;
             }
+            if p.id > self.config.processes {
+                // An id the configuration no longer has (a reload lowered --processes).
+                crate::log!("{} (pid: {pid}) exited ({how}); not replaced", p.name());
+                continue;
+            }
             if status == ExitStatus::Code(0) && p.stop_deadline.is_none() && p.harakiri.is_none() {
                 // A worker that retired by itself (--max-requests and friends): replace it now.
-                self.early_deaths[p.id] = 0;
+                if let Some(d) = self.early_deaths.get_mut(p.id) {
+                    *d = 0;
+                }
                 self.pending.push((p.id, Instant::now()));
                 continue;
             }
@@ -669,8 +694,11 @@ impl Master<'_> {
                 "DAMN ! {} (pid: {pid}) died, {how}{lost_text} :( trying respawn ...",
                 p.name()
             );
-            let deaths = &mut self.early_deaths[p.id];
-            if p.spawned_at.elapsed() < EARLY_DEATH && p.harakiri.is_none() {
+            let early = p.spawned_at.elapsed() < EARLY_DEATH && p.harakiri.is_none();
+            let Some(deaths) = self.early_deaths.get_mut(p.id) else {
+                continue;
+            };
+            if early {
                 *deaths += 1;
             } else {
                 *deaths = 0;
@@ -690,7 +718,9 @@ impl Master<'_> {
                 d
             };
             self.pending.push((p.id, Instant::now() + delay));
-            self.respawning[p.id] = true;
+            if let Some(r) = self.respawning.get_mut(p.id) {
+                *r = true;
+            }
         }
     }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 const ENV_MODE: &str = "HEADRACE_REEXEC";
 const ENV_OLD: &str = "HEADRACE_OLD_WORKERS";
+const ENV_SCOREBOARD: &str = "HEADRACE_SCOREBOARD";
 /// Longest wait for new workers to report ready before the old ones are told to stop anyway.
 const READY_WAIT: Duration = Duration::from_secs(60);
 
@@ -69,7 +70,10 @@ impl ReExec {
 /// Workers of the previous image, handed over across a re-exec.
 pub struct Adopted {
     chain: bool,
-    workers: Vec<(usize, i32)>,
+    /// (id, pid, scoreboard slot); id 0 is the previous image's router.
+    workers: Vec<(usize, i32, Option<usize>)>,
+    /// The previous image's scoreboard, which its workers and router keep using.
+    pub scoreboard: Option<crate::sys::shm::Region>,
 }
 
 impl Adopted {
@@ -78,19 +82,44 @@ impl Adopted {
     pub fn from_env() -> Option<Self> {
         let mode = std::env::var(ENV_MODE).ok()?;
         let old = std::env::var(ENV_OLD).unwrap_or_default();
+        let board = std::env::var(ENV_SCOREBOARD).ok();
         std::env::remove_var(ENV_MODE);
         std::env::remove_var(ENV_OLD);
+        std::env::remove_var(ENV_SCOREBOARD);
         let workers = old
             .split(',')
             .filter_map(|w| {
-                let (id, pid) = w.split_once(':')?;
-                Some((id.parse().ok()?, pid.parse().ok()?))
+                let mut parts = w.split(':');
+                let id = parts.next()?.parse().ok()?;
+                let pid = parts.next()?.parse().ok()?;
+                Some((id, pid, parts.next().and_then(|s| s.parse().ok())))
             })
             .collect();
+        let scoreboard = board.and_then(|b| b.parse::<i32>().ok()).and_then(|raw| {
+            #[allow(
+                unsafe_code,
+                reason = "taking ownership of the fd the previous image handed over"
+            )]
+            // SAFETY: the previous image cleared CLOEXEC on its scoreboard memfd and named it in
+            // HEADRACE_SCOREBOARD, which is read (and removed) once, here, at startup: nothing
+            // else in this process owns that fd number.
+            let region = unsafe { crate::sys::shm::Region::adopt(raw) };
+            region
+                .map_err(|e| crate::log!("reload: cannot map the previous scoreboard: {e}"))
+                .ok()
+        });
         Some(Self {
             chain: mode == "chain",
             workers,
+            scoreboard,
         })
+    }
+
+    /// The scoreboard could not be shared: the adopted workers are tracked by pid alone.
+    pub fn forget_slots(&mut self) {
+        for w in &mut self.workers {
+            w.2 = None;
+        }
     }
 }
 
@@ -143,8 +172,17 @@ impl Master<'_> {
         let old: Vec<String> = self
             .procs
             .iter()
-            .map(|p| format!("{}:{}", p.id, p.pid))
+            .map(|p| match p.slot {
+                Some(slot) => format!("{}:{}:{slot}", p.id, p.pid),
+                None => format!("{}:{}", p.id, p.pid),
+            })
             .collect();
+        let board = self.scoreboard.raw_fd();
+        if let Err(e) = proc::keep_on_exec(board) {
+            crate::log!("headrace: cannot hand the scoreboard over: {e}");
+        } else {
+            std::env::set_var(ENV_SCOREBOARD, board.to_string());
+        }
         std::env::set_var(super::bind::REEXEC_FDS, fds.join(","));
         std::env::set_var(ENV_MODE, if chain { "chain" } else { "all" });
         std::env::set_var(ENV_OLD, old.join(","));
@@ -163,6 +201,8 @@ impl Master<'_> {
         for l in &self.listeners {
             proc::close_on_exec(l.fd.as_raw_fd());
         }
+        proc::close_on_exec(board);
+        std::env::remove_var(ENV_SCOREBOARD);
         if let Some(dir) = &self.config.chdir {
             let _ = std::env::set_current_dir(dir);
         }
@@ -174,10 +214,10 @@ impl Master<'_> {
             "reload: adopted {} workers of the previous master image",
             adopted.workers.len()
         );
-        for (id, pid) in adopted.workers {
+        for (id, pid, slot) in adopted.workers {
             self.procs.push(Proc {
                 id,
-                slot: None,
+                slot,
                 pid,
                 spawned_at: Instant::now(),
                 old: true,
@@ -198,6 +238,11 @@ impl Master<'_> {
     fn stop_old(&mut self, pid: i32) {
         let deadline = Instant::now() + self.config.supervision.reload_mercy;
         if let Some(p) = self.procs.iter_mut().find(|p| p.pid == pid) {
+            // The router stops choosing it from its next look at the scoreboard, even before the
+            // worker itself sees the signal.
+            if let Some(slot) = p.slot.and_then(|s| self.scoreboard.get(s)) {
+                slot.ready.store(0, Ordering::Release);
+            }
             proc::kill(p.pid, libc::SIGTERM);
             p.stop_deadline = Some(deadline);
         }
@@ -211,11 +256,30 @@ impl Master<'_> {
 
     /// Move a reload forward; called on every turn of the master's loop.
     pub(super) fn advance_reload(&mut self, py: Python<'_>) {
+        // The previous image's router stops taking connections as soon as this image's router
+        // exists (both accept on the same listening sockets); it finishes what it holds with
+        // whichever workers the shared scoreboard shows ready, old or new.
+        let router_id = super::ROUTER_ID;
+        if self.procs.iter().any(|p| !p.old && p.id == router_id) {
+            let old_routers: Vec<i32> = self
+                .procs
+                .iter()
+                .filter(|p| p.old && p.id == router_id && p.stop_deadline.is_none())
+                .map(|p| p.pid)
+                .collect();
+            for pid in old_routers {
+                self.stop_old(pid);
+            }
+        }
         match self.reload {
             None => {}
             Some(Reload::All { started, signalled }) => {
                 if !signalled {
-                    let new: Vec<&Proc> = self.procs.iter().filter(|p| !p.old).collect();
+                    let new: Vec<&Proc> = self
+                        .procs
+                        .iter()
+                        .filter(|p| !p.old && p.id != router_id)
+                        .collect();
                     let all_ready = new.len() >= self.config.processes
                         && new.iter().all(|p| ready(&self.scoreboard, p));
                     if all_ready || started.elapsed() > READY_WAIT {
@@ -237,19 +301,15 @@ impl Master<'_> {
                 let next = self
                     .procs
                     .iter()
-                    .filter(|p| p.old && p.stop_deadline.is_none() && p.id != super::ROUTER_ID)
+                    .filter(|p| p.old && p.stop_deadline.is_none() && p.id != router_id)
                     .min_by_key(|p| p.id)
                     .map(|p| (p.id, p.pid));
-                let old_router = self
-                    .procs
-                    .iter()
-                    .find(|p| p.old && p.id == super::ROUTER_ID && p.stop_deadline.is_none())
-                    .map(|p| p.pid);
                 match next {
-                    // Every worker is replaced: the previous image's router goes last.
-                    None if old_router.is_some() => self.stop_old(old_router.unwrap_or(0)),
                     None if self.procs.iter().any(|p| p.old) => {} // the last ones are finishing
                     None => self.reload_done(),
+                    // A worker id beyond --processes (the new configuration has fewer): it
+                    // stops without a successor.
+                    Some((id, old_pid)) if id > self.config.processes => self.stop_old(old_pid),
                     Some((id, old_pid)) => match self.spawn(py, id) {
                         Ok(new_pid) => {
                             self.reload = Some(Reload::Chain(Some((old_pid, new_pid, false))));

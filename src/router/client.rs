@@ -2,59 +2,22 @@
 //! the workers (`crate::http`), buffer its body (spilling large ones to a temporary file), turn
 //! it into a uwsgi packet and dispatch it.
 
-use super::upstream::{self, ForwardError};
-use super::{Refusal, Router};
+use super::request::{Body, Job, Peer, Queued, Refusal, Reply, ReqInfo, Stage};
+use super::Router;
 use crate::http::parse::parse_head;
 use crate::http::target::{app_headers, cgi_key, percent_decode, split_target};
 use crate::http::{ChunkedDecoder, Framing, HttpError, Limits, ReadBuf, RequestHead, Version};
 use crate::uwsgi_proto;
-use std::io::{Seek, Write};
-use std::net::SocketAddr;
+use std::cell::Cell;
+use std::os::unix::fs::FileExt;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
 
 /// Bodies larger than this spill to a temporary file unless `--post-buffering` says otherwise.
 const DEFAULT_SPILL: usize = 1 << 20;
-/// How many times a request is offered to another worker when one refuses it.
-const DISPATCH_ATTEMPTS: usize = 3;
-
-/// Who is at the other end.
-pub struct Peer {
-    /// The client's address (`None` on a unix socket).
-    pub addr: Option<SocketAddr>,
-    /// REMOTE_ADDR and REMOTE_PORT as sent to the workers (formatted once per connection).
-    pub remote: (String, String),
-    /// SERVER_NAME and SERVER_PORT of the listening socket.
-    pub server: Rc<(String, String)>,
-}
-
-/// A request body, complete.
-pub enum Body {
-    /// Held in memory.
-    Memory(Vec<u8>),
-    /// Spilled to an unlinked temporary file.
-    File(std::fs::File, u64),
-}
-
-impl Body {
-    fn len(&self) -> u64 {
-        match self {
-            Self::Memory(v) => v.len() as u64,
-            Self::File(_, n) => *n,
-        }
-    }
-}
-
-/// What the response side needs to know about the request.
-pub struct ReqInfo {
-    /// The client's HTTP version.
-    pub version: Version,
-    /// The client allows another request on this connection.
-    pub keep_alive: bool,
-    /// HEAD: no response body.
-    pub is_head: bool,
-}
 
 struct Active(Rc<Router>);
 
@@ -73,6 +36,8 @@ impl Drop for Active {
 
 enum BodyError {
     Http(HttpError),
+    /// The spill file could not be created or written.
+    Spill(std::io::Error),
     Gone,
 }
 
@@ -95,45 +60,13 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     peer: Peer,
 ) {
     let cfg = &router.config;
-    let limits = Limits {
-        head: cfg.buffer_size,
-        body: cfg.limit_post,
-    };
     let mut buf = ReadBuf::with_capacity(8192);
     // The first request head is owed within --socket-timeout of the accept.
     let mut deadline = Instant::now() + cfg.socket_timeout;
     loop {
-        let head = loop {
-            if !buf.is_empty() {
-                match parse_head(buf.filled(), limits) {
-                    Ok(Some(h)) => break h,
-                    Ok(None) => {}
-                    Err(e) => {
-                        reject(&mut stream, &e, &peer).await;
-                        return;
-                    }
-                }
-            }
-            let idle = buf.is_empty();
-            let read = tokio::time::timeout_at(
-                deadline.into(),
-                read_some(&mut stream, &mut buf, limits.head),
-            )
-            .await;
-            match read {
-                Err(_) => {
-                    if !idle {
-                        reject(&mut stream, &HttpError::Timeout, &peer).await;
-                    }
-                    return;
-                }
-                Ok(Ok(0) | Err(_)) => return,
-                Ok(Ok(_)) => {
-                    if idle {
-                        deadline = Instant::now() + cfg.socket_timeout;
-                    }
-                }
-            }
+        let Some(head) = read_head(&router, &mut stream, &mut buf, &peer, &mut deadline).await
+        else {
+            return;
         };
         // From here until the response is out, this connection holds a request in flight: a
         // graceful stop waits for it (idle keep-alive connections are simply closed).
@@ -162,6 +95,18 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
                 reject(&mut stream, &e, &peer).await;
                 return;
             }
+            Err(BodyError::Spill(e)) => {
+                crate::log!("headrace router: 503 Service Unavailable: cannot buffer a request body on disk: {e}");
+                let resp = plain(
+                    503,
+                    info.version,
+                    "Retry-After: 1\r\n",
+                    "503 Service Unavailable: the server cannot buffer the request body",
+                    true,
+                );
+                let _ = stream.write_all(&resp).await;
+                return;
+            }
             Err(BodyError::Gone) => return,
         };
         if head.framing != Framing::None {
@@ -181,7 +126,7 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             .await;
             return;
         }
-        if !dispatch(&router, &packet, &body, &mut stream, &info).await {
+        if !exchange(&router, packet, body, &mut stream, &mut buf, info).await {
             return;
         }
         deadline = Instant::now()
@@ -190,6 +135,57 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             } else {
                 cfg.socket_timeout
             };
+    }
+}
+
+/// Read the next request head. `None`: the connection ends (closed, timed out, rejected, or
+/// the router stops while it is idle).
+async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
+    router: &Router,
+    stream: &mut S,
+    buf: &mut ReadBuf,
+    peer: &Peer,
+    deadline: &mut Instant,
+) -> Option<RequestHead> {
+    let cfg = &router.config;
+    let limits = Limits {
+        head: cfg.buffer_size,
+        body: cfg.limit_post,
+    };
+    loop {
+        if !buf.is_empty() {
+            match parse_head(buf.filled(), limits) {
+                Ok(Some(h)) => return Some(h),
+                Ok(None) => {}
+                Err(e) => {
+                    reject(stream, &e, peer).await;
+                    return None;
+                }
+            }
+        }
+        let idle = buf.is_empty();
+        if idle && router.stopping.get() {
+            // A stopping router closes connections between requests.
+            return None;
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout_at((*deadline).into(), read_some(stream, buf, limits.head)) => r,
+            () = router.stop_notify.notified(), if idle => return None,
+        };
+        match read {
+            Err(_) => {
+                if !idle {
+                    reject(stream, &HttpError::Timeout, peer).await;
+                }
+                return None;
+            }
+            Ok(Ok(0) | Err(_)) => return None,
+            Ok(Ok(_)) => {
+                if idle {
+                    *deadline = Instant::now() + cfg.socket_timeout;
+                }
+            }
+        }
     }
 }
 
@@ -236,40 +232,59 @@ async fn read_more<S: AsyncRead + Unpin>(
     }
 }
 
-/// A body being collected: memory first, a temporary file past the spill size.
+/// A body being collected: memory first, a temporary file past the spill size. File work runs
+/// on tokio's blocking pool, never on the router's one thread.
 struct Collector {
     mem: Vec<u8>,
-    file: Option<std::fs::File>,
+    file: Option<Arc<std::fs::File>>,
     len: u64,
     spill: usize,
 }
 
+/// Run `f` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+}
+
 impl Collector {
-    fn push(&mut self, data: &[u8]) -> Result<(), BodyError> {
-        self.len += data.len() as u64;
+    async fn push(&mut self, data: &[u8]) -> Result<(), BodyError> {
         if self.file.is_none() && self.mem.len() + data.len() > self.spill {
-            let mut f = temp_file()
-                .map_err(|_| BodyError::Http(HttpError::BodyTooLarge(self.spill as u64)))?;
-            f.write_all(&self.mem).map_err(|_| BodyError::Gone)?;
-            self.mem = Vec::new();
+            let f = Arc::new(blocking(temp_file).await.map_err(BodyError::Spill)?);
             self.file = Some(f);
+            let held = std::mem::take(&mut self.mem);
+            self.len = 0;
+            self.write(held).await?;
         }
-        if let Some(f) = &mut self.file {
-            f.write_all(data)
-                .map_err(|_| BodyError::Http(HttpError::BodyTooLarge(self.len)))
+        if self.file.is_some() {
+            self.write(data.to_vec()).await
         } else {
             self.mem.extend_from_slice(data);
+            self.len += data.len() as u64;
             Ok(())
         }
     }
 
-    fn finish(self) -> Result<Body, BodyError> {
+    async fn write(&mut self, data: Vec<u8>) -> Result<(), BodyError> {
+        let Some(f) = self.file.clone() else {
+            return Ok(());
+        };
+        let at = self.len;
+        let n = data.len() as u64;
+        blocking(move || f.write_all_at(&data, at))
+            .await
+            .map_err(BodyError::Spill)?;
+        self.len += n;
+        Ok(())
+    }
+
+    fn finish(self) -> Body {
         match self.file {
-            None => Ok(Body::Memory(self.mem)),
-            Some(mut f) => {
-                f.rewind().map_err(|_| BodyError::Gone)?;
-                Ok(Body::File(f, self.len))
-            }
+            None => Body::Memory(self.mem),
+            Some(f) => Body::File(f, self.len),
         }
     }
 }
@@ -319,7 +334,7 @@ async fn read_body<S: AsyncRead + Unpin>(
                     read_more(s, buf, cfg.socket_timeout).await?;
                 }
                 let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                c.push(&buf.filled()[..take])?;
+                c.push(&buf.filled()[..take]).await?;
                 buf.consume(take);
                 left -= take as u64;
             }
@@ -332,24 +347,27 @@ async fn read_body<S: AsyncRead + Unpin>(
                 }
                 let input = buf.filled();
                 let (used, data) = decoder.step(input).map_err(BodyError::Http)?;
-                c.push(&input[data])?;
+                c.push(&input[data]).await?;
                 buf.consume(used);
             }
         }
     }
-    c.finish()
+    Ok(c.finish())
 }
 
-/// A complete response the router makes itself (errors, 503s).
-pub fn simple_response(status: u16, extra: &str, text: &str, close: bool) -> Vec<u8> {
+/// A complete plain-text response the router makes itself (503, 502, 504), in the client's
+/// HTTP version.
+pub fn plain(status: u16, version: Version, extra: &str, text: &str, close: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(200 + text.len());
-    crate::http::response::status_line(&mut out, b"HTTP/1.1", status);
+    crate::http::response::status_line(&mut out, version.as_str().as_bytes(), status);
     out.extend_from_slice(b"Content-Type: text/plain\r\nContent-Length: ");
     out.extend_from_slice(itoa::Buffer::new().format(text.len() + 1).as_bytes());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(extra.as_bytes());
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
+    } else if version == Version::Http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     crate::http::response::date_header(&mut out);
     out.extend_from_slice(b"\r\n");
@@ -379,77 +397,148 @@ async fn reject<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, err: &HttpError, p
     }
 }
 
-/// Find a worker for the request and relay its response. Returns whether the client
-/// connection stays open.
-async fn dispatch<S: AsyncWrite + Unpin>(
+/// Hand the request to the router and relay the answer. Returns whether the client connection
+/// stays open.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     router: &Rc<Router>,
-    packet: &[u8],
-    body: &Body,
+    packet: Vec<u8>,
+    body: Body,
     client: &mut S,
-    info: &ReqInfo,
+    buf: &mut ReadBuf,
+    info: ReqInfo,
 ) -> bool {
-    let waited = Instant::now();
-    for _ in 0..DISPATCH_ATTEMPTS {
-        let slot = match router.acquire().await {
-            Ok(s) => s,
-            Err(refusal) => {
-                router.refused.set(router.refused.get() + 1);
-                let retry = router
-                    .config
-                    .router
-                    .queue_timeout
-                    .map_or(1, |t| t.as_secs().max(1));
-                let why = match refusal {
-                    Refusal::QueueFull => format!(
+    let queued_at = Instant::now();
+    let (tx, mut rx) = oneshot::channel();
+    let stage = Rc::new(Cell::new(Stage::Queued));
+    router.submit(Job {
+        packet,
+        body: Rc::new(body),
+        info,
+        reply: tx,
+        stage: stage.clone(),
+        since: queued_at,
+        attempts: 0,
+    });
+    let limit = router.config.buffer_size;
+    let queue_deadline = router.config.router.queue_timeout.map(|t| queued_at + t);
+    // Wait for the answer. Meanwhile the client may send its next request (kept in `buf`) or
+    // go away: a request still queued is then dropped before any worker sees it.
+    let reply = loop {
+        let queued = stage.get() == Stage::Queued;
+        tokio::select! {
+            r = &mut rx => break r.unwrap_or_else(|_| Reply::BadGateway("the request was lost in the router".to_owned())),
+            () = async {
+                match queue_deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            }, if queued => {
+                if stage.get() == Stage::Queued {
+                    break Reply::Refused(Refusal::QueueTimeout);
+                }
+            },
+            r = read_some(client, buf, limit), if buf.len() < limit => {
+                if !matches!(r, Ok(n) if n > 0) {
+                    // Dropping `rx` tells the queue (and a link relaying the response) that
+                    // nobody waits for it.
+                    return false;
+                }
+            },
+        }
+    };
+    drop(rx);
+    answer(router, reply, client, info, queued_at).await
+}
+
+/// Send the client the answer to its request. Returns whether the connection stays open.
+async fn answer<S: AsyncWrite + Unpin>(
+    router: &Router,
+    reply: Reply,
+    client: &mut S,
+    info: ReqInfo,
+    queued_at: Instant,
+) -> bool {
+    let keep_alive = info.keep_alive;
+    match reply {
+        Reply::Whole(bytes, keep) => client.write_all(&bytes).await.is_ok() && keep,
+        Reply::Stream {
+            head,
+            keep,
+            mut chunks,
+            queued,
+        } => {
+            if client.write_all(&head).await.is_err() {
+                gone(&queued);
+                return false;
+            }
+            while let Some(chunk) = chunks.recv().await {
+                if client.write_all(&chunk).await.is_err() {
+                    drop(chunks);
+                    gone(&queued);
+                    return false;
+                }
+                queued
+                    .bytes
+                    .set(queued.bytes.get().saturating_sub(chunk.len()));
+                queued.room.notify_one();
+            }
+            keep && queued.complete.get()
+        }
+        Reply::Refused(refusal) => {
+            router.refused.set(router.refused.get() + 1);
+            let retry = router
+                .config
+                .router
+                .queue_timeout
+                .map_or(1, |t| t.as_secs().max(1));
+            let (status, why) = match refusal {
+                Refusal::QueueFull => (
+                    503,
+                    format!(
                         "all workers busy and {} requests already queued (--max-queue)",
                         router.config.router.max_queue
                     ),
-                    Refusal::QueueTimeout => format!(
-                        "all workers busy for {:.1} s (--queue-timeout)",
-                        waited.elapsed().as_secs_f64()
-                    ),
-                    Refusal::Stopping => "the server is stopping".to_owned(),
-                };
-                let resp = simple_response(
+                ),
+                Refusal::QueueTimeout => (
                     503,
-                    &format!("Retry-After: {retry}\r\n"),
-                    &format!("503 Service Unavailable: {why}"),
-                    !info.keep_alive,
-                );
-                return client.write_all(&resp).await.is_ok() && info.keep_alive;
-            }
-        };
-        // `forward` frees the slot itself, as soon as the worker's response is read.
-        let result = upstream::forward(router, slot, packet, body, client, info).await;
-        match result {
-            Ok(keep) => return keep,
-            Err(ForwardError::Retry) => {}
-            Err(ForwardError::BadGateway(why)) => {
+                    format!(
+                        "all workers busy for {:.1} s (--queue-timeout)",
+                        queued_at.elapsed().as_secs_f64()
+                    ),
+                ),
+                Refusal::NoWorker => (502, "no worker accepted the request".to_owned()),
+            };
+            let extra = if status == 503 {
+                format!("Retry-After: {retry}\r\n")
+            } else {
                 crate::log!("headrace router: 502 Bad Gateway: {why}");
-                let resp = simple_response(
-                    502,
-                    "",
-                    "502 Bad Gateway: the worker died while serving the request",
-                    !info.keep_alive,
-                );
-                return client.write_all(&resp).await.is_ok() && info.keep_alive;
-            }
-            Err(ForwardError::Timeout) => {
-                crate::log!(
-                    "headrace router: 504 Gateway Timeout: no response within --socket-timeout"
-                );
-                let resp = simple_response(504, "", "504 Gateway Timeout", true);
-                let _ = client.write_all(&resp).await;
-                return false;
-            }
-            Err(ForwardError::Cut | ForwardError::ClientGone) => return false,
+                String::new()
+            };
+            let text = format!("{status} {}: {why}", crate::http::response::reason(status));
+            let resp = plain(status, info.version, &extra, &text, !keep_alive);
+            client.write_all(&resp).await.is_ok() && keep_alive
+        }
+        Reply::BadGateway(why) => {
+            crate::log!("headrace router: 502 Bad Gateway: {why}");
+            let resp = plain(
+                502,
+                info.version,
+                "",
+                "502 Bad Gateway: the worker died while serving the request",
+                !keep_alive,
+            );
+            client.write_all(&resp).await.is_ok() && keep_alive
+        }
+        Reply::Timeout => {
+            let resp = plain(504, info.version, "", "504 Gateway Timeout", true);
+            let _ = client.write_all(&resp).await;
+            false
         }
     }
-    let resp = simple_response(
-        502,
-        "",
-        "502 Bad Gateway: no worker accepted the request",
-        !info.keep_alive,
-    );
-    client.write_all(&resp).await.is_ok() && info.keep_alive
+}
+
+/// The client stopped reading a streamed response: wake the link if it waits for room, so it
+/// sees the closed channel and drops the rest of the body.
+fn gone(queued: &Queued) {
+    queued.room.notify_one();
 }

@@ -1,25 +1,31 @@
 //! The `--http` router: a process forked by the master, with a single-threaded async runtime
 //! started after the fork. It terminates client connections (the same HTTP rules as the workers,
 //! from `crate::http`), buffers each request completely, and hands it to the least busy worker
-//! with a free thread over that worker's private unix socket, in the uwsgi protocol. When every
-//! worker is busy, requests wait in one FIFO queue that is bounded (`--max-queue`), timed
-//! (`--queue-timeout`, 503 + Retry-After) and reported (the `saturated` log line). No Python.
+//! thread over a pooled link to that worker's private unix socket, in the uwsgi protocol. When
+//! every worker thread is busy, requests wait in one FIFO queue that is bounded (`--max-queue`),
+//! timed (`--queue-timeout`, 503 + Retry-After) and reported (the `saturated` log line). No
+//! Python.
+//!
+//! Workers are found in the shared scoreboard (pid, `ready`, and the nonce naming their link),
+//! which survives the master's re-exec: any router sees every worker of every image, and stops
+//! choosing a worker as soon as its slot stops saying `ready`.
 
 mod client;
-mod upstream;
+mod link;
+mod request;
 
 use crate::config::{Config, SocketKind};
 use crate::scoreboard::Scoreboard;
 use crate::worker::Listener;
+use link::{LinkHandle, LinkState};
+use request::{Job, Refusal, Reply};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::UnixStream;
-use tokio::sync::oneshot;
 
 /// How often the router re-reads the scoreboard and checks its queue.
 const TICK: Duration = Duration::from_millis(100);
@@ -27,12 +33,19 @@ const TICK: Duration = Duration::from_millis(100);
 const SATURATION_LOG_EVERY: Duration = Duration::from_secs(5);
 /// How long a request must have waited before the router calls it saturation.
 const SATURATION_MIN_WAIT: Duration = Duration::from_millis(500);
-/// Idle connections kept per worker.
-const POOL_PER_WORKER: usize = 64;
+/// How many workers a request is offered to when each fails before it could be processed.
+const DISPATCH_ATTEMPTS: u8 = 3;
+/// A worker thread is given more than one request at once only while it answers in less than
+/// this per request: a batch then costs the requests behind it at most about this long.
+const PIPELINE_BUDGET: Duration = Duration::from_millis(1);
+/// Most requests given to one worker thread at once.
+const MAX_PIPELINE: usize = 16;
+/// Weight of the newest sample in a worker's service-time average.
+const EWMA_WEIGHT: f64 = 0.2;
 
 /// The abstract unix socket name a worker in scoreboard slot `slot` listens on for the router.
 /// The nonce is drawn by each master image, so that workers of an image being replaced and
-/// their successors never collide.
+/// their successors never collide; the scoreboard records it per slot.
 #[must_use]
 pub fn socket_name(nonce: u64, slot: usize) -> String {
     format!("headrace-{nonce:016x}-{slot}")
@@ -42,38 +55,45 @@ pub fn socket_name(nonce: u64, slot: usize) -> String {
 #[derive(Default)]
 struct Backend {
     pid: i32,
+    /// Names its link socket.
+    nonce: u64,
     /// A pid that failed us (refused or died mid-request); never picked again.
     dead_pid: i32,
     ready: bool,
-    in_flight: usize,
-    idle: Vec<UnixStream>,
+    links: Vec<LinkHandle>,
+    /// Average time the worker spends per request (`None` until it answered one).
+    service: Option<Duration>,
 }
 
-/// A request waiting for a worker.
-struct Waiter {
-    since: Instant,
-    tx: oneshot::Sender<usize>,
-}
+impl Backend {
+    fn load(&self) -> usize {
+        self.links.iter().map(|l| l.state.in_flight.get()).sum()
+    }
 
-/// Why a request got no worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// `--max-queue` requests already wait.
-    QueueFull,
-    /// It waited `--queue-timeout`.
-    QueueTimeout,
-    /// The router is stopping.
-    Stopping,
+    /// How many requests one of its threads may hold at once.
+    fn depth(&self) -> usize {
+        match self.service {
+            Some(s) if s < PIPELINE_BUDGET => {
+                let per = s.as_nanos().max(1);
+                usize::try_from(PIPELINE_BUDGET.as_nanos() / per)
+                    .unwrap_or(MAX_PIPELINE)
+                    .clamp(1, MAX_PIPELINE)
+            }
+            _ => 1,
+        }
+    }
 }
 
 /// The router's shared state (single-threaded: `Rc` and `RefCell`).
 pub struct Router {
     config: Config,
     scoreboard: Arc<Scoreboard>,
-    nonce: u64,
     backends: RefCell<Vec<Backend>>,
-    queue: RefCell<VecDeque<Waiter>>,
+    queue: RefCell<VecDeque<Job>>,
     stopping: Cell<bool>,
+    /// Wakes idle client connections when the router stops (they close at once).
+    stop_notify: tokio::sync::Notify,
+    /// Requests between a complete head and the end of their response.
     active: Cell<usize>,
     last_saturation_log: Cell<Option<Instant>>,
     /// Requests answered 503 since the last saturation report.
@@ -81,112 +101,223 @@ pub struct Router {
 }
 
 impl Router {
-    fn new(config: Config, scoreboard: Arc<Scoreboard>, nonce: u64) -> Self {
+    fn new(config: Config, scoreboard: Arc<Scoreboard>) -> Self {
         let n = scoreboard.capacity();
         Self {
             config,
             scoreboard,
-            nonce,
             backends: RefCell::new((0..n).map(|_| Backend::default()).collect()),
             queue: RefCell::new(VecDeque::new()),
             stopping: Cell::new(false),
+            stop_notify: tokio::sync::Notify::new(),
             active: Cell::new(0),
             last_saturation_log: Cell::new(None),
             refused: Cell::new(0),
         }
     }
 
-    /// Re-read which workers exist and are ready.
+    /// Re-read which workers exist and are ready. A worker that is no longer ready keeps the
+    /// requests it holds, but gets no new ones: its links are let go, and each closes once
+    /// its last response is relayed.
     fn refresh(&self) {
         let mut backends = self.backends.borrow_mut();
         for (i, b) in backends.iter_mut().enumerate() {
-            let slot = self.scoreboard.slot(i);
-            let pid = slot.pid.load(Ordering::Relaxed);
+            let Some(slot) = self.scoreboard.get(i) else {
+                continue;
+            };
+            let pid = slot.pid.load(Ordering::Acquire);
             if pid != b.pid {
-                // A new worker in this slot: the old one's connections are dead.
-                b.pid = pid;
-                b.idle.clear();
-                b.in_flight = 0;
+                // Another worker in this slot (or none): nothing of the old one applies.
+                *b = Backend {
+                    pid,
+                    nonce: slot.link_nonce.load(Ordering::Relaxed),
+                    ..Backend::default()
+                };
             }
             b.ready = pid != 0 && pid != b.dead_pid && slot.ready.load(Ordering::Acquire) == 1;
-            if !b.ready {
-                b.idle.clear();
+            if b.ready {
+                b.links.retain(|l| !l.state.closing.get());
+            } else {
+                b.links.clear();
             }
         }
     }
 
-    /// The least busy ready worker with a free thread.
-    fn pick(&self) -> Option<usize> {
+    /// Give a job to a worker: an idle thread of the least busy worker, else (when every
+    /// thread is busy) a thread already serving fast requests, within its pipeline depth.
+    /// The job comes back when no worker can take it now.
+    fn place(self: &Rc<Self>, mut job: Job) -> Result<(), Job> {
         let threads = self.config.threads;
-        self.backends
-            .borrow()
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.ready && b.in_flight < threads)
-            .min_by_key(|(_, b)| b.in_flight)
-            .map(|(i, _)| i)
-    }
-
-    /// Wait for a worker with a free thread, in FIFO order.
-    async fn acquire(&self) -> Result<usize, Refusal> {
-        if self.stopping.get() {
-            return Err(Refusal::Stopping);
-        }
-        if self.queue.borrow().is_empty() {
-            // No free worker known: the scoreboard may know one the last tick did not see
-            // (a worker that just started, or was replaced).
-            let pick = self.pick().or_else(|| {
-                self.refresh();
-                self.pick()
+        loop {
+            let mut backends = self.backends.borrow_mut();
+            let free = backends
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.ready && b.load() < threads)
+                .min_by_key(|(_, b)| b.load())
+                .map(|(i, _)| i);
+            let target = if let Some(i) = free {
+                let b = &mut backends[i];
+                let idle = b
+                    .links
+                    .iter()
+                    .position(|l| l.state.in_flight.get() == 0 && !l.state.closing.get());
+                match idle {
+                    Some(l) => Some((i, l)),
+                    None if b.links.len() < threads => {
+                        match link::open(self, i, b.pid, b.nonce) {
+                            Ok(handle) => {
+                                b.links.push(handle);
+                                Some((i, b.links.len() - 1))
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                // Its backlog is full: it is busier than it says.
+                                None
+                            }
+                            Err(_) => {
+                                // Gone, or going: not this pid again.
+                                b.dead_pid = b.pid;
+                                b.ready = false;
+                                b.links.clear();
+                                continue;
+                            }
+                        }
+                    }
+                    None => None,
+                }
+            } else {
+                None
+            };
+            let target = target.or_else(|| {
+                backends
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.ready)
+                    .flat_map(|(i, b)| {
+                        let depth = b.depth();
+                        b.links.iter().enumerate().filter_map(move |(l, h)| {
+                            let st = &h.state;
+                            let n = st.in_flight.get();
+                            let young = st
+                                .oldest
+                                .get()
+                                .is_none_or(|t| t.elapsed() < PIPELINE_BUDGET);
+                            (n < depth && young && !st.closing.get()).then_some((n, i, l))
+                        })
+                    })
+                    .min()
+                    .map(|(_, i, l)| (i, l))
             });
-            if let Some(i) = pick {
-                self.backends.borrow_mut()[i].in_flight += 1;
-                return Ok(i);
+            let Some((i, l)) = target else {
+                return Err(job);
+            };
+            let handle = &backends[i].links[l];
+            let state: Rc<LinkState> = handle.state.clone();
+            if state.in_flight.get() == 0 {
+                state.oldest.set(Some(Instant::now()));
+            }
+            state.in_flight.set(state.in_flight.get() + 1);
+            match handle.tx.send(job) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    // The link's task ended: forget the link and try again.
+                    job = e.0;
+                    state.in_flight.set(0);
+                    state.closing.set(true);
+                    backends[i].links.remove(l);
+                }
             }
         }
+    }
+
+    /// A new request: to a worker at once, or to the back of the queue.
+    fn submit(self: &Rc<Self>, job: Job) {
+        let job = if self.queue.borrow().is_empty() {
+            match self.place(job) {
+                Ok(()) => return,
+                Err(job) => {
+                    // The scoreboard may know a worker the last tick did not (one that just
+                    // started, or was replaced).
+                    self.refresh();
+                    match self.place(job) {
+                        Ok(()) => return,
+                        Err(job) => job,
+                    }
+                }
+            }
+        } else {
+            job
+        };
         let max = self.config.router.max_queue;
         if max > 0 && self.queue.borrow().len() >= max {
-            return Err(Refusal::QueueFull);
+            let _ = job.reply.send(Reply::Refused(Refusal::QueueFull));
+            return;
         }
-        let (tx, rx) = oneshot::channel();
-        self.queue.borrow_mut().push_back(Waiter {
-            since: Instant::now(),
-            tx,
-        });
-        let got = match self.config.router.queue_timeout {
-            Some(t) => tokio::time::timeout(t, rx)
-                .await
-                .map_err(|_| Refusal::QueueTimeout)?,
-            None => rx.await,
-        };
-        got.map_err(|_| Refusal::Stopping)
+        self.queue.borrow_mut().push_back(job);
     }
 
-    /// A request is done with worker `i`.
-    fn release(&self, i: usize) {
-        {
-            let mut backends = self.backends.borrow_mut();
-            let b = &mut backends[i];
-            b.in_flight = b.in_flight.saturating_sub(1);
+    /// Jobs a failed link had not started go back to the front of the queue, in their order.
+    fn retry(self: &Rc<Self>, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
         }
+        {
+            let mut queue = self.queue.borrow_mut();
+            for mut job in jobs.into_iter().rev() {
+                job.attempts += 1;
+                job.stage.set(request::Stage::Queued);
+                if job.attempts >= DISPATCH_ATTEMPTS {
+                    let _ = job.reply.send(Reply::Refused(Refusal::NoWorker));
+                } else {
+                    queue.push_front(job);
+                }
+            }
+        }
+        self.refresh();
         self.dispatch_waiting();
     }
 
-    /// Hand free workers to waiting requests, oldest first.
-    fn dispatch_waiting(&self) {
+    /// Hand free workers to waiting requests, oldest first; requests whose client went away
+    /// are dropped unseen by any worker.
+    fn dispatch_waiting(self: &Rc<Self>) {
         loop {
-            if self.queue.borrow().is_empty() {
-                return;
-            }
-            let Some(i) = self.pick() else { return };
-            let Some(waiter) = self.queue.borrow_mut().pop_front() else {
+            let Some(job) = self.queue.borrow_mut().pop_front() else {
                 return;
             };
-            self.backends.borrow_mut()[i].in_flight += 1;
-            if waiter.tx.send(i).is_err() {
-                // It gave up (queue timeout, client gone) before we got to it.
-                self.backends.borrow_mut()[i].in_flight -= 1;
+            if job.abandoned() {
+                continue;
             }
+            if let Err(job) = self.place(job) {
+                self.queue.borrow_mut().push_front(job);
+                return;
+            }
+        }
+    }
+
+    /// A worker answered a request in `took` (its share of the worker's time).
+    fn served(&self, slot: usize, pid: i32, took: Duration) {
+        let mut backends = self.backends.borrow_mut();
+        let Some(b) = backends.get_mut(slot).filter(|b| b.pid == pid) else {
+            return;
+        };
+        b.service = Some(match b.service {
+            None => took,
+            Some(avg) => avg.mul_f64(1.0 - EWMA_WEIGHT) + took.mul_f64(EWMA_WEIGHT),
+        });
+    }
+
+    /// A link's task ended. `failed`: the worker broke it with requests pending (it died or
+    /// misbehaved): no more requests for that pid.
+    fn link_ended(&self, slot: usize, pid: i32, state: &Rc<LinkState>, failed: bool) {
+        let mut backends = self.backends.borrow_mut();
+        let Some(b) = backends.get_mut(slot).filter(|b| b.pid == pid) else {
+            return;
+        };
+        b.links.retain(|l| !Rc::ptr_eq(&l.state, state));
+        if failed {
+            b.dead_pid = pid;
+            b.ready = false;
+            b.links.clear();
         }
     }
 
@@ -194,10 +325,10 @@ impl Router {
     /// most every few seconds while requests wait.
     fn log_saturation(&self) {
         let queue = self.queue.borrow();
-        let Some(oldest) = queue.iter().find(|w| !w.tx.is_closed()) else {
+        let Some(oldest) = queue.iter().find(|j| !j.abandoned()) else {
             return;
         };
-        let waiting = queue.iter().filter(|w| !w.tx.is_closed()).count();
+        let waiting = queue.iter().filter(|j| !j.abandoned()).count();
         // A wait shorter than a tick is not news; after that, report every few seconds.
         if oldest.since.elapsed() < SATURATION_MIN_WAIT
             || self
@@ -212,7 +343,7 @@ impl Router {
         let ready = backends.iter().filter(|b| b.ready).count();
         let busy = backends
             .iter()
-            .filter(|b| b.ready && b.in_flight >= self.config.threads)
+            .filter(|b| b.ready && b.load() >= self.config.threads)
             .count();
         let refused = self.refused.replace(0);
         let refused = if refused > 0 {
@@ -225,39 +356,10 @@ impl Router {
             oldest.since.elapsed().as_secs_f64()
         );
     }
-
-    /// A pooled connection to worker `i`, if one is idle.
-    fn take_idle(&self, i: usize) -> Option<UnixStream> {
-        self.backends.borrow_mut()[i].idle.pop()
-    }
-
-    /// Return a connection to worker `i`'s pool.
-    fn put_idle(&self, i: usize, conn: UnixStream, pid: i32) {
-        let mut backends = self.backends.borrow_mut();
-        let b = &mut backends[i];
-        if b.pid == pid && b.ready && b.idle.len() < POOL_PER_WORKER {
-            b.idle.push(conn);
-        }
-    }
-
-    /// The pid currently in slot `i` (to tell a replaced worker's connections apart).
-    fn pid_of(&self, i: usize) -> i32 {
-        self.backends.borrow()[i].pid
-    }
-
-    /// Forget worker `i` until the scoreboard says it is ready again (it refused us).
-    fn mark_gone(&self, i: usize) {
-        let mut backends = self.backends.borrow_mut();
-        let b = &mut backends[i];
-        b.ready = false;
-        b.idle.clear();
-        // Its scoreboard slot still says ready until the master reaps it: not this pid again.
-        b.dead_pid = b.pid;
-    }
 }
 
 /// Run the router in a freshly forked child; never returns.
-pub fn run(config: Config, listeners: &[Listener], scoreboard: Arc<Scoreboard>, nonce: u64) -> ! {
+pub fn run(config: Config, listeners: &[Listener], scoreboard: Arc<Scoreboard>) -> ! {
     let pid = crate::sys::proc::getpid();
     let Ok((stop_read, stop_write)) = crate::sys::fd::pipe() else {
         crate::log!("headrace: router (pid: {pid}) cannot create its stop pipe");
@@ -267,12 +369,11 @@ pub fn run(config: Config, listeners: &[Listener], scoreboard: Arc<Scoreboard>, 
     let mut sockets = Vec::new();
     for l in listeners.iter().filter(|l| l.kind == SocketKind::Router) {
         match l.fd.try_clone() {
-            Ok(fd) => sockets.push((
+            Ok(fd) => sockets.push(Socket {
                 fd,
-                l.unix_path.is_some(),
-                l.server_name.clone(),
-                l.server_port.clone(),
-            )),
+                unix: l.unix_path.is_some(),
+                server: Rc::new((l.server_name.clone(), l.server_port.clone())),
+            }),
             Err(e) => crate::log!("headrace: router cannot use {}: {e}", l.desc),
         }
     }
@@ -286,65 +387,89 @@ pub fn run(config: Config, listeners: &[Listener], scoreboard: Arc<Scoreboard>, 
             crate::sys::proc::exit_now(1);
         }
     };
-    let router = Rc::new(Router::new(config, scoreboard, nonce));
+    let router = Rc::new(Router::new(config, scoreboard));
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, serve(router, sockets, stop_read));
     drop(stop_write);
     crate::sys::proc::exit_now(0);
 }
 
-type Socket = (std::os::fd::OwnedFd, bool, String, String);
+/// A listening socket of the router's.
+struct Socket {
+    fd: OwnedFd,
+    unix: bool,
+    /// SERVER_NAME and SERVER_PORT for requests on it.
+    server: Rc<(String, String)>,
+}
 
-async fn serve(router: Rc<Router>, sockets: Vec<Socket>, stop: std::os::fd::OwnedFd) {
+enum Acceptor {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// Accept connections on one socket for as long as the router runs. Errors such as EMFILE
+/// leave the connection in the kernel's queue: back off instead of spinning on a socket that
+/// stays readable, and say so at most once a second.
+async fn accept_loop(router: Rc<Router>, acceptor: Acceptor, server: Rc<(String, String)>) {
+    let mut last_complaint: Option<Instant> = None;
+    loop {
+        let accepted = match &acceptor {
+            Acceptor::Tcp(l) => l.accept().await.map(|(s, addr)| {
+                let _ = s.set_nodelay(true);
+                let peer = request::Peer {
+                    addr: Some(addr),
+                    remote: (
+                        addr.ip().to_canonical().to_string(),
+                        addr.port().to_string(),
+                    ),
+                    server: server.clone(),
+                };
+                tokio::task::spawn_local(client::handle(router.clone(), s, peer));
+            }),
+            Acceptor::Unix(l) => l.accept().await.map(|(s, _)| {
+                let peer = request::Peer {
+                    addr: None,
+                    remote: (String::new(), String::new()),
+                    server: server.clone(),
+                };
+                tokio::task::spawn_local(client::handle(router.clone(), s, peer));
+            }),
+        };
+        if let Err(e) = accepted {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::Interrupted
+            ) {
+                continue;
+            }
+            if last_complaint.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                crate::log!("headrace router: accept failed: {e} (retrying)");
+                last_complaint = Some(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn serve(router: Rc<Router>, sockets: Vec<Socket>, stop: OwnedFd) {
     router.refresh();
     let mut accepting = Vec::new();
-    for (fd, unix, name, port) in sockets {
-        let r = router.clone();
-        let server = Rc::new((name, port));
-        if unix {
-            let std_l = std::os::unix::net::UnixListener::from(fd);
-            match tokio::net::UnixListener::from_std(std_l) {
-                Ok(l) => {
-                    accepting.push(tokio::task::spawn_local(async move {
-                        loop {
-                            let Ok((s, _)) = l.accept().await else {
-                                continue;
-                            };
-                            let peer = client::Peer {
-                                addr: None,
-                                remote: (String::new(), String::new()),
-                                server: server.clone(),
-                            };
-                            tokio::task::spawn_local(client::handle(r.clone(), s, peer));
-                        }
-                    }));
-                }
-                Err(e) => crate::log!("headrace: router cannot listen: {e}"),
-            }
+    for s in sockets {
+        let acceptor = if s.unix {
+            tokio::net::UnixListener::from_std(std::os::unix::net::UnixListener::from(s.fd))
+                .map(Acceptor::Unix)
         } else {
-            let std_l = std::net::TcpListener::from(fd);
-            match tokio::net::TcpListener::from_std(std_l) {
-                Ok(l) => {
-                    accepting.push(tokio::task::spawn_local(async move {
-                        loop {
-                            let Ok((s, addr)) = l.accept().await else {
-                                continue;
-                            };
-                            let _ = s.set_nodelay(true);
-                            let peer = client::Peer {
-                                addr: Some(addr),
-                                remote: (
-                                    addr.ip().to_canonical().to_string(),
-                                    addr.port().to_string(),
-                                ),
-                                server: server.clone(),
-                            };
-                            tokio::task::spawn_local(client::handle(r.clone(), s, peer));
-                        }
-                    }));
-                }
-                Err(e) => crate::log!("headrace: router cannot listen: {e}"),
-            }
+            tokio::net::TcpListener::from_std(std::net::TcpListener::from(s.fd)).map(Acceptor::Tcp)
+        };
+        match acceptor {
+            Ok(a) => accepting.push(tokio::task::spawn_local(accept_loop(
+                router.clone(),
+                a,
+                s.server,
+            ))),
+            Err(e) => crate::log!("headrace: router cannot listen: {e}"),
         }
     }
     let stop = match tokio::net::unix::pipe::Receiver::from_owned_fd(stop) {
@@ -370,14 +495,16 @@ async fn serve(router: Rc<Router>, sockets: Vec<Socket>, stop: std::os::fd::Owne
         }
     }
     // Graceful stop: no new connections (they stay in the listen queue for the next router);
-    // requests in flight finish, up to the reload mercy.
+    // idle keep-alive connections close; requests in flight or queued finish, up to the
+    // reload mercy, on whichever workers the scoreboard shows ready.
     for task in accepting {
         task.abort();
     }
     router.stopping.set(true);
+    router.stop_notify.notify_waiters();
     let deadline = Instant::now() + router.config.supervision.reload_mercy;
     while router.active.get() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
         router.refresh();
         router.dispatch_waiting();
     }

@@ -7,6 +7,7 @@ pub mod proc;
 pub mod py;
 pub mod shm;
 pub mod time;
+pub mod unix;
 
 pub use fd::{Epoll, EpollEvent};
 pub use proc::{ForkResult, SysError};
