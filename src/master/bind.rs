@@ -16,13 +16,22 @@ pub const REEXEC_FDS: &str = "HEADRACE_FDS";
 pub fn listeners(config: &Config) -> Result<Vec<Listener>, MasterError> {
     if let Ok(list) = std::env::var(REEXEC_FDS) {
         std::env::remove_var(REEXEC_FDS);
-        let mut out = Vec::new();
+        let mut out: Vec<Listener> = Vec::new();
         for item in list.split(',') {
             let (raw, kind) = item.split_once(':').unwrap_or((item, "http"));
             let Ok(raw) = raw.parse::<RawFd>() else {
                 continue;
             };
-            let fd = crate::sys::proc::adopt_fd(raw)?;
+            // Never stdio, never one number twice: either would give a descriptor two owners.
+            if raw <= 2 || out.iter().any(|l| l.fd.as_raw_fd() == raw) {
+                continue;
+            }
+            #[expect(unsafe_code, reason = "adopting an inherited descriptor: see SAFETY")]
+            // SAFETY: the previous image of the master listed this number in HEADRACE_FDS and
+            // exec'd us with it open, so it was open before this image opened anything; the
+            // variable was removed above and the checks above skip stdio and repeats, so this is
+            // its one owner.
+            let fd = unsafe { crate::sys::proc::adopt_fd(raw) }?;
             crate::sys::proc::close_on_exec(raw);
             out.push(describe(
                 fd,
@@ -106,7 +115,11 @@ fn systemd_fds() -> Vec<OwnedFd> {
     }
     (3..3 + n)
         .filter_map(|raw| {
-            let fd = crate::sys::proc::adopt_fd(raw).ok()?;
+            #[expect(unsafe_code, reason = "adopting an inherited descriptor: see SAFETY")]
+            // SAFETY: sd_listen_fds(3): systemd passed fds 3..3+LISTEN_FDS open to this pid
+            // (LISTEN_PID checked above), before this process opened anything; the variables are
+            // removed above, so each number is adopted once, here.
+            let fd = unsafe { crate::sys::proc::adopt_fd(raw) }.ok()?;
             crate::sys::proc::close_on_exec(raw);
             let _ = fd::set_nonblocking(raw);
             Some(fd)

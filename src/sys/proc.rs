@@ -13,6 +13,13 @@ pub enum SysError {
     /// Setting up signal handling failed.
     #[error("signal setup failed: {0}")]
     Signal(io::Error),
+    /// Other threads run in the master, so a fork is not safe (see [`fork`]).
+    #[error(
+        "the app started {0} thread(s) in the master while it was loaded, and a forked worker \
+         would inherit any lock they hold, locked forever: use --lazy-apps to load the app in \
+         each worker after fork"
+    )]
+    Threads(usize),
 }
 
 /// Which side of a fork we are on.
@@ -25,12 +32,24 @@ pub enum ForkResult {
 
 /// Fork the process, with CPython's pre- and post-fork hooks around it.
 ///
+/// Refuses with [`SysError::Threads`] when any other thread runs in this process. In the child,
+/// the master's signalfd (if any) no longer receives signals: see [`SignalFd`].
+///
 /// The caller holds the GIL (the master always does).
 pub fn fork() -> Result<ForkResult, SysError> {
     super::py::before_fork();
-    // SAFETY: the master runs a single thread when it forks (DESIGN.md: it never starts one), so
-    // the child cannot inherit a lock held by a thread that no longer exists. The child calls
-    // only CPython's after-fork hook and async-signal-safe functions before it enters its loop.
+    if let Err(e) = ensure_single_threaded() {
+        super::py::after_fork_parent();
+        return Err(e);
+    }
+    // SAFETY: the child of a multi-threaded process gets only the forking thread; every lock
+    // another thread held at that instant (malloc's, stdio's, a Python module's, the app's)
+    // stays locked in the child forever, and the child deadlocks the first time it takes one.
+    // fork is sound here only because this process runs one thread: /proc/self/task was just
+    // counted, and no thread can start between that count and the fork (this thread holds the
+    // GIL and runs no Python code in between). So every lock is this thread's: CPython's, which
+    // before_fork took and after_fork_child resets in the child. The child calls only
+    // CPython's after-fork hook and async-signal-safe functions before it enters its loop.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         let err = io::Error::last_os_error();
@@ -39,11 +58,92 @@ pub fn fork() -> Result<ForkResult, SysError> {
     }
     if pid == 0 {
         super::py::after_fork_child();
+        SignalFd::disarm_in_child();
         Ok(ForkResult::Child)
     } else {
         super::py::after_fork_parent();
         Ok(ForkResult::Parent(pid))
     }
+}
+
+/// How many threads this process runs (the entries of /proc/self/task).
+pub fn thread_count() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+/// Err([`SysError::Threads`]) when other threads run beside this one, which makes [`fork`]
+/// unsafe. A normal master runs one thread; a count greater than one means the app started
+/// threads while it was preloaded. Without /proc the count is unknown and the check passes.
+pub fn ensure_single_threaded() -> Result<(), SysError> {
+    match thread_count() {
+        Ok(n) if n > 1 => Err(SysError::Threads(n - 1)),
+        _ => Ok(()),
+    }
+}
+
+/// Close every descriptor of this process except stdin, stdout, stderr and those in `keep`:
+/// a forked child that needs only a few of its parent's descriptors drops the rest, so that a
+/// socket or file it does not serve is not held open by it. Uses close_range(2) (Linux 5.9),
+/// else closes each entry of /proc/self/fd.
+///
+/// # Safety
+/// Every closed descriptor may be owned elsewhere in this process (an `OwnedFd`, a `File`, a
+/// Python file object); its number is free afterwards and the next open may reuse it. The
+/// caller guarantees that no owner of a closed descriptor is used or dropped after this call:
+/// in practice, only a freshly forked child that never returns to its parent's code and ends
+/// with [`exit_now`] (which runs no destructors) may call it.
+pub unsafe fn close_fds_except(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd > 2).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first: libc::c_uint = 3;
+    for &k in &keep {
+        let k = k.cast_unsigned();
+        if k > first && !close_range(first, k - 1)? {
+            return close_listed_except(&keep);
+        }
+        first = k + 1;
+    }
+    if close_range(first, libc::c_uint::MAX)? {
+        Ok(())
+    } else {
+        close_listed_except(&keep)
+    }
+}
+
+/// close_range(2) on `first..=last`; `Ok(false)` when the kernel lacks it. Called through
+/// syscall(2) so that the extension does not need glibc 2.34's wrapper.
+fn close_range(first: libc::c_uint, last: libc::c_uint) -> io::Result<bool> {
+    // SAFETY: close_range only closes descriptors; the caller of close_fds_except vouched for
+    // every one in the range.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENOSYS) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// The fallback of [`close_fds_except`]: close each descriptor listed in /proc/self/fd above 2
+/// and not in `keep`.
+fn close_listed_except(keep: &[RawFd]) -> io::Result<()> {
+    // Collected before closing: the directory's own descriptor is listed and must be closed by
+    // read_dir, not by us.
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if fd > 2 && !keep.contains(&fd) {
+            // SAFETY: the caller of close_fds_except vouched for this descriptor. EBADF (the
+            // read_dir descriptor, already closed) is harmless.
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
 }
 
 /// This process's pid.
@@ -138,10 +238,28 @@ fn sigset(signals: &[i32]) -> libc::sigset_t {
     set
 }
 
+/// The descriptor of the live [`SignalFd`], for [`fork`] to disarm in the child (-1: none).
+static MASTER_SIGNALFD: AtomicI32 = AtomicI32::new(-1);
+
 /// The master's signal source: the signals are blocked and read from a signalfd, so the master
 /// sees them in its poll loop and never runs code in a signal handler.
+///
+/// A child of [`fork`] does not hold the signalfd: fork puts an inert eventfd in its place, so
+/// the child's copy of this value still owns an open descriptor (dropping it is harmless) but
+/// [`SignalFd::next`] there always returns `None`.
 pub struct SignalFd {
     fd: OwnedFd,
+}
+
+impl Drop for SignalFd {
+    fn drop(&mut self) {
+        let _ = MASTER_SIGNALFD.compare_exchange(
+            self.fd.as_raw_fd(),
+            -1,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
 }
 
 impl SignalFd {
@@ -160,10 +278,33 @@ impl SignalFd {
         if fd < 0 {
             return Err(SysError::Signal(io::Error::last_os_error()));
         }
+        MASTER_SIGNALFD.store(fd, Ordering::Relaxed);
         // SAFETY: fresh descriptor we own.
         Ok(Self {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
+    }
+
+    /// In a freshly forked child: replace the master's signalfd by an empty nonblocking eventfd
+    /// at the same number. Closing it would leave the child's copy of the `SignalFd` owning a
+    /// number the next open may reuse; an eventfd keeps the number owned and never reads.
+    /// Best effort: if the kernel refuses, the child keeps the signalfd, which can only ever
+    /// report the child's own signals.
+    fn disarm_in_child() {
+        let fd = MASTER_SIGNALFD.swap(-1, Ordering::Relaxed);
+        if fd < 0 {
+            return;
+        }
+        // SAFETY: eventfd returns a fresh descriptor (or -1); dup3 atomically replaces the
+        // signalfd at `fd`, which the child's SignalFd copy owns, and the fresh one is closed
+        // once duplicated. No other thread exists in the child to race on the number.
+        unsafe {
+            let inert = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
+            if inert >= 0 {
+                libc::dup3(inert, fd, libc::O_CLOEXEC);
+                libc::close(inert);
+            }
+        }
     }
 
     /// The descriptor to poll.
@@ -306,12 +447,14 @@ pub fn close_on_exec(fd: RawFd) {
     }
 }
 
-/// Take ownership of an inherited descriptor (systemd socket activation, re-exec).
-///
-/// # Safety contract
-/// The caller names a descriptor that was handed to this process and that nothing else owns;
+/// Take ownership of a descriptor this process inherited (systemd socket activation, re-exec);
 /// a descriptor that is not open is reported as an error.
-pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
+///
+/// # Safety
+/// `fd` must have been handed to this process open (by systemd or by the master's previous
+/// image), and nothing else in the process may own it: it is not adopted twice and was not
+/// wrapped by other code. The returned `OwnedFd` closes it when dropped.
+pub unsafe fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_GETFD only queries the descriptor.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return Err(io::Error::last_os_error());
@@ -370,4 +513,123 @@ pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run `f` in a forked child and return its exit code (the test process has other threads,
+    /// so the child only makes system calls and allocates, which glibc's fork handlers allow).
+    fn in_child(f: impl FnOnce() -> i32 + std::panic::UnwindSafe) -> i32 {
+        // SAFETY: test only; the child runs `f` and leaves with _exit, touching no lock another
+        // test thread may hold except malloc's, which glibc resets in the child.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+        if pid == 0 {
+            exit_now(std::panic::catch_unwind(f).unwrap_or(99));
+        }
+        let mut status = 0;
+        // SAFETY: status is a valid out pointer; pid is our child.
+        assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "child ended by a signal: {status}");
+        libc::WEXITSTATUS(status)
+    }
+
+    fn is_open(fd: RawFd) -> bool {
+        // SAFETY: F_GETFD only queries.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+    }
+
+    /// Two pipes; the child keeps `keep(a_read, b_write)` and reports, as bits, which of
+    /// (a_read, a_write, b_read, b_write, stdin, stdout, stderr) are still open.
+    fn open_after(close: fn(&[RawFd]) -> io::Result<()>, duplicate_keep: bool) -> i32 {
+        let (ar, aw) = crate::sys::fd::pipe().expect("pipe");
+        let (br, bw) = crate::sys::fd::pipe().expect("pipe");
+        let fds = [&ar, &aw, &br, &bw].map(AsRawFd::as_raw_fd);
+        in_child(move || {
+            let mut keep = vec![fds[0], fds[3], 1];
+            if duplicate_keep {
+                keep.extend([fds[3], fds[0]]);
+            }
+            if close(&keep).is_err() {
+                return 98;
+            }
+            fds.iter()
+                .chain(&[0, 1, 2])
+                .enumerate()
+                .map(|(bit, &fd)| i32::from(is_open(fd)) << bit)
+                .sum()
+        })
+    }
+
+    fn close_fds_except_safe(keep: &[RawFd]) -> io::Result<()> {
+        // SAFETY: called only in a forked test child that leaves with _exit.
+        unsafe { close_fds_except(keep) }
+    }
+
+    #[test]
+    fn close_fds_except_keeps_only_the_listed_and_stdio() {
+        // a_read, b_write and stdio open; a_write and b_read closed.
+        let want = 0b111_1001;
+        for (name, close, dup) in [
+            (
+                "close_range",
+                close_fds_except_safe as fn(&[RawFd]) -> io::Result<()>,
+                false,
+            ),
+            ("close_range, keep repeated", close_fds_except_safe, true),
+            ("/proc/self/fd fallback", close_listed_except, false),
+            (
+                "/proc/self/fd fallback, keep repeated",
+                close_listed_except,
+                true,
+            ),
+        ] {
+            assert_eq!(open_after(close, dup), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn another_thread_refuses_fork() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        assert!(thread_count().expect("/proc/self/task") >= 2);
+        let err = ensure_single_threaded().expect_err("a second thread runs");
+        assert!(matches!(err, SysError::Threads(n) if n >= 1), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("--lazy-apps") && !text.contains('\n'),
+            "{text}"
+        );
+        drop(tx);
+        let _ = t.join();
+    }
+
+    #[test]
+    fn child_holds_no_signalfd() {
+        let sig = SignalFd::new().expect("signalfd");
+        let fd = sig.raw();
+        let target = |fd: RawFd| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok();
+        assert_eq!(
+            target(fd).as_deref(),
+            Some(std::path::Path::new("anon_inode:[signalfd]"))
+        );
+        let sig_in_child = &sig;
+        let code = in_child(move || {
+            SignalFd::disarm_in_child();
+            let now = target(fd);
+            let inert = now.as_deref() == Some(std::path::Path::new("anon_inode:[eventfd]"));
+            i32::from(inert) + 2 * i32::from(sig_in_child.next().is_none())
+        });
+        assert_eq!(
+            code, 3,
+            "the child's copy must be an inert eventfd that never reads"
+        );
+        assert_eq!(
+            MASTER_SIGNALFD.load(Ordering::Relaxed),
+            fd,
+            "parent unchanged"
+        );
+    }
 }
