@@ -2,6 +2,7 @@
 //! It never yields more than Content-Length, decodes chunked bodies, and raises instead of
 //! returning a short body when the client goes away.
 
+use super::progress::{BodyProgress, DRAIN_LIMIT};
 use crate::http::{ChunkedDecoder, Framing, HttpError, ReadBuf};
 use pyo3::exceptions::{PyOSError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
@@ -11,30 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Most body bytes read and discarded after the app returns, to keep the connection alive.
-pub const DRAIN_LIMIT: u64 = 1 << 20;
 /// Most bytes of an unread chunked body read away after a keep-alive response.
 const CHUNKED_DRAIN_LIMIT: u64 = 64 << 20;
-
-/// What the response needs to know about the body while the app runs: whether the
-/// connection can be reused after it (a 100-continue still unanswered, or more unread body than
-/// [`DRAIN_LIMIT`], means it cannot, so the response says `Connection: close`).
-#[derive(Debug)]
-pub struct BodyProgress {
-    /// `Expect: 100-continue` was sent and not yet answered.
-    pub continue_pending: AtomicBool,
-    /// Body bytes not yet read (chunked: 0 until a drain found more than [`DRAIN_LIMIT`]).
-    pub unread: AtomicU64,
-}
-
-impl BodyProgress {
-    /// The connection cannot carry another request once the response is out.
-    #[must_use]
-    pub fn blocks_reuse(&self) -> bool {
-        self.continue_pending.load(Ordering::Relaxed)
-            || self.unread.load(Ordering::Relaxed) > DRAIN_LIMIT
-    }
-}
 /// Largest single socket read into the body buffer.
 const READ_MAX: usize = 256 * 1024;
 
@@ -217,7 +196,7 @@ impl Body {
             if let Some(p) = &self.progress {
                 p.continue_pending.store(false, Ordering::Relaxed);
             }
-            crate::wsgi::response::send_all_blocking(
+            crate::sys::fd::send_all_blocking(
                 self.fd,
                 &[b"HTTP/1.1 100 Continue\r\n\r\n"],
                 self.timeout,

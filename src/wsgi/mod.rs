@@ -6,6 +6,7 @@ pub mod environ;
 pub mod file_wrapper;
 pub mod input;
 pub mod load;
+pub mod progress;
 pub mod response;
 
 use crate::http::{Framing, Limits, ReadBuf, RequestHead, Version};
