@@ -82,6 +82,9 @@ pub struct ResponseState {
     pub error: Option<String>,
     /// The client went away while we wrote.
     pub broken: bool,
+    /// The request is over: a thread of the app that kept `write` must not send on a socket
+    /// that may already carry another request, or another client.
+    pub over: bool,
     /// How far the app read the request body (see `BodyProgress`).
     pub body_progress: Option<std::sync::Arc<super::progress::BodyProgress>>,
 }
@@ -117,8 +120,15 @@ impl ResponseState {
             sent_header_count: 0,
             error: None,
             broken: false,
+            over: false,
             body_progress: None,
         }
+    }
+
+    /// The client socket.
+    #[must_use]
+    pub fn fd(&self) -> RawFd {
+        self.fd
     }
 
     /// start_response was called.
@@ -527,13 +537,22 @@ impl StartResponse {
         headers: &Bound<'py, PyAny>,
         exc_info: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        slf.borrow_mut().state.start(status, headers, exc_info)?;
+        StartResponse::use_from_python(slf)?
+            .state
+            .start(status, headers, exc_info)?;
         slf.getattr("write")
     }
 
     /// PEP 3333's write(): send `data` now (headers first).
-    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        if !self.state.started {
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut this = StartResponse::use_from_python(slf)?;
+        let state = &mut this.state;
+        if state.over {
+            return Err(PyRuntimeError::new_err(
+                "write() called after the response ended",
+            ));
+        }
+        if !state.started {
             return Err(PyRuntimeError::new_err(
                 "write() called before start_response()",
             ));
@@ -541,8 +560,21 @@ impl StartResponse {
         let data = data
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
-        self.state
-            .send_chunk(py, data.as_bytes())
+        state
+            .send_chunk(slf.py(), data.as_bytes())
             .map_err(|e| PyOSError::new_err(format!("client disconnected: {e}")))
     }
 }
+
+impl StartResponse {
+    /// The response, for a call from the app. Another thread of the app may be inside
+    /// `write()`, waiting for the client with the GIL released: using it at the same time is
+    /// the app's error, raised as a RuntimeError (a Rust borrow panic would abort the worker).
+    pub fn use_from_python<'py>(slf: &Bound<'py, Self>) -> PyResult<PyRefMut<'py, Self>> {
+        slf.try_borrow_mut()
+            .map_err(|_| PyRuntimeError::new_err(IN_USE))
+    }
+}
+
+/// The error for a `start_response` used by two threads of the app at once.
+const IN_USE: &str = "start_response is in use by another thread of the app";
