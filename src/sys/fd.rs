@@ -152,6 +152,63 @@ pub fn sendv(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
     cvt_size(unsafe { libc::sendmsg(fd, &raw const msg, libc::MSG_NOSIGNAL) })
 }
 
+/// Send every byte of `bufs` on a nonblocking socket, waiting (up to `timeout` per stall) for
+/// room. Blocks: call with the GIL released.
+pub fn send_all_blocking(fd: RawFd, bufs: &[&[u8]], timeout: Duration) -> io::Result<()> {
+    send_all_blocking_from(fd, bufs, 0, timeout)
+}
+
+/// [`send_all_blocking`] of what follows the first `skip` bytes of `bufs` (the rest of a send
+/// that the socket took only in part). Blocks: call with the GIL released.
+pub fn send_all_blocking_from(
+    fd: RawFd,
+    bufs: &[&[u8]],
+    mut skip: usize,
+    timeout: Duration,
+) -> io::Result<()> {
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    while skip < total {
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(bufs.len());
+        let mut offset = skip;
+        for b in bufs {
+            if offset >= b.len() {
+                offset -= b.len();
+                continue;
+            }
+            parts.push(&b[offset..]);
+            offset = 0;
+        }
+        match sendv(fd, &parts) {
+            Ok(n) => skip += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !wait_ready(fd, true, timeout)? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client stopped reading",
+                    ));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// End a connection after an error response so that the client reads the response and then
+/// the end of the stream, not a reset: shut our sending side, then read away what the client
+/// has already sent (a close with unread input would send a reset, which can destroy the
+/// response before the client reads it). Never waits.
+pub fn close_gently(fd: RawFd) {
+    shutdown_write(fd);
+    let mut scratch = [0u8; 16 * 1024];
+    for _ in 0..16 {
+        if !matches!(read(fd, &mut scratch), Ok(n) if n > 0) {
+            break;
+        }
+    }
+}
+
 /// `sendfile(2)` from `file` at `offset` without blocking. Advances `offset`.
 pub fn sendfile(out: RawFd, file: RawFd, offset: &mut i64, count: usize) -> io::Result<usize> {
     // SAFETY: offset points to a live i64; both fds are open descriptors owned by the caller.

@@ -106,7 +106,7 @@ impl Thread<'_, '_> {
             }
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
-                self.sweep();
+                self.sweep(py);
                 if let Some(reason) = self.w.recycle.periodic() {
                     self.w.recycle.retire(self.w.id, self.w.pid, &reason);
                 }
@@ -241,7 +241,7 @@ impl Thread<'_, '_> {
                 Ok(Some(h)) => h,
                 Ok(None) => return true,
                 Err(e) => {
-                    reject(conn, &e);
+                    reject(py, conn, &e);
                     return false;
                 }
             };
@@ -271,7 +271,7 @@ impl Thread<'_, '_> {
 
     /// Close connections idle past --http-keepalive; answer 408 to heads that took longer
     /// than --socket-timeout.
-    fn sweep(&mut self) {
+    fn sweep(&mut self, py: Python<'_>) {
         let now = Instant::now();
         let keepalive = self.w.config.keepalive_timeout;
         let head_timeout = self.w.config.socket_timeout;
@@ -281,7 +281,7 @@ impl Thread<'_, '_> {
             };
             let expired = match conn.head_started {
                 Some(t) if now.duration_since(t) > head_timeout => {
-                    reject(conn, &HttpError::Timeout);
+                    reject(py, conn, &HttpError::Timeout);
                     true
                 }
                 Some(_) => false,
@@ -310,8 +310,10 @@ fn parse(conn: &Conn, limits: crate::http::Limits) -> Result<Option<Head>, HttpE
 
 /// Answer a protocol error and end the connection cleanly: the response, a write shutdown,
 /// then whatever the client already sent is read away so the close does not turn into a reset
-/// that could destroy the response before the client reads it.
-fn reject(conn: &mut Conn, err: &HttpError) {
+/// that could destroy the response before the client reads it. The send may wait (up to 100 ms)
+/// for a client that does not read, so it runs without the GIL: the worker's other threads keep
+/// running Python meanwhile.
+fn reject(py: Python<'_>, conn: &mut Conn, err: &HttpError) {
     let status = err.status();
     let addr = if conn.peer.addr.is_empty() {
         "unix socket"
@@ -323,10 +325,9 @@ fn reject(conn: &mut Conn, err: &HttpError) {
         crate::http::response::reason(status)
     );
     let fd = conn.raw();
-    let _ = crate::wsgi::response::send_all_blocking(
-        fd,
-        &[&err.response()],
-        Duration::from_millis(100),
-    );
-    crate::wsgi::response::close_gently(fd);
+    let response = err.response();
+    py.detach(|| {
+        let _ = crate::sys::fd::send_all_blocking(fd, &[&response], Duration::from_millis(100));
+        crate::sys::fd::close_gently(fd);
+    });
 }

@@ -4,7 +4,8 @@
 use pyo3::prelude::*;
 
 /// `environ['wsgi.file_wrapper'](filelike, blksize=8192)`.
-#[pyclass(module = "headrace")]
+/// Frozen: the server reads it while the app's other threads may hold it, without a borrow.
+#[pyclass(module = "headrace", frozen)]
 pub struct FileWrapper {
     /// The wrapped object.
     pub filelike: Py<PyAny>,

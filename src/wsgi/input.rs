@@ -2,6 +2,7 @@
 //! It never yields more than Content-Length, decodes chunked bodies, and raises instead of
 //! returning a short body when the client goes away.
 
+use super::progress::{BodyProgress, DRAIN_LIMIT};
 use crate::http::{ChunkedDecoder, Framing, HttpError, ReadBuf};
 use pyo3::exceptions::{PyOSError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
@@ -11,32 +12,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Most body bytes read and discarded after the app returns, to keep the connection alive.
-pub const DRAIN_LIMIT: u64 = 1 << 20;
 /// Most bytes of an unread chunked body read away after a keep-alive response.
 const CHUNKED_DRAIN_LIMIT: u64 = 64 << 20;
-
-/// What the response needs to know about the body while the app runs: whether the
-/// connection can be reused after it (a 100-continue still unanswered, or more unread body than
-/// [`DRAIN_LIMIT`], means it cannot, so the response says `Connection: close`).
-#[derive(Debug)]
-pub struct BodyProgress {
-    /// `Expect: 100-continue` was sent and not yet answered.
-    pub continue_pending: AtomicBool,
-    /// Body bytes not yet read (chunked: 0 until a drain found more than [`DRAIN_LIMIT`]).
-    pub unread: AtomicU64,
-}
-
-impl BodyProgress {
-    /// The connection cannot carry another request once the response is out.
-    #[must_use]
-    pub fn blocks_reuse(&self) -> bool {
-        self.continue_pending.load(Ordering::Relaxed)
-            || self.unread.load(Ordering::Relaxed) > DRAIN_LIMIT
-    }
-}
 /// Largest single socket read into the body buffer.
 const READ_MAX: usize = 256 * 1024;
+/// Most bytes `read()` allocates before they arrive. Content-Length is only the client's word:
+/// a client announcing gigabytes and sending a few bytes must not make the worker allocate
+/// gigabytes. Bodies up to this size (or already buffered) are read straight into the bytes
+/// object returned; larger ones into a buffer that doubles as the bytes arrive.
+const EAGER_ALLOC: usize = 1 << 20;
 
 /// Why the body could not be read.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -217,7 +201,7 @@ impl Body {
             if let Some(p) = &self.progress {
                 p.continue_pending.store(false, Ordering::Relaxed);
             }
-            crate::wsgi::response::send_all_blocking(
+            crate::sys::fd::send_all_blocking(
                 self.fd,
                 &[b"HTTP/1.1 100 Continue\r\n\r\n"],
                 self.timeout,
@@ -287,6 +271,27 @@ impl Body {
             }
         }
         Ok(())
+    }
+
+    /// Content-Length bodies: read exactly `n` bytes (at most the bytes remaining) into a
+    /// buffer that grows as they arrive, so that memory follows what the client sent, not what
+    /// it announced. Blocks: call with the GIL released.
+    pub fn read_exact_growing(&mut self, n: usize) -> Result<Vec<u8>, BodyError> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let have = out.len();
+            let next = n.min(have.saturating_mul(2).max(EAGER_ALLOC));
+            out.resize(next, 0);
+            self.read_exact_into(&mut out[have..])?;
+        }
+        Ok(out)
+    }
+
+    /// How many bytes `read(n)` may allocate before they arrive: the bytes already buffered,
+    /// or [`EAGER_ALLOC`] if more.
+    #[must_use]
+    pub fn eager_limit(&self) -> usize {
+        self.available().len().max(EAGER_ALLOC)
     }
 
     /// Count `n` Content-Length body bytes read past the buffer.
@@ -555,14 +560,20 @@ impl Input {
     #[pyo3(signature = (size=None))]
     fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         let limit = size_arg(size);
-        // Content-Length bodies are read straight into the bytes object returned.
         if let Some(body) = self.body.as_mut() {
             if let Some(left) = body.remaining_length() {
                 let n = usize::try_from(left).unwrap_or(usize::MAX);
                 let n = limit.map_or(n, |l| l.min(n));
-                return PyBytes::new_with(py, n, |dst| {
-                    py.detach(|| body.read_exact_into(dst)).map_err(PyErr::from)
-                });
+                // A Content-Length body of a sane size is read straight into the bytes object
+                // returned; a larger one into a buffer that grows as the bytes arrive (the
+                // announced length may be a lie), copied once at the end.
+                if n <= body.eager_limit() {
+                    return PyBytes::new_with(py, n, |dst| {
+                        py.detach(|| body.read_exact_into(dst)).map_err(PyErr::from)
+                    });
+                }
+                let data = py.detach(|| body.read_exact_growing(n))?;
+                return Ok(PyBytes::new(py, &data));
             }
         }
         let data = self.with_body(py, Vec::new(), |b| b.read(limit))?;
@@ -718,6 +729,50 @@ mod tests {
         assert!(body.read(None).is_err());
         let (mut body, _a, _b) = body_over_socket(b"", b"zz\r\n", Framing::Chunked, true);
         assert!(matches!(body.read(None), Err(BodyError::Protocol(_))));
+    }
+
+    #[test]
+    fn growing_read_follows_the_bytes_that_arrive() {
+        // A client announcing far more than it sends: the buffer stays near what arrived.
+        let (mut body, _a, _b) = body_over_socket(b"abc", b"defgh", Framing::Length(1 << 40), true);
+        let n = usize::try_from(body.remaining_length().unwrap()).unwrap();
+        assert!(n > body.eager_limit());
+        let err = body.read_exact_growing(n).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BodyError::Disconnected {
+                    got: 8,
+                    expected: Some(1_099_511_627_776)
+                }
+            ),
+            "{err:?}"
+        );
+        // A body larger than the first allocation is read whole, across the growth steps.
+        let data: Vec<u8> = (0..EAGER_ALLOC * 3 + 5)
+            .map(|i| u8::try_from(i % 251).unwrap())
+            .collect();
+        let len = data.len() as u64;
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut b = b;
+            b.write_all(&data).unwrap();
+            data
+        });
+        let mut body = Body::new(
+            a.as_raw_fd(),
+            ReadBuf::with_capacity(64),
+            Framing::Length(len),
+            0,
+            false,
+            Duration::from_secs(5),
+        );
+        let got = body
+            .read_exact_growing(usize::try_from(len).unwrap())
+            .unwrap();
+        assert_eq!(got, writer.join().unwrap());
+        assert!(body.is_complete());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod environ;
 pub mod file_wrapper;
 pub mod input;
 pub mod load;
+pub mod progress;
 pub mod response;
 
 use crate::http::{Framing, Limits, ReadBuf, RequestHead, Version};
@@ -341,6 +342,7 @@ fn call_app(
     peer: &Peer,
     server: &Server<'_>,
 ) -> (Summary, Option<Body>) {
+    let fd = state.fd();
     let Ok(input) = Bound::new(py, Input::new(body)) else {
         return (summary_of(&state), None);
     };
@@ -369,9 +371,100 @@ fn call_app(
         }
         Err(e) => Err(e),
     };
-    let body = input.borrow_mut().take();
-    let mut guard = sr.borrow_mut();
-    let st = &mut guard.state;
+    // The app has returned, but a thread it started may still be inside wsgi.input or
+    // write(), blocked on the socket with the GIL released.
+    let taken = input.try_borrow_mut().map(|mut i| i.take());
+    let input_busy = taken.is_err();
+    let body = taken.unwrap_or_default();
+    if input_busy {
+        crate::log!(
+            "headrace: the app returned while another thread of the app still used wsgi.input: \
+             the connection closes after the response"
+        );
+    }
+    let (summary, body) = match sr.try_borrow_mut() {
+        Ok(mut guard) => {
+            let st = &mut guard.state;
+            if input_busy {
+                st.force_close();
+            }
+            let r = respond(py, app, st, body, outcome, peer);
+            st.over = true;
+            r
+        }
+        Err(_) => (cut_response(py, &sr, fd), None),
+    };
+    if input_busy {
+        // The reader must let go of the body before the connection's descriptor is closed
+        // (and its number reused): cutting the connection ends its read at once.
+        crate::sys::fd::shutdown(fd);
+        if let Some(mut i) = reclaim(py, &input) {
+            drop(i.take());
+        }
+    }
+    (summary, body)
+}
+
+/// Longest wait for a thread of the app to let go of wsgi.input or start_response once its
+/// connection is cut (its blocked read or send then fails at once).
+const RECLAIM_WAIT: Duration = Duration::from_secs(1);
+
+/// Borrow `cell` once the thread of the app holding it lets go, waiting with the GIL released
+/// (that thread needs the GIL to return), at most [`RECLAIM_WAIT`].
+fn reclaim<'py, T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::False>>(
+    py: Python<'py>,
+    cell: &Bound<'py, T>,
+) -> Option<PyRefMut<'py, T>> {
+    let deadline = Instant::now() + RECLAIM_WAIT;
+    loop {
+        if let Ok(guard) = cell.try_borrow_mut() {
+            return Some(guard);
+        }
+        if Instant::now() >= deadline {
+            crate::log!(
+                "headrace: a thread of the app kept a request object for {} s after its \
+                 connection was cut",
+                RECLAIM_WAIT.as_secs()
+            );
+            return None;
+        }
+        py.detach(|| std::thread::sleep(Duration::from_millis(1)));
+    }
+}
+
+/// The app returned while another of its threads was still in `write()`: that write races the
+/// end of the response, so the connection is cut (which ends the write at once).
+fn cut_response(py: Python<'_>, sr: &Bound<'_, StartResponse>, fd: RawFd) -> Summary {
+    crate::log!(
+        "headrace: the app returned while another thread of the app still used start_response \
+         (a write() in progress): the connection is cut"
+    );
+    crate::sys::fd::shutdown(fd);
+    match reclaim(py, sr) {
+        Some(mut guard) => {
+            guard.state.broken = true;
+            guard.state.over = true;
+            summary_of(&guard.state)
+        }
+        None => Summary {
+            status: 0,
+            body_bytes: 0,
+            head_bytes: 0,
+            headers: 0,
+        },
+    }
+}
+
+/// Answer after the app: the client's error if it broke the body, a 500 if the app failed
+/// before the head went out, else the end of the response.
+fn respond(
+    py: Python<'_>,
+    app: &App,
+    st: &mut ResponseState,
+    body: Option<Body>,
+    outcome: PyResult<()>,
+    peer: &Peer,
+) -> (Summary, Option<Body>) {
     if let Some(fault) = body.as_ref().and_then(Body::failure) {
         // The client broke the body: whatever the app made of that, the answer is the
         // client's error, and the connection cannot carry another request.
@@ -484,9 +577,13 @@ fn write_result(
         || iterable.is_instance_of::<PyTuple>()
         || iterable.is_instance_of::<FileWrapper>();
     if complete {
-        if let Some(body) = input.borrow_mut().body_mut() {
-            if !body.is_complete() {
-                body.drain_arrived();
+        // (A thread of the app still reading the body holds it: then it is not drained, and
+        // the connection closes after the response.)
+        if let Ok(mut input) = input.try_borrow_mut() {
+            if let Some(body) = input.body_mut() {
+                if !body.is_complete() {
+                    body.drain_arrived();
+                }
             }
         }
     }
@@ -499,9 +596,8 @@ fn write_result(
         return write_known(py, sr, &items);
     }
     if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
-        let sendable = wrapper.borrow().sendable(py);
-        if let Some((fd, offset, count)) = sendable {
-            let mut g = sr.borrow_mut();
+        if let Some((fd, offset, count)) = wrapper.get().sendable(py) {
+            let mut g = StartResponse::use_from_python(sr)?;
             if !g.state.started() {
                 return Err(not_started());
             }
@@ -517,7 +613,7 @@ fn write_result(
     for item in iterable.try_iter()? {
         let item = item?;
         let bytes = as_bytes(&item)?;
-        let mut g = sr.borrow_mut();
+        let mut g = StartResponse::use_from_python(sr)?;
         if !g.state.started() {
             return Err(not_started());
         }
@@ -540,7 +636,7 @@ fn write_known(
     for item in items {
         parts.push(as_bytes(item)?.as_bytes());
     }
-    let mut g = sr.borrow_mut();
+    let mut g = StartResponse::use_from_python(sr)?;
     if !g.state.started() {
         return Err(not_started());
     }

@@ -27,56 +27,6 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Send every byte of `bufs` on a nonblocking socket, waiting (up to `timeout` per stall) for
-/// room. Blocks: call with the GIL released.
-pub fn send_all_blocking(fd: RawFd, bufs: &[&[u8]], timeout: Duration) -> io::Result<()> {
-    send_from(fd, bufs, 0, timeout)
-}
-
-fn send_from(fd: RawFd, bufs: &[&[u8]], mut skip: usize, timeout: Duration) -> io::Result<()> {
-    let total: usize = bufs.iter().map(|b| b.len()).sum();
-    while skip < total {
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(bufs.len());
-        let mut offset = skip;
-        for b in bufs {
-            if offset >= b.len() {
-                offset -= b.len();
-                continue;
-            }
-            parts.push(&b[offset..]);
-            offset = 0;
-        }
-        match crate::sys::fd::sendv(fd, &parts) {
-            Ok(n) => skip += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !crate::sys::fd::wait_ready(fd, true, timeout)? {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "client stopped reading",
-                    ));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// End a connection after an error response so that the client reads the response and then
-/// the end of the stream, not a reset: shut our sending side, then read away what the client
-/// has already sent (a close with unread input would send a reset, which can destroy the
-/// response before the client reads it). Never waits.
-pub fn close_gently(fd: RawFd) {
-    crate::sys::fd::shutdown_write(fd);
-    let mut scratch = [0u8; 16 * 1024];
-    for _ in 0..16 {
-        if !matches!(crate::sys::fd::read(fd, &mut scratch), Ok(n) if n > 0) {
-            break;
-        }
-    }
-}
-
 /// Send with the GIL held if the socket takes it all at once (the common case for small
 /// responses), else release the GIL and wait.
 pub fn send_all(py: Python<'_>, fd: RawFd, bufs: &[&[u8]], timeout: Duration) -> io::Result<()> {
@@ -96,7 +46,7 @@ pub fn send_all(py: Python<'_>, fd: RawFd, bufs: &[&[u8]], timeout: Duration) ->
     if first == total {
         return Ok(());
     }
-    py.detach(|| send_from(fd, bufs, first, timeout))
+    py.detach(|| crate::sys::fd::send_all_blocking_from(fd, bufs, first, timeout))
 }
 
 /// The state of one response.
@@ -132,8 +82,11 @@ pub struct ResponseState {
     pub error: Option<String>,
     /// The client went away while we wrote.
     pub broken: bool,
+    /// The request is over: a thread of the app that kept `write` must not send on a socket
+    /// that may already carry another request, or another client.
+    pub over: bool,
     /// How far the app read the request body (see `BodyProgress`).
-    pub body_progress: Option<std::sync::Arc<crate::wsgi::input::BodyProgress>>,
+    pub body_progress: Option<std::sync::Arc<super::progress::BodyProgress>>,
 }
 
 impl ResponseState {
@@ -167,8 +120,15 @@ impl ResponseState {
             sent_header_count: 0,
             error: None,
             broken: false,
+            over: false,
             body_progress: None,
         }
+    }
+
+    /// The client socket.
+    #[must_use]
+    pub fn fd(&self) -> RawFd {
+        self.fd
     }
 
     /// start_response was called.
@@ -519,7 +479,7 @@ impl ResponseState {
         self.sent_header_count = 4;
         self.close_after = true;
         let r = self.write(py, &[&bytes]);
-        close_gently(self.fd);
+        crate::sys::fd::close_gently(self.fd);
         r
     }
 
@@ -577,13 +537,22 @@ impl StartResponse {
         headers: &Bound<'py, PyAny>,
         exc_info: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        slf.borrow_mut().state.start(status, headers, exc_info)?;
+        StartResponse::use_from_python(slf)?
+            .state
+            .start(status, headers, exc_info)?;
         slf.getattr("write")
     }
 
     /// PEP 3333's write(): send `data` now (headers first).
-    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        if !self.state.started {
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut this = StartResponse::use_from_python(slf)?;
+        let state = &mut this.state;
+        if state.over {
+            return Err(PyRuntimeError::new_err(
+                "write() called after the response ended",
+            ));
+        }
+        if !state.started {
             return Err(PyRuntimeError::new_err(
                 "write() called before start_response()",
             ));
@@ -591,8 +560,21 @@ impl StartResponse {
         let data = data
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
-        self.state
-            .send_chunk(py, data.as_bytes())
+        state
+            .send_chunk(slf.py(), data.as_bytes())
             .map_err(|e| PyOSError::new_err(format!("client disconnected: {e}")))
     }
 }
+
+impl StartResponse {
+    /// The response, for a call from the app. Another thread of the app may be inside
+    /// `write()`, waiting for the client with the GIL released: using it at the same time is
+    /// the app's error, raised as a RuntimeError (a Rust borrow panic would abort the worker).
+    pub fn use_from_python<'py>(slf: &Bound<'py, Self>) -> PyResult<PyRefMut<'py, Self>> {
+        slf.try_borrow_mut()
+            .map_err(|_| PyRuntimeError::new_err(IN_USE))
+    }
+}
+
+/// The error for a `start_response` used by two threads of the app at once.
+const IN_USE: &str = "start_response is in use by another thread of the app";
