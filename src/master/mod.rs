@@ -234,6 +234,9 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
             }
         }
     };
+    // Forking beside other threads is unsafe: an app that starts threads while it loads
+    // cannot be preloaded (sys::proc::fork refuses; say so once and exit).
+    proc::ensure_single_threaded()?;
     // A reload keeps up to twice the workers alive at once. After a re-exec the previous
     // image's scoreboard is kept when it has room, so that its workers stay visible (harakiri,
     // status) and both images' routers see every worker.
@@ -391,17 +394,23 @@ impl Master<'_> {
             .store(self.nonce, Ordering::Relaxed);
         crate::wsgi::load::flush_stdio(py);
         match proc::fork()? {
-            ForkResult::Child => worker::run(
-                py,
-                (id, slot),
-                self.config,
-                &self.listeners,
-                &self.scoreboard,
-                self.app.as_ref(),
-                self.has_router()
-                    .then(|| crate::router::socket_name(self.nonce, slot))
-                    .as_deref(),
-            ),
+            ForkResult::Child => {
+                let router = self.has_router();
+                // A worker serves every socket but the router's: close those in it.
+                self.listeners
+                    .retain(|l| l.kind != crate::config::SocketKind::Router);
+                worker::run(
+                    py,
+                    (id, slot),
+                    self.config,
+                    &self.listeners,
+                    &self.scoreboard,
+                    self.app.as_ref(),
+                    router
+                        .then(|| crate::router::socket_name(self.nonce, slot))
+                        .as_deref(),
+                )
+            }
             ForkResult::Parent(pid) => {
                 self.procs.push(Proc {
                     id,
@@ -431,11 +440,34 @@ impl Master<'_> {
     fn spawn_router(&mut self, py: Python<'_>) -> Result<i32, MasterError> {
         crate::wsgi::load::flush_stdio(py);
         match proc::fork()? {
-            ForkResult::Child => crate::router::run(
-                self.config.clone(),
-                &self.listeners,
-                self.scoreboard.clone(),
-            ),
+            ForkResult::Child => {
+                // The router serves only its own sockets: close the workers' listeners, and
+                // every other descriptor the master holds (the app's files and sockets).
+                self.listeners
+                    .retain(|l| l.kind == crate::config::SocketKind::Router);
+                let keep: Vec<std::os::fd::RawFd> = self
+                    .listeners
+                    .iter()
+                    .map(|l| std::os::fd::AsRawFd::as_raw_fd(&l.fd))
+                    .chain([self.scoreboard.raw_fd()])
+                    .collect();
+                #[expect(unsafe_code, reason = "closing inherited descriptors: see SAFETY")]
+                // SAFETY: this child runs router::run, which never returns (it ends in
+                // exit_now, running no destructors) and runs no Python: the descriptors closed
+                // here (the interpreter's and the app's, the master's copy of the signalfd) are
+                // never used or dropped in this process again.
+                let closed = unsafe { proc::close_fds_except(&keep) };
+                if let Err(e) = closed {
+                    crate::log!(
+                        "headrace: router cannot close the descriptors it does not need: {e}"
+                    );
+                }
+                crate::router::run(
+                    self.config.clone(),
+                    &self.listeners,
+                    self.scoreboard.clone(),
+                )
+            }
             ForkResult::Parent(pid) => {
                 self.procs.push(Proc {
                     id: ROUTER_ID,
