@@ -70,6 +70,13 @@ impl Backend {
         self.links.iter().map(|l| l.state.in_flight.get()).sum()
     }
 
+    /// How long a request may have run and still look like this worker's usual fast one.
+    fn usual(&self) -> Duration {
+        self.service.map_or(Duration::ZERO, |s| {
+            (s * 4 + Duration::from_micros(100)).min(PIPELINE_BUDGET)
+        })
+    }
+
     /// How many requests one of its threads may hold at once.
     fn depth(&self) -> usize {
         match self.service {
@@ -143,10 +150,14 @@ impl Router {
         }
     }
 
-    /// Give a job to a worker: an idle thread of the least busy worker, else (when every
-    /// thread is busy) a thread already serving fast requests, within its pipeline depth.
-    /// The job comes back when no worker can take it now.
-    fn place(self: &Rc<Self>, mut job: Job) -> Result<(), Job> {
+    /// Give a job to a worker: an idle thread of the least busy worker, else, for a job that
+    /// has waited in the queue (`pipeline`), a thread that is serving fast requests, within its
+    /// pipeline depth. The job comes back when no worker can take it now.
+    ///
+    /// Only queued jobs are pipelined, and only behind a request that has run no longer than
+    /// the worker's usual time: a lone request never commits itself to a busy thread that may
+    /// be in a slow request, and a queue forms (and is seen) before any batching starts.
+    fn place(self: &Rc<Self>, mut job: Job, pipeline: bool) -> Result<(), Job> {
         let threads = self.config.threads;
         loop {
             let mut backends = self.backends.borrow_mut();
@@ -189,19 +200,20 @@ impl Router {
                 None
             };
             let target = target.or_else(|| {
+                if !pipeline {
+                    return None;
+                }
                 backends
                     .iter()
                     .enumerate()
                     .filter(|(_, b)| b.ready)
                     .flat_map(|(i, b)| {
                         let depth = b.depth();
+                        let usual = b.usual();
                         b.links.iter().enumerate().filter_map(move |(l, h)| {
                             let st = &h.state;
                             let n = st.in_flight.get();
-                            let young = st
-                                .oldest
-                                .get()
-                                .is_none_or(|t| t.elapsed() < PIPELINE_BUDGET);
+                            let young = st.oldest.get().is_none_or(|t| t.elapsed() < usual);
                             (n < depth && young && !st.closing.get()).then_some((n, i, l))
                         })
                     })
@@ -233,13 +245,13 @@ impl Router {
     /// A new request: to a worker at once, or to the back of the queue.
     fn submit(self: &Rc<Self>, job: Job) {
         let job = if self.queue.borrow().is_empty() {
-            match self.place(job) {
+            match self.place(job, false) {
                 Ok(()) => return,
                 Err(job) => {
                     // The scoreboard may know a worker the last tick did not (one that just
                     // started, or was replaced).
                     self.refresh();
-                    match self.place(job) {
+                    match self.place(job, false) {
                         Ok(()) => return,
                         Err(job) => job,
                     }
@@ -287,7 +299,7 @@ impl Router {
             if job.abandoned() {
                 continue;
             }
-            if let Err(job) = self.place(job) {
+            if let Err(job) = self.place(job, true) {
                 self.queue.borrow_mut().push_front(job);
                 return;
             }
