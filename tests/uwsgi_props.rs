@@ -2,6 +2,7 @@
 //! from the wire indexes memory unchecked, truncated and lying packets are rejected, and a
 //! packet built by `push_var` parses back to the same variables however it is split.
 
+use headrace::http::HttpError;
 use headrace::uwsgi_proto::{begin_packet, finish_packet, parse, push_var, UwsgiProtoError};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -79,15 +80,32 @@ proptest! {
     }
 }
 
-/// Every file in tests/corpus/uwsgi/ parses without panicking.
+/// Every file in tests/corpus/uwsgi/ is one packet, parsed with a 4096-byte limit, whose name
+/// starts with the outcome: `ok-`, `partial-`, or the status the worker answers (the
+/// `HttpError` the error converts to). A missing or empty directory fails: a replay of nothing
+/// proves nothing.
 #[test]
 fn corpus_replays_uwsgi() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/uwsgi");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let bytes = std::fs::read(entry.path()).unwrap();
-        let _ = parse(&bytes, 4096);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("corpus entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{} is empty", dir.display());
+    for path in files {
+        let bytes = std::fs::read(&path).expect("corpus file");
+        let got = match parse(&bytes, 4096) {
+            Ok(Some(_)) => "ok".to_string(),
+            Ok(None) => "partial".to_string(),
+            Err(e) => HttpError::from(e).status().to_string(),
+        };
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let want = name.split_once('-').map_or(name, |(w, _)| w);
+        assert_eq!(got, want, "{}", path.display());
     }
 }

@@ -7,6 +7,64 @@ use super::HttpError;
 const MAX_EXTENSION: usize = 1024;
 /// Largest trailer section accepted.
 const MAX_TRAILERS: usize = 8192;
+/// Bytes of a trailer field name kept for the [`FORBIDDEN_TRAILERS`] check: the longest name
+/// there; a longer name cannot be one of them.
+const NAME_KEPT: usize = 19;
+
+/// Fields that must not arrive in a trailer section (RFC 9110 §6.5.1): they decide the framing,
+/// the routing, authentication, request modifiers or how the content is read, all of which were
+/// settled when the head was read; a trailer carrying one is someone hoping a later hop merges
+/// it into the head. The list is Go's `net/http` bad-trailer list plus the connection-level,
+/// cookie and conditional fields.
+pub const FORBIDDEN_TRAILERS: &[&[u8]] = &[
+    b"authorization",
+    b"cache-control",
+    b"connection",
+    b"content-encoding",
+    b"content-length",
+    b"content-range",
+    b"content-type",
+    b"cookie",
+    b"expect",
+    b"host",
+    b"if-match",
+    b"if-modified-since",
+    b"if-none-match",
+    b"if-range",
+    b"if-unmodified-since",
+    b"keep-alive",
+    b"max-forwards",
+    b"pragma",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"proxy-connection",
+    b"range",
+    b"set-cookie",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"www-authenticate",
+];
+
+/// A trailer field name that [`FORBIDDEN_TRAILERS`] lists, in any case.
+#[must_use]
+pub fn is_forbidden_trailer(name: &[u8]) -> bool {
+    FORBIDDEN_TRAILERS
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case(name))
+}
+
+/// RFC 9110 §5.6.2 tchar: what a field name is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A field-value byte (RFC 9110 §5.5): HTAB, SP, VCHAR or obs-text, as httparse allows in the
+/// head.
+fn is_value_byte(b: u8) -> bool {
+    b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -17,7 +75,9 @@ enum State {
     DataCr,
     DataLf,
     TrailerLineStart,
-    TrailerLine,
+    TrailerName { len: usize },
+    TrailerValue,
+    TrailerValueLf,
     TrailerEndLf,
     Done,
 }
@@ -28,6 +88,8 @@ pub struct ChunkedDecoder {
     state: State,
     remaining: u64,
     trailer_bytes: usize,
+    /// The start of the trailer field name being read (up to [`NAME_KEPT`] bytes).
+    name: [u8; NAME_KEPT],
     total: u64,
     limit: u64,
     /// The first error, returned again by every later step: after malformed framing the
@@ -43,6 +105,7 @@ impl ChunkedDecoder {
             state: State::Size { digits: 0 },
             remaining: 0,
             trailer_bytes: 0,
+            name: [0; NAME_KEPT],
             total: 0,
             limit,
             failed: None,
@@ -123,29 +186,11 @@ impl ChunkedDecoder {
                     }
                     self.state = State::Size { digits: 0 };
                 }
-                State::TrailerLineStart => match b {
-                    b'\r' => self.state = State::TrailerEndLf,
-                    b'\n' => self.state = State::Done,
-                    _ => {
-                        self.trailer_bytes += 1;
-                        self.state = State::TrailerLine;
-                    }
-                },
-                State::TrailerLine => {
-                    self.trailer_bytes += 1;
-                    if self.trailer_bytes > MAX_TRAILERS {
-                        return Err(HttpError::BadRequest("trailers too large"));
-                    }
-                    if b == b'\n' {
-                        self.state = State::TrailerLineStart;
-                    }
-                }
-                State::TrailerEndLf => {
-                    if b != b'\n' {
-                        return Err(HttpError::BadRequest("invalid end of trailers"));
-                    }
-                    self.state = State::Done;
-                }
+                State::TrailerLineStart
+                | State::TrailerName { .. }
+                | State::TrailerValue
+                | State::TrailerValueLf
+                | State::TrailerEndLf => self.trailer(b)?,
                 State::Done => return Ok((i, i..i)),
             }
             i += 1;
@@ -154,6 +199,79 @@ impl ChunkedDecoder {
             }
         }
         Ok((i, i..i))
+    }
+
+    /// One byte of the trailer section (RFC 9112 §7.1.2): `name: value` lines, the names
+    /// checked against [`FORBIDDEN_TRAILERS`], the whole section bounded by [`MAX_TRAILERS`].
+    fn trailer(&mut self, b: u8) -> Result<(), HttpError> {
+        match self.state {
+            State::TrailerLineStart => match b {
+                b'\r' => self.state = State::TrailerEndLf,
+                b'\n' => self.state = State::Done,
+                // A line starting with whitespace is obs-fold, refused as in the head.
+                _ if is_tchar(b) => {
+                    self.trailer_byte()?;
+                    self.name[0] = b;
+                    self.state = State::TrailerName { len: 1 };
+                }
+                _ => return Err(HttpError::BadRequest("invalid trailer field name")),
+            },
+            State::TrailerName { len } => {
+                self.trailer_byte()?;
+                match b {
+                    b':' => {
+                        if len <= NAME_KEPT && is_forbidden_trailer(&self.name[..len]) {
+                            return Err(HttpError::BadRequest(
+                                "framing or routing field in the chunked trailer section",
+                            ));
+                        }
+                        self.state = State::TrailerValue;
+                    }
+                    _ if is_tchar(b) => {
+                        if let Some(slot) = self.name.get_mut(len) {
+                            *slot = b;
+                        }
+                        self.state = State::TrailerName {
+                            len: len.saturating_add(1),
+                        };
+                    }
+                    _ => return Err(HttpError::BadRequest("invalid trailer field name")),
+                }
+            }
+            State::TrailerValue => {
+                self.trailer_byte()?;
+                match b {
+                    b'\r' => self.state = State::TrailerValueLf,
+                    b'\n' => self.state = State::TrailerLineStart,
+                    _ if is_value_byte(b) => {}
+                    _ => return Err(HttpError::BadRequest("invalid trailer field value")),
+                }
+            }
+            State::TrailerValueLf => {
+                self.trailer_byte()?;
+                if b != b'\n' {
+                    return Err(HttpError::BadRequest("invalid trailer field value"));
+                }
+                self.state = State::TrailerLineStart;
+            }
+            State::TrailerEndLf => {
+                if b != b'\n' {
+                    return Err(HttpError::BadRequest("invalid end of trailers"));
+                }
+                self.state = State::Done;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Count one byte of the trailer section against [`MAX_TRAILERS`].
+    fn trailer_byte(&mut self) -> Result<(), HttpError> {
+        self.trailer_bytes += 1;
+        if self.trailer_bytes > MAX_TRAILERS {
+            return Err(HttpError::BadRequest("trailers too large"));
+        }
+        Ok(())
     }
 
     fn size_line_done(&mut self) -> Result<(), HttpError> {
@@ -238,6 +356,67 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+    }
+
+    #[test]
+    fn trailer_fields() {
+        let ok = |t: &str| format!("5\r\nhello\r\n0\r\n{t}\r\n");
+        // (trailer section, status; 200 = accepted)
+        let table: &[(&str, u16)] = &[
+            ("X-Checksum: abc\r\n", 200),
+            ("X-T: 1\r\nY:2\n", 200),
+            ("Server-Timing: a;dur=1\r\n", 200),
+            ("X-Content-Length: 4\r\n", 200),
+            ("Content-Lengthy: 4\r\n", 200),
+            ("X-T: caf\u{e9}\r\n", 200),
+            ("X-A-Very-Long-Trailer-Name-Over-Nineteen: 1\r\n", 200),
+            ("Content-Length: 40\r\n", 400),
+            ("content-length: 40\r\n", 400),
+            ("Transfer-Encoding: chunked\r\n", 400),
+            ("HOST: evil\r\n", 400),
+            ("Content-Type: text/evil\r\n", 400),
+            ("Content-Encoding: gzip\r\n", 400),
+            ("Content-Range: bytes 0-1/2\r\n", 400),
+            ("Trailer: X\r\n", 400),
+            ("Authorization: Basic x\r\n", 400),
+            ("Cache-Control: no-cache\r\n", 400),
+            ("Expect: 100-continue\r\n", 400),
+            ("Max-Forwards: 1\r\n", 400),
+            ("Pragma: no-cache\r\n", 400),
+            ("Range: bytes=0-1\r\n", 400),
+            ("TE: trailers\r\n", 400),
+            ("Connection: close\r\n", 400),
+            ("Keep-Alive: 5\r\n", 400),
+            ("Upgrade: h2c\r\n", 400),
+            ("Set-Cookie: a=b\r\n", 400),
+            ("Proxy-Authorization: x\r\n", 400),
+            ("If-Unmodified-Since: x\r\n", 400),
+            ("X-Ok: 1\r\nHost: evil\r\n", 400),
+            // syntax: as in the head
+            (" folded: 1\r\n", 400),
+            ("X-T 1\r\n", 400),
+            ("X-T : 1\r\n", 400),
+            (": 1\r\n", 400),
+            ("X(T): 1\r\n", 400),
+            ("X-T: a\x00b\r\n", 400),
+            ("X-T: a\rb\r\n", 400),
+        ];
+        for (trailers, status) in table {
+            let input = ok(trailers);
+            for piece in [1, 2, 5, input.len()] {
+                let got = decode(input.as_bytes(), piece).map(|_| 200);
+                let want = if *status == 200 {
+                    Ok(200)
+                } else {
+                    Err(*status)
+                };
+                assert_eq!(got, want, "{trailers:?} in pieces of {piece}");
+            }
+            if *status == 200 {
+                assert_eq!(decode(input.as_bytes(), 100), Ok((b"hello".to_vec(), true)));
+            }
+        }
+        assert!(FORBIDDEN_TRAILERS.iter().all(|f| f.len() <= NAME_KEPT));
     }
 
     #[test]

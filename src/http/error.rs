@@ -49,16 +49,8 @@ impl HttpError {
     #[must_use]
     pub fn response(&self) -> Vec<u8> {
         let status = self.status();
-        let body = format!("{status} {}\n", super::response::reason(status));
-        let mut out = Vec::with_capacity(160);
-        super::response::status_line(&mut out, b"HTTP/1.1", status);
-        out.extend_from_slice(b"Content-Type: text/plain\r\nContent-Length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-        out.extend_from_slice(b"\r\nConnection: close\r\n");
-        super::response::date_header(&mut out);
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(body.as_bytes());
-        out
+        let text = format!("{status} {}\n", super::response::reason(status));
+        super::response::plain(status, b"HTTP/1.1", "", &text, true)
     }
 }
 
@@ -84,6 +76,10 @@ mod tests {
             let text = String::from_utf8(r).unwrap();
             assert!(text.starts_with(&format!("HTTP/1.1 {s} ")), "{text}");
             assert!(text.contains("Connection: close\r\n"));
+            assert!(text.ends_with(&format!(
+                "\r\n\r\n{s} {}\n",
+                super::super::response::reason(s)
+            )));
         }
     }
 }

@@ -176,6 +176,110 @@ fn transfer_coding(value: &[u8]) -> Result<(), HttpError> {
     }
 }
 
+/// A method as nginx and Gunicorn accept it: uppercase letters, digits, `-`, `_` and `.`.
+/// httparse accepts any tchar (`get`, `G!T`), which lets a method the app or a proxy in front
+/// would read differently through; RFC 9110 §9.1 methods are case-sensitive and the registered
+/// ones are all uppercase.
+fn method_ok(method: &[u8]) -> bool {
+    !method.is_empty()
+        && method
+            .iter()
+            .all(|&b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
+/// RFC 3986 §3.2.2 reg-name bytes: unreserved, sub-delims and `%` (pct-encoded, checked by
+/// [`reg_name_ok`]).
+fn reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)
+}
+
+/// A non-empty reg-name whose `%` are each followed by two hex digits.
+fn reg_name_ok(host: &[u8]) -> bool {
+    !host.is_empty()
+        && host.iter().all(|&b| reg_name_byte(b))
+        && host.iter().enumerate().all(|(i, &b)| {
+            b != b'%'
+                || host
+                    .get(i + 1..i + 3)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        })
+}
+
+/// `port = 1*5DIGIT` up to 65535.
+fn port_ok(port: &[u8]) -> bool {
+    (1..=5).contains(&port.len())
+        && port.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(port)
+            .ok()
+            .and_then(|p| p.parse::<u16>().ok())
+            .is_some()
+}
+
+/// `uri-host [":" port]` (RFC 9110 §4.2.1 for http(s) URIs): the host is an IP-literal in
+/// brackets or a non-empty reg-name (which covers IPv4); userinfo (`user@`) is an error there
+/// (§4.2.4). `port_required` for CONNECT's authority-form (RFC 9112 §3.2.3).
+fn authority_ok(authority: &[u8], port_required: bool) -> bool {
+    let (host, port) = if let Some(rest) = authority.strip_prefix(b"[") {
+        let Some(close) = memchr::memchr(b']', rest) else {
+            return false;
+        };
+        let literal = &rest[..close];
+        if literal.is_empty()
+            || !literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        match &rest[close + 1..] {
+            [] => (true, None),
+            [b':', port @ ..] => (true, Some(port)),
+            _ => return false,
+        }
+    } else {
+        match memchr::memrchr(b':', authority) {
+            Some(c) => (reg_name_ok(&authority[..c]), Some(&authority[c + 1..])),
+            None => (reg_name_ok(authority), None),
+        }
+    };
+    host && match port {
+        Some(p) => port_ok(p),
+        None => !port_required,
+    }
+}
+
+/// An absolute-form target (RFC 9112 §3.2.2) for an http or https URI: the scheme, `://`, a
+/// valid authority, then nothing, a path or a query. Other schemes name no resource of this
+/// server. The path is PATH_INFO ([`super::target::split_target`]).
+fn absolute_form_ok(target: &[u8]) -> bool {
+    let Some(sep) = memchr::memmem::find(target, b"://") else {
+        return false;
+    };
+    let scheme = &target[..sep];
+    if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
+        return false;
+    }
+    let rest = &target[sep + 3..];
+    let end = memchr::memchr2(b'/', b'?', rest).unwrap_or(rest.len());
+    authority_ok(&rest[..end], false)
+}
+
+/// RFC 9112 §3.2: which request-target forms a method may use. origin-form (`/path`) for any
+/// method but CONNECT; absolute-form (`http://host/path`) likewise; asterisk-form (`*`) only
+/// for OPTIONS; authority-form (`host:port`) only, and always, for CONNECT.
+fn target_error(method: &[u8], target: &[u8]) -> Option<&'static str> {
+    if method == b"CONNECT" {
+        return (!authority_ok(target, true)).then_some("CONNECT needs an authority-form target");
+    }
+    if target == b"*" {
+        return (method != b"OPTIONS").then_some("asterisk-form target outside OPTIONS");
+    }
+    if target.starts_with(b"/") || absolute_form_ok(target) {
+        return None;
+    }
+    Some("invalid request-target")
+}
+
 /// 414 when the request line alone does not fit the limit, 431 when the headers make it too big.
 fn too_large(buf: &[u8], limit: usize) -> HttpError {
     let line = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
@@ -195,6 +299,36 @@ fn need_more(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, HttpErro
     }
 }
 
+/// RFC 9112 §6.3: how the body is delimited, from the Content-Length value and whether
+/// Transfer-Encoding ends in chunked; a Content-Length over `--limit-post` is refused here.
+fn framing(
+    content_length: Option<u64>,
+    chunked: bool,
+    version: Version,
+    limits: Limits,
+) -> Result<Framing, HttpError> {
+    let framing = match (content_length, chunked) {
+        (Some(_), true) => {
+            // A smuggling vector; reject rather than guess.
+            return Err(HttpError::BadRequest(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        (None, true) if version == Version::Http10 => {
+            return Err(HttpError::BadRequest("chunked body in HTTP/1.0"));
+        }
+        (None, true) => Framing::Chunked,
+        (Some(0) | None, false) => Framing::None,
+        (Some(n), false) => Framing::Length(n),
+    };
+    if let Framing::Length(n) = framing {
+        if limits.body > 0 && n > limits.body {
+            return Err(HttpError::BodyTooLarge(limits.body));
+        }
+    }
+    Ok(framing)
+}
+
 /// Parse a request head from the start of `buf`. `Ok(None)`: need more bytes.
 pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, HttpError> {
     // An acceptable head lies within the first `limits.head` bytes, so nothing past them is
@@ -212,6 +346,14 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, Htt
     };
     let method = req.method.unwrap_or_default().as_bytes();
     let target = req.path.unwrap_or_default().as_bytes();
+    if !method_ok(method) {
+        return Err(HttpError::BadRequest(
+            "method outside uppercase letters, digits and -_.",
+        ));
+    }
+    if let Some(why) = target_error(method, target) {
+        return Err(HttpError::BadRequest(why));
+    }
     let version = match req.version {
         Some(0) => Version::Http10,
         Some(1) => Version::Http11,
@@ -231,6 +373,11 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, Htt
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut hosts = 0;
+    let mut content_types = 0;
+    // RFC 9112 §9.3: `close` ends the connection whatever else the Connection fields say, so a
+    // later `keep-alive` (HTTP/1.0) cannot turn it back on.
+    let mut close = false;
+    let mut keep_alive_token = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
@@ -239,6 +386,10 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, Htt
         if name.eq_ignore_ascii_case(b"content-length") {
             let n = parse_content_length(value)
                 .ok_or(HttpError::BadRequest("invalid Content-Length"))?;
+            // Repeated lines with the same value are accepted: the framing is not in doubt,
+            // and RFC 9110 §8.6 lets a recipient take such a list as the single value (a
+            // `5, 5` list in one line stays a 400: it is not 1*DIGIT). Differing values are
+            // the classic smuggling vector.
             if content_length.is_some_and(|prev| prev != n) {
                 return Err(HttpError::BadRequest("conflicting Content-Length headers"));
             }
@@ -250,18 +401,23 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, Htt
             chunked = true;
             transfer_coding(value)?;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            if has_token(value, b"close") {
-                head.keep_alive = false;
-            } else if version == Version::Http10 && has_token(value, b"keep-alive") {
-                head.keep_alive = true;
-            }
+            close |= has_token(value, b"close");
+            keep_alive_token |= has_token(value, b"keep-alive");
         } else if name.eq_ignore_ascii_case(b"expect") {
             // RFC 9110 §10.1.1: a 1.0 client cannot be sent an interim response.
             head.expect_continue = version == Version::Http11
                 && value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            content_types += 1;
         }
+    }
+    head.keep_alive = !close && (version == Version::Http11 || keep_alive_token);
+    // RFC 9110 §5.3: a singleton field sent twice is invalid. Two Content-Types would let the
+    // app and a proxy in front pick different ones (how the body is parsed).
+    if content_types > 1 {
+        return Err(HttpError::BadRequest("more than one Content-Type header"));
     }
     // RFC 9112 §3.2: exactly one Host in HTTP/1.1; at most one in 1.0.
     if hosts > 1 || (hosts == 0 && version == Version::Http11) {
@@ -271,25 +427,7 @@ pub fn parse_head(buf: &[u8], limits: Limits) -> Result<Option<RequestHead>, Htt
             "missing Host header"
         }));
     }
-    head.framing = match (content_length, chunked) {
-        (Some(_), true) => {
-            // RFC 9112 §6.3: a smuggling vector; reject rather than guess.
-            return Err(HttpError::BadRequest(
-                "both Content-Length and Transfer-Encoding",
-            ));
-        }
-        (None, true) if version == Version::Http10 => {
-            return Err(HttpError::BadRequest("chunked body in HTTP/1.0"));
-        }
-        (None, true) => Framing::Chunked,
-        (Some(0) | None, false) => Framing::None,
-        (Some(n), false) => Framing::Length(n),
-    };
-    if let Framing::Length(n) = head.framing {
-        if limits.body > 0 && n > limits.body {
-            return Err(HttpError::BodyTooLarge(limits.body));
-        }
-    }
+    head.framing = framing(content_length, chunked, version, limits)?;
     if head.framing == Framing::None {
         head.expect_continue = false;
     }
@@ -466,6 +604,168 @@ mod tests {
         for (raw, status) in table {
             let got = parse(&raw).map(|_| ()).unwrap_err();
             assert_eq!(got.status(), status, "{}", String::from_utf8_lossy(&raw));
+        }
+    }
+
+    /// Parse `raw` (no Host added) and give the status, or 200 for a complete head.
+    fn status_of(raw: &[u8]) -> u16 {
+        match parse_head(raw, LIMITS) {
+            Ok(Some(_)) => 200,
+            Ok(None) => 0,
+            Err(e) => e.status(),
+        }
+    }
+
+    #[test]
+    fn request_target_forms() {
+        // (method, target, status): RFC 9112 §3.2.
+        let table: &[(&str, &str, u16)] = &[
+            ("GET", "/", 200),
+            ("GET", "/a?b", 200),
+            ("GET", "http://example.com/a?b", 200),
+            ("GET", "http://example.com", 200),
+            ("GET", "http://example.com?q", 200),
+            ("GET", "HTTPS://example.com:8443/", 200),
+            ("GET", "http://127.0.0.1:80/x", 200),
+            ("GET", "http://[::1]:8080/x", 200),
+            ("GET", "http://[::1]/x", 200),
+            ("GET", "http://ex%41mple.com/", 200),
+            ("OPTIONS", "*", 200),
+            ("OPTIONS", "/", 200),
+            ("CONNECT", "example.com:443", 200),
+            ("CONNECT", "[::1]:443", 200),
+            // origin-form must start with '/'
+            ("GET", "a/b", 400),
+            ("GET", "?q", 400),
+            // absolute-form needs http(s) and a valid authority
+            ("GET", "http:///path", 400),
+            ("GET", "http://", 400),
+            ("GET", "http://user@example.com/", 400),
+            ("GET", "http://exa^mple.com/", 400),
+            ("GET", "http://example.com:/", 400),
+            ("GET", "http://example.com:99999/", 400),
+            ("GET", "http://example.com:8o/", 400),
+            ("GET", "http://[::1/", 400),
+            ("GET", "http://[]/", 400),
+            ("GET", "http://[::1]x/", 400),
+            ("GET", "http://ex%4mple.com/", 400),
+            ("GET", "ftp://example.com/", 400),
+            ("GET", "http:/example.com/", 400),
+            // asterisk-form only with OPTIONS
+            ("GET", "*", 400),
+            ("POST", "*", 400),
+            ("OPTIONS", "*x", 400),
+            // authority-form only with CONNECT, and CONNECT only with it
+            ("GET", "example.com:443", 400),
+            ("OPTIONS", "example.com:443", 400),
+            ("CONNECT", "example.com", 400),
+            ("CONNECT", "/", 400),
+            ("CONNECT", "http://example.com:443/", 400),
+            ("CONNECT", ":443", 400),
+            ("CONNECT", "*", 400),
+        ];
+        for (method, target, status) in table {
+            let raw = format!("{method} {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(status_of(raw.as_bytes()), *status, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn method_characters() {
+        let table: &[(&str, u16)] = &[
+            ("GET", 200),
+            ("M-SEARCH", 200),
+            ("VERSION_CONTROL", 200),
+            ("X.Y2", 200),
+            ("get", 400),
+            ("Get", 400),
+            ("G!T", 400),
+            ("G*T", 400),
+            ("G'T", 400),
+            ("G~T", 400),
+            ("G|T", 400),
+        ];
+        for (method, status) in table {
+            let raw = format!("{method} / HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(status_of(raw.as_bytes()), *status, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn repeated_singletons() {
+        let table: &[(&[u8], u16)] = &[
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400),
+            (b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+                400,
+            ),
+            // identical values: the framing is not in doubt (see parse_head)
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 02\r\n\r\n",
+                200,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: a/b\r\nContent-Type: a/b\r\n\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: a/b\r\nContent-type: c/d\r\n\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: a/b\r\nContent_Type: c/d\r\n\r\n",
+                200,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nContent-Type: a/b\r\n\r\n",
+                200,
+            ),
+        ];
+        for (raw, status) in table {
+            assert_eq!(status_of(raw), *status, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn connection_close_wins() {
+        // (head, keep_alive)
+        let table: &[(&[u8], bool)] = &[
+            (
+                b"GET / HTTP/1.0\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\n",
+                false,
+            ),
+            (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
+            (
+                b"GET / HTTP/1.0\r\nConnection: TE\r\nConnection: Keep-Alive\r\n\r\n",
+                true,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+                true,
+            ),
+        ];
+        for (raw, keep_alive) in table {
+            let h = parse_head(raw, LIMITS).unwrap().unwrap();
+            assert_eq!(
+                h.keep_alive,
+                *keep_alive,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 

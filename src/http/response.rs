@@ -19,9 +19,32 @@ pub fn reason(status: u16) -> &'static str {
         501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "Unknown",
     }
+}
+
+/// A complete plain-text response that headrace makes itself (protocol errors, the router's
+/// 502/503/504): the status line in `version` (`b"HTTP/1.1"` or `b"HTTP/1.0"`),
+/// `Content-Type: text/plain`, `Content-Length`, then `extra_headers` as given (each line ending
+/// in `\r\n`, e.g. `"Retry-After: 1\r\n"`), `Connection: close` when `close`, `Date`, and
+/// `text` as the body, byte for byte (add the final newline yourself).
+#[must_use]
+pub fn plain(status: u16, version: &[u8], extra_headers: &str, text: &str, close: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160 + extra_headers.len() + text.len());
+    status_line(&mut out, version, status);
+    out.extend_from_slice(b"Content-Type: text/plain\r\nContent-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(text.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(extra_headers.as_bytes());
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    date_header(&mut out);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(text.as_bytes());
+    out
 }
 
 /// Append `HTTP/1.1 500 Internal Server Error\r\n`.
@@ -93,5 +116,66 @@ mod tests {
         let (b, n) = chunk_size_line(500);
         assert_eq!(&b[..n], b"1f4\r\n");
         assert!(status_has_no_body(304) && !status_has_no_body(200));
+    }
+
+    #[test]
+    fn every_status_we_send_has_its_reason() {
+        let table = [
+            (100, "Continue"),
+            (400, "Bad Request"),
+            (408, "Request Timeout"),
+            (413, "Content Too Large"),
+            (414, "URI Too Long"),
+            (431, "Request Header Fields Too Large"),
+            (500, "Internal Server Error"),
+            (501, "Not Implemented"),
+            (502, "Bad Gateway"),
+            (503, "Service Unavailable"),
+            (504, "Gateway Timeout"),
+            (505, "HTTP Version Not Supported"),
+        ];
+        for (status, want) in table {
+            assert_eq!(reason(status), want, "{status}");
+        }
+    }
+
+    #[test]
+    fn plain_responses() {
+        /// (status, version, extra headers, text, close, the expected head up to Date)
+        type Case<'a> = (u16, &'a [u8], &'a str, &'a str, bool, &'a str);
+        let table: &[Case] = &[
+            (
+                504,
+                b"HTTP/1.1",
+                "",
+                "504 Gateway Timeout\n",
+                true,
+                "HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n",
+            ),
+            (
+                503,
+                b"HTTP/1.0",
+                "Retry-After: 1\r\n",
+                "busy",
+                false,
+                "HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 4\r\nRetry-After: 1\r\n",
+            ),
+            (
+                400,
+                b"HTTP/1.1",
+                "",
+                "",
+                false,
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n",
+            ),
+        ];
+        for (status, version, extra, text, close, head) in table {
+            let out = String::from_utf8(plain(*status, version, extra, text, *close)).unwrap();
+            let (got_head, body) = out.split_once("\r\n\r\n").unwrap();
+            let (before_date, date) = got_head.rsplit_once("Date: ").unwrap();
+            assert_eq!(before_date, *head);
+            assert!(date.ends_with(" GMT"), "{date}");
+            assert_eq!(body, *text);
+        }
     }
 }

@@ -20,15 +20,20 @@ pub fn cgi_key(name: &[u8]) -> String {
     key
 }
 
-/// Split a request target into (path, query). Absolute-form targets (`http://h/p?q`) lose their
-/// scheme and authority.
+/// Split a request target into (path, query). Absolute-form targets (`http://h/p?q`, RFC 9112
+/// §3.2.2) lose their scheme and authority, and an empty path is `/` (RFC 9110 §4.2.3); the
+/// parser has checked the form ([`super::parse::parse_head`]).
 #[must_use]
 pub fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
     let mut path = target;
     if !path.starts_with(b"/") {
         if let Some(p) = memchr::memmem::find(path, b"://") {
             let rest = &path[p + 3..];
-            path = memchr::memchr(b'/', rest).map_or(b"/".as_slice(), |s| &rest[s..]);
+            match memchr::memchr2(b'/', b'?', rest) {
+                Some(s) if rest[s] == b'/' => path = &rest[s..],
+                Some(q) => return (b"/", &rest[q + 1..]),
+                None => return (b"/", b""),
+            }
         }
     }
     match memchr::memchr(b'?', path) {
@@ -90,4 +95,35 @@ pub fn app_headers<'a>(
         }
         Some((name, value))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_target_forms() {
+        // (target, path, query)
+        let table: &[(&[u8], &[u8], &[u8])] = &[
+            (b"/a/b?x=1", b"/a/b", b"x=1"),
+            (b"/", b"/", b""),
+            (b"/?", b"/", b""),
+            (b"http://example.com/x?y", b"/x", b"y"),
+            (b"HTTPS://example.com:8443/x/y", b"/x/y", b""),
+            (b"http://example.com", b"/", b""),
+            (b"http://example.com?q=1", b"/", b"q=1"),
+            (b"http://example.com?q=/a", b"/", b"q=/a"),
+            (b"http://[::1]:80/p?q", b"/p", b"q"),
+            (b"*", b"*", b""),
+            (b"example.com:443", b"example.com:443", b""),
+        ];
+        for (target, path, query) in table {
+            assert_eq!(
+                split_target(target),
+                (*path, *query),
+                "{}",
+                String::from_utf8_lossy(target)
+            );
+        }
+    }
 }
