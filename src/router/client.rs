@@ -356,24 +356,20 @@ async fn read_body<S: AsyncRead + Unpin>(
 }
 
 /// A complete plain-text response the router makes itself (503, 502, 504), in the client's
-/// HTTP version.
+/// HTTP version (an HTTP/1.0 client that may keep the connection is told so).
 pub fn plain(status: u16, version: Version, extra: &str, text: &str, close: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(200 + text.len());
-    crate::http::response::status_line(&mut out, version.as_str().as_bytes(), status);
-    out.extend_from_slice(b"Content-Type: text/plain\r\nContent-Length: ");
-    out.extend_from_slice(itoa::Buffer::new().format(text.len() + 1).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(extra.as_bytes());
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    } else if version == Version::Http10 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
-    }
-    crate::http::response::date_header(&mut out);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(text.as_bytes());
-    out.push(b'\n');
-    out
+    let keep10 = if !close && version == Version::Http10 {
+        "Connection: keep-alive\r\n"
+    } else {
+        ""
+    };
+    crate::http::response::plain(
+        status,
+        version.as_str().as_bytes(),
+        &format!("{extra}{keep10}"),
+        &format!("{text}\n"),
+        close,
+    )
 }
 
 async fn reject<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, err: &HttpError, peer: &Peer) {
