@@ -8,7 +8,6 @@ use crate::http::parse::parse_head;
 use crate::http::HttpError;
 use crate::sys::fd::{self, Epoll};
 use crate::wsgi::environ::Peer;
-use crate::wsgi::response::STOPPING;
 use crate::wsgi::{Exchange, Head, Server};
 use pyo3::prelude::*;
 use std::io;
@@ -21,6 +20,12 @@ const STOP_TOKEN: u64 = u64::MAX;
 const CONN_BASE: u64 = 1 << 32;
 /// How often idle connections are checked against their timeouts.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long a router link may sit idle once the stop began. The router closes the idle links
+/// of a worker that is not `ready` within its 100 ms tick, so a link idle this long belongs to
+/// a stuck router.
+const LINK_IDLE_ON_STOP: Duration = Duration::from_secs(2);
+/// How often (ms) a stopping thread checks its remaining links.
+const DRAIN_TICK_MS: i32 = 100;
 
 struct Thread<'w, 'a> {
     w: &'w Worker<'a>,
@@ -28,9 +33,12 @@ struct Thread<'w, 'a> {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     core: usize,
+    /// When this thread began stopping (`None`: still serving).
+    draining: Option<Instant>,
 }
 
-/// Run thread `core` of worker `w` until the worker is told to stop.
+/// Run thread `core` of worker `w` until the worker is told to stop and this thread's last
+/// connection has ended.
 pub fn run(py: Python<'_>, w: &Worker<'_>, core: usize) {
     let epoll = match Epoll::new() {
         Ok(e) => e,
@@ -61,6 +69,7 @@ pub fn run(py: Python<'_>, w: &Worker<'_>, core: usize) {
         conns: Vec::new(),
         free: Vec::new(),
         core,
+        draining: None,
     };
     t.serve_forever(py);
 }
@@ -72,7 +81,12 @@ impl Thread<'_, '_> {
         let master = crate::sys::proc::getppid();
         loop {
             let epoll = &self.epoll;
-            let n = py.detach(|| epoll.wait(&mut events, 1000)).unwrap_or(0);
+            let timeout = if self.draining.is_some() {
+                DRAIN_TICK_MS
+            } else {
+                1000
+            };
+            let n = py.detach(|| epoll.wait(&mut events, timeout)).unwrap_or(0);
             let mut stop = false;
             // A listening socket seen readable in this batch: after each request served, the
             // thread (free again) takes one more connection from it, so a burst of new
@@ -101,36 +115,91 @@ impl Thread<'_, '_> {
                     }
                 }
             }
-            if STOPPING.load(Ordering::Relaxed) {
-                stop = true;
-            }
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
                 self.sweep();
-                if let Some(reason) = self.w.recycle.periodic() {
-                    self.w.recycle.retire(self.w.id, self.w.pid, &reason);
-                }
-                // PR_SET_PDEATHSIG covers a dying master; this covers a master that was
-                // replaced before the signal was armed.
-                if crate::sys::proc::getppid() != master {
-                    stop = true;
+                if self.draining.is_none() {
+                    if let Some(reason) = self.w.recycle.periodic() {
+                        self.w.retire(&reason);
+                    }
+                    // PR_SET_PDEATHSIG covers a dying master; this covers a master that was
+                    // replaced before the signal was armed.
+                    if crate::sys::proc::getppid() != master {
+                        stop = true;
+                    }
                 }
             }
-            if stop {
-                STOPPING.store(true, Ordering::Relaxed);
-                // The router stops sending requests here.
-                self.w
-                    .scoreboard
-                    .slot(self.w.slot)
-                    .ready
-                    .store(0, Ordering::Release);
-                return; // dropping `self.conns` closes the idle connections
+            if self.draining.is_none() && (stop || self.w.stopping()) {
+                self.begin_drain(py);
+            }
+            if let Some(since) = self.draining {
+                self.close_stale(since);
+                if self.conns.iter().all(Option::is_none) {
+                    return;
+                }
             }
         }
     }
 
-    /// Accept one connection and serve what it already sent. `false`: nothing was waiting.
+    /// The worker is stopping: stop accepting, end the connections that are between requests,
+    /// and keep only the router's links, which may carry requests the router already sent.
+    fn begin_drain(&mut self, py: Python<'_>) {
+        let w = self.w;
+        w.stop();
+        self.draining = Some(Instant::now());
+        // The router stops sending requests here.
+        w.scoreboard.slot(w.slot).ready.store(0, Ordering::Release);
+        for l in &w.listeners {
+            self.epoll.delete(l.fd.as_raw_fd());
+        }
+        // The pipe stays readable: watching it would wake this thread in a loop.
+        self.epoll.delete(w.stop_fd);
+        // This thread is between requests, so every other connection is idle or holds at most
+        // part of a request: they close now, as uWSGI's do.
+        for slot in 0..self.conns.len() {
+            if self.conns[slot].as_ref().is_some_and(|c| !c.link) {
+                self.close(slot);
+            }
+        }
+        if let Some(idx) = w.link {
+            if w.claim_link_drain() {
+                // Refuse new connects first (the router gets ECONNREFUSED and offers the
+                // request to another worker), then take every connection already queued, so
+                // that none is reset unread when the worker exits. The socket itself is closed
+                // at exit; after the shutdown nothing can queue on it.
+                fd::shutdown(w.listeners[idx].fd.as_raw_fd());
+                while self.take(py, idx) {}
+            }
+        }
+    }
+
+    /// While stopping: close connections idle for `LINK_IDLE_ON_STOP`, counted from the later
+    /// of the stop and their last activity.
+    fn close_stale(&mut self, since: Instant) {
+        let now = Instant::now();
+        for slot in 0..self.conns.len() {
+            let stale = self.conns[slot]
+                .as_ref()
+                .is_some_and(|c| now.duration_since(c.last_active.max(since)) > LINK_IDLE_ON_STOP);
+            if stale {
+                self.close(slot);
+            }
+        }
+    }
+
+    /// Accept one connection and serve what it already sent, unless the worker is stopping.
+    /// `false`: nothing was taken.
     fn accept(&mut self, py: Python<'_>, idx: usize) -> bool {
+        // A stopping worker takes no new work; its router link is drained by `begin_drain`.
+        if self.w.stopping() {
+            return false;
+        }
+        self.take(py, idx)
+    }
+
+    /// Accept one connection from listener `idx` and serve what it already sent. `false`:
+    /// nothing was waiting.
+    fn take(&mut self, py: Python<'_>, idx: usize) -> bool {
         let Some(listener) = self.w.listeners.get(idx) else {
             return false;
         };
@@ -173,6 +242,7 @@ impl Thread<'_, '_> {
         }
         let mut conn = Conn::new(sock, peer);
         conn.uwsgi = listener.kind == crate::config::SocketKind::Uwsgi;
+        conn.link = self.w.link == Some(idx);
         self.conns[slot] = Some(conn);
         // With TCP_DEFER_ACCEPT the request is usually already here.
         if !self.on_readable(py, slot) {
@@ -219,8 +289,11 @@ impl Thread<'_, '_> {
         let w = self.w;
         let rss_check = || {
             if let Some(reason) = w.recycle.after_app() {
-                w.recycle.retire(w.id, w.pid, &reason);
+                w.retire(&reason);
             }
+        };
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return false;
         };
         let server = Server {
             pid: w.pid,
@@ -228,9 +301,8 @@ impl Thread<'_, '_> {
             core: self.core,
             scoreboard: w.scoreboard,
             after_app: w.recycle.checks_memory().then_some(&rss_check as &dyn Fn()),
-        };
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
-            return false;
+            // A router link outlives the stop: the router may have pipelined more requests.
+            stopping: (!conn.link).then(Worker::stop_flag),
         };
         loop {
             if conn.buf.is_empty() {
@@ -247,7 +319,7 @@ impl Thread<'_, '_> {
             };
             let next = w.scoreboard.slot(w.slot).requests.load(Ordering::Relaxed) + 1;
             if let Some(reason) = w.recycle.before_request(next) {
-                w.recycle.retire(w.id, w.pid, &reason);
+                w.retire(&reason);
             }
             let buf = std::mem::take(&mut conn.buf);
             let ex = Exchange {
@@ -263,7 +335,7 @@ impl Thread<'_, '_> {
             conn.buf = buf;
             conn.last_active = Instant::now();
             conn.head_started = (!conn.buf.is_empty()).then_some(conn.last_active);
-            if STOPPING.load(Ordering::Relaxed) {
+            if !conn.link && w.stopping() {
                 return false;
             }
         }

@@ -11,9 +11,6 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Set when the worker is stopping: responses then say `Connection: close`.
-pub static STOPPING: AtomicBool = AtomicBool::new(false);
-
 /// Hop-by-hop headers an app must not send (PEP 3333, RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -134,6 +131,8 @@ pub struct ResponseState {
     pub broken: bool,
     /// How far the app read the request body (see `BodyProgress`).
     pub body_progress: Option<std::sync::Arc<crate::wsgi::input::BodyProgress>>,
+    /// The worker's stop flag (see `Server::stopping`).
+    stopping: Option<&'static AtomicBool>,
 }
 
 impl ResponseState {
@@ -145,6 +144,7 @@ impl ResponseState {
         keep_alive: bool,
         is_head: bool,
         timeout: Duration,
+        stopping: Option<&'static AtomicBool>,
     ) -> Self {
         Self {
             fd,
@@ -168,6 +168,7 @@ impl ResponseState {
             error: None,
             broken: false,
             body_progress: None,
+            stopping,
         }
     }
 
@@ -183,7 +184,7 @@ impl ResponseState {
         self.client_keep_alive
             && !self.close_after
             && !self.broken
-            && !STOPPING.load(Ordering::Relaxed)
+            && !self.stopping.is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     /// Make the connection close after this response (a body the app did not finish, an error
