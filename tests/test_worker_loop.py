@@ -183,3 +183,75 @@ def test_sigterm_to_master_finishes_slow_request(headrace, front):
     assert srv.proc.wait(10) == 0
     srv.stop()
     assert srv.leftover_pids() == []
+
+
+# --- keep-alive affinity (direct mode) -----------------------------------------------------
+
+
+def pids_of(conns) -> list[int]:
+    """Ask each keep-alive connection which worker serves it."""
+    out = []
+    for c in conns:
+        c.send(build_request("GET", "/pid"))
+        r = c.read_response()
+        assert r.status == 200
+        out.append(int(r.body))
+    return out
+
+
+def test_keepalive_request_behind_busy_thread_moves_to_free_worker(headrace):
+    srv = headrace("--wsgi-file", app("basic.py"), "--master", "--processes", "2",
+                   "--threads", "1", workers=2)
+    conns = [srv.connect() for _ in range(5)]
+    try:
+        pids = pids_of(conns)
+        # Five connections on two workers: one worker holds at least three of them.
+        busy = max(set(pids), key=pids.count)
+        a, hold = [c for c, p in zip(conns, pids) if p == busy][:2]
+        hold.send(build_request("GET", "/sleep?s=2&tag=HOLD"))
+        srv.wait_log(f"SLEEP-START {busy} HOLD")
+        started = time.monotonic()
+        a.send(build_request("GET", "/pid"))
+        r = a.read_response()
+        elapsed = time.monotonic() - started
+        assert r.status == 200
+        other = int(r.body)
+        assert other != busy and other in srv.worker_pids()
+        assert elapsed < 1.0, f"the request waited {elapsed:.2f} s behind the busy worker"
+        # The connection now belongs to the worker that answered.
+        assert pids_of([a]) == [other]
+        slow = hold.read_response()
+        assert slow.status == 200 and json.loads(slow.body)["pid"] == busy
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_keepalive_request_behind_busy_thread_moves_to_free_thread(headrace):
+    srv = headrace("--wsgi-file", app("basic.py"), "--master", "--processes", "1",
+                   "--threads", "2")
+    conns = [srv.connect() for _ in range(5)]
+    try:
+        for i, c in enumerate(conns):
+            c.send(build_request("GET", f"/pid?c={i}"))
+            assert c.read_response().status == 200
+        lines = srv.wait_request_lines(6)
+        core_of = {m["uri"]: int(m["core"]) for m in lines}
+        cores = [core_of[f"/pid?c={i}"] for i in range(len(conns))]
+        # Five connections on two threads: one thread holds at least three of them.
+        busy = max(set(cores), key=cores.count)
+        a, hold = [c for c, k in zip(conns, cores) if k == busy][:2]
+        hold.send(build_request("GET", "/sleep?s=2&tag=HOLD-T"))
+        srv.wait_log("HOLD-T")
+        started = time.monotonic()
+        a.send(build_request("GET", "/pid?moved=1"))
+        r = a.read_response()
+        elapsed = time.monotonic() - started
+        assert r.status == 200
+        assert elapsed < 1.0, f"the request waited {elapsed:.2f} s behind the busy thread"
+        moved = [m for m in srv.wait_request_lines(7) if m["uri"] == "/pid?moved=1"]
+        assert [int(m["core"]) for m in moved] == [1 - busy]
+        assert hold.read_response().status == 200
+    finally:
+        for c in conns:
+            c.close()

@@ -3,6 +3,7 @@
 //! GIL is released only around waits.
 
 use super::conn::Conn;
+use super::handoff::ThreadShare;
 use super::Worker;
 use crate::http::parse::parse_head;
 use crate::http::HttpError;
@@ -11,13 +12,15 @@ use crate::wsgi::environ::Peer;
 use crate::wsgi::{Exchange, Head, Server};
 use pyo3::prelude::*;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const STOP_TOKEN: u64 = u64::MAX;
+/// The hand-off socket (connections passed by other workers).
+const HANDOFF_TOKEN: u64 = u64::MAX - 1;
 /// Tokens below this are listener indexes; at and above, connection slots.
-const CONN_BASE: u64 = 1 << 32;
+pub const CONN_BASE: u64 = 1 << 32;
 /// How often idle connections are checked against their timeouts.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How long a router link may sit idle once the stop began. The router closes the idle links
@@ -29,7 +32,10 @@ const DRAIN_TICK_MS: i32 = 100;
 
 struct Thread<'w, 'a> {
     w: &'w Worker<'a>,
-    epoll: Epoll,
+    epoll: &'w Epoll,
+    /// What the hand-off watcher sees of this thread (kept up to date only with a hand-off
+    /// socket).
+    share: &'w ThreadShare,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     core: usize,
@@ -40,16 +46,10 @@ struct Thread<'w, 'a> {
 /// Run thread `core` of worker `w` until the worker is told to stop and this thread's last
 /// connection has ended.
 pub fn run(py: Python<'_>, w: &Worker<'_>, core: usize) {
-    let epoll = match Epoll::new() {
-        Ok(e) => e,
-        Err(e) => {
-            crate::log!(
-                "headrace: worker {} thread {core}: cannot create epoll: {e}",
-                w.id
-            );
-            return;
-        }
+    let Some(share) = w.threads.get(core) else {
+        return;
     };
+    let epoll = &share.epoll;
     for (i, l) in w.listeners.iter().enumerate() {
         if let Err(e) = epoll.add(l.fd.as_raw_fd(), i as u64, true) {
             crate::log!(
@@ -63,9 +63,19 @@ pub fn run(py: Python<'_>, w: &Worker<'_>, core: usize) {
         crate::log!("headrace: worker {} cannot watch its stop pipe: {e}", w.id);
         return;
     }
+    if let Some(h) = &w.handoff {
+        if let Err(e) = epoll.add(h.inbox.as_raw_fd(), HANDOFF_TOKEN, true) {
+            crate::log!(
+                "headrace: worker {} cannot watch its hand-off socket: {e}",
+                w.id
+            );
+            return;
+        }
+    }
     let mut t = Thread {
         w,
         epoll,
+        share,
         conns: Vec::new(),
         free: Vec::new(),
         core,
@@ -98,6 +108,8 @@ impl Thread<'_, '_> {
                 let token = ev.u64;
                 if token == STOP_TOKEN {
                     stop = true;
+                } else if token == HANDOFF_TOKEN {
+                    self.receive(py);
                 } else if token < CONN_BASE {
                     let idx = usize::try_from(token).unwrap_or(0);
                     if self.accept(py, idx) {
@@ -154,6 +166,9 @@ impl Thread<'_, '_> {
         }
         // The pipe stays readable: watching it would wake this thread in a loop.
         self.epoll.delete(w.stop_fd);
+        if let Some(h) = &w.handoff {
+            self.epoll.delete(h.inbox.as_raw_fd());
+        }
         // This thread is between requests, so every other connection is idle or holds at most
         // part of a request: they close now, as uWSGI's do.
         for slot in 0..self.conns.len() {
@@ -169,6 +184,14 @@ impl Thread<'_, '_> {
                 // at exit; after the shutdown nothing can queue on it.
                 fd::shutdown(w.listeners[idx].fd.as_raw_fd());
                 while self.take(py, idx) {}
+            }
+        }
+        if let Some(h) = &w.handoff {
+            if w.claim_handoff_drain() {
+                // The same for connections other workers handed us: senders now get EPIPE
+                // and keep theirs; those already sent get their waiting request answered.
+                fd::shutdown(h.inbox.as_raw_fd());
+                while self.receive(py) {}
             }
         }
     }
@@ -217,6 +240,53 @@ impl Thread<'_, '_> {
         if listener.unix_path.is_none() {
             fd::set_nodelay(sock.as_raw_fd());
         }
+        self.adopt(py, sock, addr, idx)
+    }
+
+    /// Take one connection another worker handed us. `false`: nothing was waiting.
+    fn receive(&mut self, py: Python<'_>) -> bool {
+        let Some(h) = &self.w.handoff else {
+            return false;
+        };
+        match h.receive(self.w) {
+            Ok(Some((sock, idx))) => {
+                let tcp = self
+                    .w
+                    .listeners
+                    .get(idx)
+                    .is_some_and(|l| l.unix_path.is_none());
+                let (sock, addr) = if tcp {
+                    let s = std::net::TcpStream::from(sock);
+                    let addr = s.peer_addr().ok();
+                    (OwnedFd::from(s), addr)
+                } else {
+                    (sock, None)
+                };
+                self.adopt(py, sock, addr, idx)
+            }
+            Ok(None) => true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) => {
+                crate::log!(
+                    "headrace: worker {} hand-off receive failed: {e}",
+                    self.w.id
+                );
+                false
+            }
+        }
+    }
+
+    /// Serve a connection from listener `idx` from now on, starting with what it already sent.
+    fn adopt(
+        &mut self,
+        py: Python<'_>,
+        sock: OwnedFd,
+        addr: Option<std::net::SocketAddr>,
+        idx: usize,
+    ) -> bool {
+        let Some(listener) = self.w.listeners.get(idx) else {
+            return false;
+        };
         let peer = match addr {
             Some(a) => Peer {
                 listener: idx,
@@ -244,6 +314,12 @@ impl Thread<'_, '_> {
         conn.uwsgi = listener.kind == crate::config::SocketKind::Uwsgi;
         conn.link = self.w.link == Some(idx);
         self.conns[slot] = Some(conn);
+        if self.w.handoff.is_some() {
+            // Nothing is buffered yet: an HTTP connection may move until a request arrives.
+            let movable =
+                listener.kind == crate::config::SocketKind::Http && self.w.link != Some(idx);
+            self.share.set_conn(slot, raw, idx, movable);
+        }
         // With TCP_DEFER_ACCEPT the request is usually already here.
         if !self.on_readable(py, slot) {
             self.close(slot);
@@ -255,6 +331,20 @@ impl Thread<'_, '_> {
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) {
             self.epoll.delete(conn.raw());
             self.free.push(slot);
+            if self.w.handoff.is_some() {
+                self.share.set_conn(slot, -1, 0, false);
+            }
+        }
+    }
+
+    /// Forget the connections the watcher handed to another worker while this thread was in
+    /// the app: that worker serves them now. Only this copy of each socket closes, so the
+    /// client sees nothing; the watcher already took them out of this thread's epoll.
+    fn forget(&mut self, handed: Vec<usize>) {
+        for slot in handed {
+            if self.conns.get_mut(slot).and_then(Option::take).is_some() {
+                self.free.push(slot);
+            }
         }
     }
 
@@ -292,7 +382,8 @@ impl Thread<'_, '_> {
                 w.retire(&reason);
             }
         };
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+        let handing = w.handoff.is_some();
+        let Some(conn) = self.conns.get(slot).and_then(Option::as_ref) else {
             return false;
         };
         let server = Server {
@@ -305,13 +396,25 @@ impl Thread<'_, '_> {
             stopping: (!conn.link).then(Worker::stop_flag),
         };
         loop {
+            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                return false;
+            };
             if conn.buf.is_empty() {
                 conn.head_started = None;
+                if handing {
+                    // Between requests with nothing buffered: the watcher may move it.
+                    self.share.set_idle(slot, !conn.uwsgi && !conn.link);
+                }
                 return true;
             }
             let head = match parse(conn, w.settings.limits) {
                 Ok(Some(h)) => h,
-                Ok(None) => return true,
+                Ok(None) => {
+                    if handing {
+                        self.share.set_idle(slot, false);
+                    }
+                    return true;
+                }
                 Err(e) => {
                     reject(conn, &e);
                     return false;
@@ -328,14 +431,28 @@ impl Thread<'_, '_> {
                 buf,
                 head,
             };
-            let Some(mut buf) = crate::wsgi::serve(py, &w.app, &w.settings, &server, ex) else {
+            if handing {
+                self.share.enter_app(slot);
+            }
+            let outcome = crate::wsgi::serve(py, &w.app, &w.settings, &server, ex);
+            let handed = if handing {
+                self.share.leave_app()
+            } else {
+                Vec::new()
+            };
+            let Some(mut buf) = outcome else {
+                self.forget(handed);
                 return false;
             };
             buf.shrink(super::conn::INITIAL_BUFFER * 4);
             conn.buf = buf;
             conn.last_active = Instant::now();
             conn.head_started = (!conn.buf.is_empty()).then_some(conn.last_active);
-            if !conn.link && w.stopping() {
+            let end = !conn.link && w.stopping();
+            if !handed.is_empty() {
+                self.forget(handed);
+            }
+            if end {
                 return false;
             }
         }

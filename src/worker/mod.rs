@@ -1,9 +1,11 @@
 //! A worker process: its serving threads, each with its own epoll loop over the shared
 //! listening sockets and its own connections. A thread accepts only while it is idle, one
-//! connection at a time, so idle workers pick up new work first.
+//! connection at a time, so idle workers pick up new work first. A keep-alive connection whose
+//! next request waits behind its busy thread is handed to a free one (see `handoff`).
 
 mod conn;
 mod event_loop;
+mod handoff;
 mod recycle;
 
 use crate::config::Config;
@@ -60,6 +62,13 @@ pub struct Worker<'a> {
     pub link: Option<usize>,
     /// The router link's listener has been drained and shut (by the first thread to stop).
     link_drained: AtomicBool,
+    /// What the hand-off watcher sees of each serving thread, by core.
+    threads: Vec<handoff::ThreadShare>,
+    /// Where idle keep-alive connections are handed between workers (direct mode with more
+    /// than one thread in all).
+    handoff: Option<handoff::Handoff>,
+    /// The hand-off socket has been drained and shut (by the first thread to stop).
+    handoff_drained: AtomicBool,
     /// Serving settings.
     pub settings: Settings,
 }
@@ -96,6 +105,11 @@ impl Worker<'_> {
     /// Claim the router link's listener for draining: `true` for the first caller only.
     fn claim_link_drain(&self) -> bool {
         !self.link_drained.swap(true, Ordering::AcqRel)
+    }
+
+    /// Claim the hand-off socket for draining: `true` for the first caller only.
+    fn claim_handoff_drain(&self) -> bool {
+        !self.handoff_drained.swap(true, Ordering::AcqRel)
     }
 }
 
@@ -171,6 +185,8 @@ pub fn run(
             crate::sys::proc::exit_now(1);
         }
     };
+    let threads = thread_shares(config.threads, id, pid);
+    let handoff = bind_handoff(config, &listeners, id, pid);
     let worker = Worker {
         id,
         slot,
@@ -184,6 +200,9 @@ pub fn run(
         stop_write: std::os::fd::AsRawFd::as_raw_fd(&stop_write),
         link,
         link_drained: AtomicBool::new(false),
+        threads,
+        handoff,
+        handoff_drained: AtomicBool::new(false),
         settings: Settings {
             limits: crate::http::Limits {
                 head: config.buffer_size,
@@ -202,12 +221,55 @@ pub fn run(
                 let w = &worker;
                 s.spawn(move || Python::attach(|py| event_loop::run(py, w, core)));
             }
+            if let Some(h) = &worker.handoff {
+                let w = &worker;
+                s.spawn(move || handoff::watch(w, h));
+            }
             Python::attach(|py| event_loop::run(py, &worker, 0));
         });
     });
     run_atexit(py);
     drop(stop_write);
     crate::sys::proc::exit_now(0);
+}
+
+/// One epoll and hand-off share per serving thread; a worker without them cannot serve.
+fn thread_shares(threads: usize, id: usize, pid: i32) -> Vec<handoff::ThreadShare> {
+    match (0..threads)
+        .map(|_| handoff::ThreadShare::new())
+        .collect::<std::io::Result<Vec<_>>>()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            crate::log!("headrace: worker {id} (pid: {pid}) cannot create its epolls: {e}");
+            crate::sys::proc::exit_now(1);
+        }
+    }
+}
+
+/// The hand-off socket, when connections can move: HTTP listeners served by the workers
+/// (direct mode) and another thread somewhere to take them.
+fn bind_handoff(
+    config: &Config,
+    listeners: &[&Listener],
+    id: usize,
+    pid: i32,
+) -> Option<handoff::Handoff> {
+    if config.processes * config.threads < 2 {
+        return None;
+    }
+    let http = listeners
+        .iter()
+        .find(|l| l.kind == crate::config::SocketKind::Http)?;
+    match handoff::Handoff::bind(&http.fd, pid) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            crate::log!(
+                "headrace: worker {id} (pid: {pid}) cannot bind its hand-off socket, keep-alive connections stay with their thread: {e}"
+            );
+            None
+        }
+    }
 }
 
 /// Bind the abstract unix socket the router reaches this worker on.
