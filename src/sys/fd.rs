@@ -304,6 +304,135 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Send `fd` with `data` in one datagram to the unix datagram socket bound to the abstract
+/// name `name`, without blocking. The receiver gets its own descriptor for the same open file
+/// (SCM_RIGHTS); the caller's stays open.
+pub fn send_fd(sock: RawFd, name: &[u8], fd: RawFd, data: &[u8]) -> io::Result<()> {
+    // SAFETY: sockaddr_un is plain old data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if name.len() + 1 > addr.sun_path.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "socket name too long",
+        ));
+    }
+    addr.sun_family = libc::sa_family_t::try_from(libc::AF_UNIX).expect("AF_UNIX fits");
+    // An abstract name: a NUL, then the name (not NUL-terminated; the length says where it ends).
+    for (dst, &b) in addr.sun_path[1..].iter_mut().zip(name) {
+        *dst = libc::c_char::from_ne_bytes([b]);
+    }
+    let addr_len =
+        libc::socklen_t::try_from(std::mem::size_of::<libc::sa_family_t>() + 1 + name.len())
+            .expect("address length fits socklen_t");
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    let fd_len = u32::try_from(std::mem::size_of::<libc::c_int>()).expect("int size fits");
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(fd_len) } as usize;
+    // u64 elements keep the control buffer aligned for cmsghdr.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    // SAFETY: msghdr is plain old data; zeroed is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw mut addr).cast();
+    msg.msg_namelen = addr_len;
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg_control points to `space` zeroed, aligned bytes, room for one header carrying
+    // one int, so CMSG_FIRSTHDR is non-null and CMSG_DATA has room for the descriptor.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(fd_len) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd);
+    }
+    // SAFETY: msg describes live buffers (address, one iovec, control) for the whole call.
+    let r = unsafe {
+        libc::sendmsg(
+            sock,
+            &raw const msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    cvt_size(r).map(drop)
+}
+
+/// A datagram received by [`recv_fd`].
+pub struct ReceivedFd {
+    /// The descriptor it carried (`None`: it carried none).
+    pub fd: Option<OwnedFd>,
+    /// Bytes of data written to the caller's buffer.
+    pub len: usize,
+    /// The sender's pid, as the kernel vouches for it (needs SO_PASSCRED on the socket).
+    pub sender: Option<i32>,
+}
+
+/// Receive one datagram sent by [`send_fd`], without blocking. The descriptor it carries is
+/// close-on-exec; any extra descriptors are closed.
+pub fn recv_fd(sock: RawFd, data: &mut [u8]) -> io::Result<ReceivedFd> {
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    let fds_len = u32::try_from(4 * std::mem::size_of::<libc::c_int>()).expect("size fits");
+    let cred_len = u32::try_from(std::mem::size_of::<libc::ucred>()).expect("size fits");
+    // SAFETY: CMSG_SPACE only computes sizes.
+    let space = unsafe { libc::CMSG_SPACE(fds_len) + libc::CMSG_SPACE(cred_len) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    // SAFETY: msghdr is plain old data; zeroed is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg describes live buffers (one iovec, the control buffer) for the whole call.
+    let r = unsafe {
+        libc::recvmsg(
+            sock,
+            &raw mut msg,
+            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
+    let len = cvt_size(r)?;
+    let mut out = ReceivedFd {
+        fd: None,
+        len,
+        sender: None,
+    };
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of well-formed headers;
+    // CMSG_FIRSTHDR/CMSG_NXTHDR walk them and stop at the end. Each SCM_RIGHTS int is a fresh
+    // descriptor now owned by this process, taken into an OwnedFd exactly once.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+        while !cmsg.is_null() {
+            let level = (*cmsg).cmsg_level;
+            let kind = (*cmsg).cmsg_type;
+            let data_at = libc::CMSG_DATA(cmsg);
+            let data_len = (*cmsg).cmsg_len - (data_at as usize - cmsg as usize);
+            if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+                let n = data_len / std::mem::size_of::<libc::c_int>();
+                for i in 0..n {
+                    let at = data_at.add(i * std::mem::size_of::<libc::c_int>());
+                    let raw = std::ptr::read_unaligned(at.cast::<libc::c_int>());
+                    let owned = OwnedFd::from_raw_fd(raw);
+                    if out.fd.is_none() {
+                        out.fd = Some(owned);
+                    }
+                }
+            } else if level == libc::SOL_SOCKET && kind == libc::SCM_CREDENTIALS {
+                let cred = std::ptr::read_unaligned(data_at.cast::<libc::ucred>());
+                out.sender = Some(cred.pid);
+            }
+            cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
+        }
+    }
+    Ok(out)
+}
+
 /// One ready event from [`Epoll::wait`].
 pub type EpollEvent = libc::epoll_event;
 

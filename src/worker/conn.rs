@@ -22,6 +22,9 @@ pub struct Conn {
     pub head_started: Option<Instant>,
     /// It speaks the uwsgi protocol (else HTTP/1.1).
     pub uwsgi: bool,
+    /// It came from the router's private link: it stays open through a stop until the router
+    /// closes it, since the router may already have written requests on it.
+    pub link: bool,
 }
 
 impl Conn {
@@ -36,6 +39,7 @@ impl Conn {
             // A new connection owes us a request head: --socket-timeout runs from the accept.
             head_started: Some(Instant::now()),
             uwsgi: false,
+            link: false,
         }
     }
 

@@ -1,9 +1,11 @@
 //! A worker process: its serving threads, each with its own epoll loop over the shared
 //! listening sockets and its own connections. A thread accepts only while it is idle, one
-//! connection at a time, so idle workers pick up new work first.
+//! connection at a time, so idle workers pick up new work first. A keep-alive connection whose
+//! next request waits behind its busy thread is handed to a free one (see `handoff`).
 
 mod conn;
 mod event_loop;
+mod handoff;
 mod recycle;
 
 use crate::config::Config;
@@ -11,6 +13,12 @@ use crate::scoreboard::Scoreboard;
 use crate::wsgi::{App, Settings};
 use pyo3::prelude::*;
 use std::os::fd::{OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once this worker process is stopping (SIGTERM, retirement, a replaced master). A static
+/// rather than a field of `Worker` because responses, which are Python objects and so
+/// `'static`, read it to decide whether their connection ends with them.
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// A socket the master bound, as a worker sees it.
 pub struct Listener {
@@ -48,8 +56,61 @@ pub struct Worker<'a> {
     pub app: App,
     /// Read end of the stop pipe (readable once SIGTERM arrived).
     pub stop_fd: RawFd,
+    /// Write end of the stop pipe: a stop decided inside the worker wakes every thread too.
+    pub stop_write: RawFd,
+    /// Index in `listeners` of the private socket the router reaches this worker on.
+    pub link: Option<usize>,
+    /// The router link's listener has been drained and shut (by the first thread to stop).
+    link_drained: AtomicBool,
+    /// What the hand-off watcher sees of each serving thread, by core.
+    threads: Vec<handoff::ThreadShare>,
+    /// Where idle keep-alive connections are handed between workers (direct mode with more
+    /// than one thread in all).
+    handoff: Option<handoff::Handoff>,
+    /// The hand-off socket has been drained and shut (by the first thread to stop).
+    handoff_drained: AtomicBool,
     /// Serving settings.
     pub settings: Settings,
+}
+
+impl Worker<'_> {
+    /// The worker is stopping.
+    #[must_use]
+    pub fn stopping(&self) -> bool {
+        STOPPING.load(Ordering::Relaxed)
+    }
+
+    /// The stop flag, for the responses that must end their connection when it is set.
+    #[must_use]
+    pub fn stop_flag() -> &'static AtomicBool {
+        &STOPPING
+    }
+
+    /// Start stopping: set the flag and wake every serving thread (through the stop pipe),
+    /// so that none keeps accepting while another decided to stop.
+    pub fn stop(&self) {
+        if !STOPPING.swap(true, Ordering::Relaxed) {
+            // Nonblocking pipe: if it is full, a stop is already pending anyway.
+            let _ = crate::sys::fd::write_all(self.stop_write, &[1]);
+        }
+    }
+
+    /// Retire for `reason` (logged once) and stop.
+    pub fn retire(&self, reason: &str) {
+        if self.recycle.retire(self.id, self.pid, reason) {
+            self.stop();
+        }
+    }
+
+    /// Claim the router link's listener for draining: `true` for the first caller only.
+    fn claim_link_drain(&self) -> bool {
+        !self.link_drained.swap(true, Ordering::AcqRel)
+    }
+
+    /// Claim the hand-off socket for draining: `true` for the first caller only.
+    fn claim_handoff_drain(&self) -> bool {
+        !self.handoff_drained.swap(true, Ordering::AcqRel)
+    }
 }
 
 /// Exit code of a worker whose app failed to load (uWSGI's UWSGI_FAILED_APP_CODE).
@@ -71,10 +132,7 @@ pub fn run(
         crate::sys::proc::exit_now(1);
     };
     crate::sys::proc::worker_signals(std::os::fd::AsRawFd::as_raw_fd(&stop_write));
-    scoreboard
-        .slot(slot)
-        .pid
-        .store(pid, std::sync::atomic::Ordering::Relaxed);
+    scoreboard.slot(slot).pid.store(pid, Ordering::Relaxed);
     register_traceback_dump(py);
     let callable = match preloaded {
         Some(app) => app.clone_ref(py),
@@ -101,11 +159,16 @@ pub fn run(
         }
         None => None,
     };
+    if let Some(l) = &private {
+        // Tests and operators find the link by this line.
+        crate::log!("headrace: worker {id} (pid: {pid}) serves the {}", l.desc);
+    }
     let listeners: Vec<&Listener> = listeners
         .iter()
         .filter(|l| l.kind != crate::config::SocketKind::Router)
         .chain(private.as_ref())
         .collect();
+    let link = private.as_ref().map(|_| listeners.len() - 1);
     let servers: Vec<(String, String)> = listeners
         .iter()
         .map(|l| (l.server_name.clone(), l.server_port.clone()))
@@ -122,6 +185,8 @@ pub fn run(
             crate::sys::proc::exit_now(1);
         }
     };
+    let threads = thread_shares(config.threads, id, pid);
+    let handoff = bind_handoff(config, &listeners, id, pid);
     let worker = Worker {
         id,
         slot,
@@ -132,6 +197,12 @@ pub fn run(
         scoreboard,
         app,
         stop_fd: std::os::fd::AsRawFd::as_raw_fd(&stop_read),
+        stop_write: std::os::fd::AsRawFd::as_raw_fd(&stop_write),
+        link,
+        link_drained: AtomicBool::new(false),
+        threads,
+        handoff,
+        handoff_drained: AtomicBool::new(false),
         settings: Settings {
             limits: crate::http::Limits {
                 head: config.buffer_size,
@@ -141,10 +212,7 @@ pub fn run(
             log_requests: !config.disable_logging,
         },
     };
-    scoreboard
-        .slot(slot)
-        .ready
-        .store(1, std::sync::atomic::Ordering::Release);
+    scoreboard.slot(slot).ready.store(1, Ordering::Release);
     // Threads 1.. run in scoped threads; thread 0 is this one. The GIL is released while
     // joining so that the others can finish.
     py.detach(|| {
@@ -153,12 +221,55 @@ pub fn run(
                 let w = &worker;
                 s.spawn(move || Python::attach(|py| event_loop::run(py, w, core)));
             }
+            if let Some(h) = &worker.handoff {
+                let w = &worker;
+                s.spawn(move || handoff::watch(w, h));
+            }
             Python::attach(|py| event_loop::run(py, &worker, 0));
         });
     });
     run_atexit(py);
     drop(stop_write);
     crate::sys::proc::exit_now(0);
+}
+
+/// One epoll and hand-off share per serving thread; a worker without them cannot serve.
+fn thread_shares(threads: usize, id: usize, pid: i32) -> Vec<handoff::ThreadShare> {
+    match (0..threads)
+        .map(|_| handoff::ThreadShare::new())
+        .collect::<std::io::Result<Vec<_>>>()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            crate::log!("headrace: worker {id} (pid: {pid}) cannot create its epolls: {e}");
+            crate::sys::proc::exit_now(1);
+        }
+    }
+}
+
+/// The hand-off socket, when connections can move: HTTP listeners served by the workers
+/// (direct mode) and another thread somewhere to take them.
+fn bind_handoff(
+    config: &Config,
+    listeners: &[&Listener],
+    id: usize,
+    pid: i32,
+) -> Option<handoff::Handoff> {
+    if config.processes * config.threads < 2 {
+        return None;
+    }
+    let http = listeners
+        .iter()
+        .find(|l| l.kind == crate::config::SocketKind::Http)?;
+    match handoff::Handoff::bind(&http.fd, pid) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            crate::log!(
+                "headrace: worker {id} (pid: {pid}) cannot bind its hand-off socket, keep-alive connections stay with their thread: {e}"
+            );
+            None
+        }
+    }
 }
 
 /// Bind the abstract unix socket the router reaches this worker on.

@@ -4,7 +4,6 @@
 //! master replaces it at once.
 
 use crate::config::Supervision;
-use crate::wsgi::response::STOPPING;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -110,12 +109,14 @@ impl Recycle {
         None
     }
 
-    /// Start retiring (once): log why and make every serving thread wind down.
-    pub fn retire(&self, id: usize, pid: i32, reason: &str) {
-        if !self.announced.swap(true, Ordering::Relaxed) {
+    /// Start retiring: log why, once. `true` the first time (the caller then stops the
+    /// worker).
+    pub fn retire(&self, id: usize, pid: i32, reason: &str) -> bool {
+        let first = !self.announced.swap(true, Ordering::Relaxed);
+        if first {
             crate::log!("worker {id} (pid: {pid}) recycling: {reason}");
-            STOPPING.store(true, Ordering::Relaxed);
         }
+        first
     }
 }
 

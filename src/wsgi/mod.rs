@@ -60,6 +60,9 @@ pub struct Server<'a> {
     /// Called when the app has returned, before the response is written (the worker decides
     /// there whether this response is its last, e.g. for --reload-on-rss).
     pub after_app: Option<&'a dyn Fn()>,
+    /// The worker's stop flag: once it is set, responses say `Connection: close` and the
+    /// connection ends after them. `None` for connections that stay open through a stop.
+    pub stopping: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
 impl App {
@@ -237,6 +240,7 @@ pub fn serve(
         shape.keep_alive,
         shape.is_head,
         settings.timeout,
+        server.stopping,
     );
 
     let built = match &head {

@@ -11,9 +11,6 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Set when the worker is stopping: responses then say `Connection: close`.
-pub static STOPPING: AtomicBool = AtomicBool::new(false);
-
 /// Hop-by-hop headers an app must not send (PEP 3333, RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -87,6 +84,8 @@ pub struct ResponseState {
     pub over: bool,
     /// How far the app read the request body (see `BodyProgress`).
     pub body_progress: Option<std::sync::Arc<super::progress::BodyProgress>>,
+    /// The worker's stop flag (see `Server::stopping`).
+    stopping: Option<&'static AtomicBool>,
 }
 
 impl ResponseState {
@@ -98,6 +97,7 @@ impl ResponseState {
         keep_alive: bool,
         is_head: bool,
         timeout: Duration,
+        stopping: Option<&'static AtomicBool>,
     ) -> Self {
         Self {
             fd,
@@ -122,6 +122,7 @@ impl ResponseState {
             broken: false,
             over: false,
             body_progress: None,
+            stopping,
         }
     }
 
@@ -143,7 +144,7 @@ impl ResponseState {
         self.client_keep_alive
             && !self.close_after
             && !self.broken
-            && !STOPPING.load(Ordering::Relaxed)
+            && !self.stopping.is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     /// Make the connection close after this response (a body the app did not finish, an error
