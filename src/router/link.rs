@@ -183,8 +183,30 @@ impl Link {
             if let Err(e) = self.process() {
                 break e;
             }
+            // Every job already handed to the link goes out in this turn, in one write: that is
+            // what makes one wakeup of the worker carry many requests.
+            while rx_open && !self.state.closing.get() {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        if !self.waiting() {
+                            // The timeout runs from now, not from when the link fell idle.
+                            last_progress = Instant::now();
+                        }
+                        self.push(job);
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => rx_open = false,
+                }
+            }
             if !self.waiting() && (!rx_open || self.state.closing.get()) {
                 break End::Idle;
+            }
+            if matches!(self.wq.front(), Some(Chunk::Bytes(..))) {
+                if let Err(e) = self.write(&stream) {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        break End::Io(e);
+                    }
+                }
             }
             if fill.is_none() {
                 if let Some(Chunk::File(f, off, left)) = self.wq.front() {
