@@ -187,13 +187,7 @@ impl Link {
             // what makes one wakeup of the worker carry many requests.
             while rx_open && !self.state.closing.get() {
                 match rx.try_recv() {
-                    Ok(job) => {
-                        if !self.waiting() {
-                            // The timeout runs from now, not from when the link fell idle.
-                            last_progress = Instant::now();
-                        }
-                        self.push(job);
-                    }
+                    Ok(job) => self.take(job, &mut last_progress),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => rx_open = false,
                 }
@@ -209,15 +203,7 @@ impl Link {
                 }
             }
             if fill.is_none() {
-                if let Some(Chunk::File(f, off, left)) = self.wq.front() {
-                    let (f, off, n) = (f.clone(), *off, (*left).min(FILE_CHUNK as u64));
-                    fill = Some(tokio::task::spawn_blocking(move || {
-                        let mut buf = vec![0u8; usize::try_from(n).unwrap_or(FILE_CHUNK)];
-                        let got = f.read_at(&mut buf, off)?;
-                        buf.truncate(got);
-                        Ok(buf)
-                    }));
-                }
+                fill = self.start_fill();
             }
             let blocked = self.body.as_ref().is_some_and(BodyRelay::blocked);
             let want_write = matches!(self.wq.front(), Some(Chunk::Bytes(..)));
@@ -225,13 +211,7 @@ impl Link {
             let deadline = last_progress + timeout;
             tokio::select! {
                 job = rx.recv(), if rx_open && !self.state.closing.get() => match job {
-                    Some(job) => {
-                        if !self.waiting() {
-                            // The timeout runs from now, not from when the link fell idle.
-                            last_progress = Instant::now();
-                        }
-                        self.push(job);
-                    }
+                    Some(job) => self.take(job, &mut last_progress),
                     None => rx_open = false,
                 },
                 r = stream.readable(), if !blocked => {
@@ -279,6 +259,28 @@ impl Link {
             unsent.push(job);
         }
         self.finish(&end, unsent);
+    }
+
+    /// A job handed to the link: the timeout runs from now if the link was idle.
+    fn take(&mut self, job: Job, last_progress: &mut Instant) {
+        if !self.waiting() {
+            *last_progress = Instant::now();
+        }
+        self.push(job);
+    }
+
+    /// Read the next piece of a spilled body, off the runtime thread, when one is next to go.
+    fn start_fill(&self) -> Option<Fill> {
+        let Some(Chunk::File(f, off, left)) = self.wq.front() else {
+            return None;
+        };
+        let (f, off, n) = (f.clone(), *off, (*left).min(FILE_CHUNK as u64));
+        Some(tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; usize::try_from(n).unwrap_or(FILE_CHUNK)];
+            let got = f.read_at(&mut buf, off)?;
+            buf.truncate(got);
+            Ok(buf)
+        }))
     }
 
     /// Something is owed by the worker.
