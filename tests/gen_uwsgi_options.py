@@ -22,17 +22,13 @@ import sys
 from pathlib import Path
 
 FILES = ["core/uwsgi.c", "plugins/python/python_plugin.c", "plugins/http/http.c"]
-ROW = re.compile(r'^\s*\{"([^"]+)",\s*(no|required|optional)_argument,\s*(\'.\'|0)', re.M)
+ROW = re.compile(r'^\s*\{"([^"]+)",\s*(no|required|optional)_argument,\s*(\'.\'|0)', re.MULTILINE)
 
 # Plugin options of plugins headrace will never be (uWSGI builds them as plugins, so they are
 # not in the three tables above), refused by name so users get a reason, not "unknown".
 EXTRA = {
     name: "required"
-    for name in (
-        "gevent gevent-monkey-patch gevent-early-monkey-patch gevent-wait-for-hub ugreen "
-        "ugreen-stacksize greenlet asyncio tornado psgi rack rbrequire lua php-ini php-docroot "
-        "php-index php-allowed-ext jvm-classpath mono-app"
-    ).split()
+    for name in ["gevent", "gevent-monkey-patch", "gevent-early-monkey-patch", "gevent-wait-for-hub", "ugreen", "ugreen-stacksize", "greenlet", "asyncio", "tornado", "psgi", "rack", "rbrequire", "lua", "php-ini", "php-docroot", "php-index", "php-allowed-ext", "jvm-classpath", "mono-app"]
 }
 
 # Reasons, shared by many options; every refusal says what to do instead.
@@ -42,10 +38,10 @@ LANG = "config language"
 # (pattern, disposition, reason): the first pattern that matches the whole name wins.
 RULES: list[tuple[str, str, str]] = [
     # The config language, read by headrace's config reader itself.
-    (r"ini|yaml|yml|json|js|include|inherit|set|set-placeholder|set-ph|declare-option2?|"
+    ((r"ini|yaml|yml|json|js|include|inherit|set|set-placeholder|set-ph|declare-option2?|"
      r"for|for-glob|for-times|for-readline|endfor|end-for|endif|end-if|"
      r"if-(not-)?(env|exists|file|dir|directory|opt|reload|hostname|plugin)|"
-     r"ifenv|ifexists|ifdir|ifplugin|strict|show-config|config|print|iprint", "Lang", LANG),
+     r"ifenv|ifexists|ifdir|ifplugin|strict|show-config|config|print|iprint"), "Lang", LANG),
     (r"xml|xmlconfig", "Refused", "xml config files are not supported: convert it to ini"),
     # Accepted: nothing the app or a client sees changes.
     (r"plugins?|need-plugins?|plugin-dir|plugins-dir|autoload|plugin-list|plugins-list",
@@ -53,32 +49,32 @@ RULES: list[tuple[str, str, str]] = [
     (r"locks|lock-engine|ftok|persistent-ipcsem", "Accepted", "headrace needs no uWSGI locks"),
     (r"offload-threads?", "Accepted", "headrace writes responses without offload threads"),
     (r"vhost|vhost-host", "Accepted", "one app serves every Host"),
-    (r"stats|stats-server|stats-http|stats-minified|stats-min|stats-no-cores|stats-no-metrics|"
-     r"memory-report|enable-metrics|metrics-no-cores|http-stats|http-stats-server", "Accepted",
+    ((r"stats|stats-server|stats-http|stats-minified|stats-min|stats-no-cores|stats-no-metrics|"
+     r"memory-report|enable-metrics|metrics-no-cores|http-stats|http-stats-server"), "Accepted",
      "stats server not implemented yet: observability only"),
     (r"cheaper|cheaper-.*|cheap|idle", "Accepted",
      "adaptive process spawning not implemented yet: all `processes` workers run all the time"),
     (r"procname|procname-.*|auto-procname", "Accepted", "process titles are not set yet"),
-    (r"log-(4xx|5xx|big|date|format|format-strftime|master|master-bufsize|micros|"
+    ((r"log-(4xx|5xx|big|date|format|format-strftime|master|master-bufsize|micros|"
      r"sendfile|slow|x-forwarded-for|zero|ioerror|prefix|reopen|maxsize|backupname|truncate|"
      r"master-stream|master-req-stream)|logdate|logformat|logformat-strftime|threaded-logger|"
-     r"logfile-chmod|logfile-chown", "Accepted",
+     r"logfile-chmod|logfile-chown"), "Accepted",
      "request log lines keep headrace's uWSGI-like format"),
     (r"touch-logreopen|touch-logrotate", "Accepted", "log files are not reopened yet"),
-    (r"py-auto-reload|py-autoreload|python-auto-reload|python-autoreload|"
-     r"py-auto-reload-ignore", "Accepted",
+    ((r"py-auto-reload|py-autoreload|python-auto-reload|python-autoreload|"
+     r"py-auto-reload-ignore"), "Accepted",
      "not implemented yet: reload with SIGHUP or touch-reload after a code change"),
     (r"umask", "Accepted", "not implemented yet: the inherited umask stays"),
     (r"manage-script-name", "Accepted", "without mount every app is served at /"),
-    (r"max-fd|reuse-port|so-keepalive|tcp-nodelay|tcp-fast-open|tcp-fastopen|"
+    ((r"max-fd|reuse-port|so-keepalive|tcp-nodelay|tcp-fast-open|tcp-fastopen|"
      r"tcp-fast-open-client|tcp-fastopen-client|freebind|no-defer-accept|"
      r"socket-(rcvbuf|sndbuf|send-timeout|write-timeout)|so-send-timeout|so-write-timeout|"
-     r"listen-queue-alarm|shutdown-sockets|close-on-exec2?", "Accepted",
+     r"listen-queue-alarm|shutdown-sockets|close-on-exec2?"), "Accepted",
      "socket tuning headrace chooses itself"),
-    (r"harakiri-verbose|harakiri-no-arh|no-harakiri-arh|no-harakiri-after-req-hook|"
-     r"backtrace-depth|harakiri-queue-threshold|harakiri-graceful-signal", "Accepted",
+    ((r"harakiri-verbose|harakiri-no-arh|no-harakiri-arh|no-harakiri-after-req-hook|"
+     r"backtrace-depth|harakiri-queue-threshold|harakiri-graceful-signal"), "Accepted",
      "harakiri always logs the Python traceback"),
-    (r"no-orphans|skip-zero|skip-atexit|skip-atexit-teardown|reload-mercy|"
+    ((r"no-orphans|skip-zero|skip-atexit|skip-atexit-teardown|reload-mercy|"
      r"worker-reload-mercy|no-threads-wait|use-abort|exit-on-reload|catch-exceptions|"
      r"memory-report|reaper|master-as-root|master-fifo|no-initgroups|never-swap|ksm|"
      r"thread-stack-size|thread-stacksize|threads-stack-size|threads-stacksize|"
@@ -98,15 +94,15 @@ RULES: list[tuple[str, str, str]] = [
      r"mem-collector-freq|forkbomb-delay|response-headers-limit|ignore-script-name|"
      r"check-interval|auto-weight|weight|no-fd-passing|reload-os-env|binary-path|"
      r"(http|http-socket|raw|scgi)-modifier[12]|allowed-modifiers|"
-     r"websockets?-(max-size|ping-freq|pong-tolerance)",
+     r"websockets?-(max-size|ping-freq|pong-tolerance)"),
      "Accepted", "tuning or diagnostics that do not change what the app or a client sees"),
     # Refused: ignoring these would change behaviour silently.
-    (r"emperor.*|vassal.*|vassals.*|early-emperor|imperial-monitor.*|call-as-emperor.*|"
+    ((r"emperor.*|vassal.*|vassals.*|early-emperor|imperial-monitor.*|call-as-emperor.*|"
      r"call-as-vassal.*|exec-as-emperor|exec-as-vassal|hook-as-vassal|hook-emperor.*|"
      r"hook-as-emperor|mount-as-emperor|mount-as-vassal|umount-as-emperor|"
-     r"umount-as-vassal", "Refused", "the Emperor is not supported: run one headrace per app"),
-    (r"gevent.*|async|ugreen.*|greenlet|asyncio|tornado|loop|loop-list|loops-list|"
-     r"suspend|resume", "Refused",
+     r"umount-as-vassal"), "Refused", "the Emperor is not supported: run one headrace per app"),
+    ((r"gevent.*|async|ugreen.*|greenlet|asyncio|tornado|loop|loop-list|loops-list|"
+     r"suspend|resume"), "Refused",
      "async loops are not supported: headrace serves with --threads"),
     (r"psgi|rack|rbrequire|lua|php-.*|jvm-.*|mono-.*|cgi-mode", "Refused",
      "only Python WSGI apps are served"),
@@ -114,12 +110,12 @@ RULES: list[tuple[str, str, str]] = [
      "TLS is not supported: terminate TLS in nginx or another proxy"),
     (r"zerg.*|http-zerg|fastrouter.*|rawrouter.*|sslrouter.*|httprouter", "Refused",
      "not supported: use --http, --http-socket or --socket"),
-    (r"subscribe.*|subscription.*|subscriptions.*|unsubscribe.*|start-unsubscribed|"
+    ((r"subscribe.*|subscription.*|subscriptions.*|unsubscribe.*|start-unsubscribed|"
      r"http-subscription.*|http-resubscribe|legion.*|.*-legion|unique-legion-cron|"
-     r"cron-legion", "Refused", "subscriptions and legions are not supported"),
-    (r"chroot|jail.*|jailed|libjail|jidfile|jid-file|pivot-root|pivot_root|unshare2?|"
+     r"cron-legion"), "Refused", "subscriptions and legions are not supported"),
+    ((r"chroot|jail.*|jailed|libjail|jidfile|jid-file|pivot-root|pivot_root|unshare2?|"
      r"setns.*|namespace.*|ns|ns-net|cgroup.*|cap|.*-in-jail|.*-jail|"
-     r"(un)?privileged-binary-patch.*|refork.*|re-fork.*", "Refused",
+     r"(un)?privileged-binary-patch.*|refork.*|re-fork.*"), "Refused",
      "process isolation is not supported: use the container or systemd settings"),
     (r"stats-push|stats-pushers?-default-freq|snmp.*|carbon.*|rrdtool.*|metric.*|metrics-dir.*",
      "Refused", "metric pushers are not supported"),
@@ -131,13 +127,13 @@ RULES: list[tuple[str, str, str]] = [
      "the uWSGI cache is not implemented yet: use redis or memcached from the app"),
     (r"cron.*|unique-cron|signal.*|timer|rbtimer|signals-bufsize", "Refused",
      "cron and uWSGI signals are not implemented yet: use cron or systemd timers"),
-    (r"attach-daemon.*|smart-attach-daemon.*|attach-control-daemon|daemons-honour-stdin|"
-     r"worker-exec2?", "Refused",
+    ((r"attach-daemon.*|smart-attach-daemon.*|attach-control-daemon|daemons-honour-stdin|"
+     r"worker-exec2?"), "Refused",
      "attached daemons are not implemented yet: run them under systemd or supervisord"),
-    (r"static-.*|check-static.*|file-serve-mode|fileserve-mode|mime-file|mimefile|"
-     r"honour-range", "Refused", NOT_YET + ": serve static files with nginx or the app"),
-    (r"route.*|final-route.*|error-route.*|response-route.*|router-list|routers-list|"
-     r"error-page-.*", "Refused", NOT_YET + ": internal routing changes responses"),
+    ((r"static-.*|check-static.*|file-serve-mode|fileserve-mode|mime-file|mimefile|"
+     r"honour-range"), "Refused", NOT_YET + ": serve static files with nginx or the app"),
+    ((r"route.*|final-route.*|error-route.*|response-route.*|router-list|routers-list|"
+     r"error-page-.*"), "Refused", NOT_YET + ": internal routing changes responses"),
     (r"add-header|del-header|rem-header|collect-header|pull-header|response-header-collect",
      "Refused", NOT_YET + ": response headers would differ"),
     (r"daemonize2?", "Refused", NOT_YET + ": run headrace in the foreground under a supervisor,"
@@ -148,8 +144,8 @@ RULES: list[tuple[str, str, str]] = [
      NOT_YET + ": install headrace in that virtualenv and run its headrace"),
     (r"hook-.*|exec-.*|call-.*|after-request-(hook|call)|mount-.*|umount-.*", "Refused",
      "hooks are not supported: run the command before starting headrace"),
-    (r"logger|logger-req|req-logger|logger-list|loggers-list|log-(route|req-route|filter|"
-     r"encoder|req-encoder|socket|syslog|drain)", "Refused",
+    ((r"logger|logger-req|req-logger|logger-list|loggers-list|log-(route|req-route|filter|"
+     r"encoder|req-encoder|socket|syslog|drain)"), "Refused",
      "log plugins are not supported: use logto or read stderr"),
     (r"touch-.*|fs-.*|reload-on-fd|brutal-reload-on-fd", "Refused", NOT_YET),
 ]
@@ -194,7 +190,12 @@ def main() -> None:
     print("//! plugins/python/python_plugin.c, plugins/http/http.c); do not edit by hand, edit the")
     print("//! rules in the generator and run it again (see its docstring).")
     print()
-    print("use super::table::{u, Arg::{No, Optional, Required}, Disp::{Accepted, Lang, Refused, Works}, UwsgiOpt};")
+    print("use super::table::{")
+    print("    u,")
+    print("    Arg::{No, Optional, Required},")
+    print("    Disp::{Accepted, Lang, Refused, Works},")
+    print("    UwsgiOpt,")
+    print("};")
     print()
     print("/// The reasons rows point at by index.")
     print("pub const REASONS: &[&str] = &[")

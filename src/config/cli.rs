@@ -36,7 +36,9 @@ fn help() -> String {
         line.push_str(&" ".repeat(pad));
         line.push_str(o.help);
         for a in o.aliases {
-            line.push_str(&format!(" (also --{a})"));
+            line.push_str(" (also --");
+            line.push_str(a);
+            line.push(')');
         }
         out.push_str(&line);
         out.push('\n');
@@ -148,7 +150,9 @@ fn bare(known: Known) -> String {
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Result<(Vec<(String, String)>, Vec<String>), String> {
+    type Got = (Vec<(String, String)>, Vec<String>);
+
+    fn args(a: &[&str]) -> Result<Got, String> {
         let argv: Vec<String> = std::iter::once("headrace")
             .chain(a.iter().copied())
             .map(str::to_owned)

@@ -88,6 +88,10 @@ const END_KEYS: &[&str] = &["end", "endfor", "endif", "end-if", "end-for"];
 
 /// Builds the option list.
 #[derive(Debug, Default)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent states of uWSGI's reader"
+)]
 pub struct Collector {
     /// Every option, in uWSGI's order.
     pub entries: Vec<Entry>,
@@ -368,7 +372,7 @@ mod tests {
         c.add("first", "0", &Origin::Cli).unwrap();
         c.load(&main, Format::Ini, &Origin::Cli, false).unwrap();
         assert!(c.load_inherited().unwrap());
-        let inc_line = format!("{inc}");
+        let inc_line = inc.clone();
         assert_eq!(
             keys(&c),
             [

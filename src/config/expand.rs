@@ -286,7 +286,8 @@ mod tests {
     #[test]
     fn passes_match_uwsgi() {
         // Each expected value was printed by uWSGI 2.0.30 --show-config for the same lines.
-        let cases: &[(&[(&str, &str)], &[&str])] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: &[Case] = &[
             (
                 &[("base", "/srv/a"), ("x", "%(base)/y")],
                 &["/srv/a", "/srv/a/y"],

@@ -98,16 +98,9 @@ impl Magic {
             for (i, c) in (b'0'..=b'9').enumerate() {
                 self.set(c, parts.get(i).map_or("", |s| s).to_owned());
             }
-            match base.rsplit_once('.') {
-                Some((n, e)) => {
-                    self.set(b'n', n.to_owned());
-                    self.set(b'e', e.to_owned());
-                }
-                None => {
-                    self.set(b'n', base.to_owned());
-                    self.set(b'e', String::new());
-                }
-            }
+            let (n, e) = base.rsplit_once('.').unwrap_or((base, ""));
+            self.set(b'n', n.to_owned());
+            self.set(b'e', e.to_owned());
         }
         self.set(b'x', section.unwrap_or("").to_owned());
         if upper && !self.first_round_done {

@@ -27,11 +27,7 @@ impl Parser<'_> {
     }
 
     fn line(&self) -> usize {
-        self.s[..self.i.min(self.s.len())]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        memchr::memchr_iter(b'\n', &self.s[..self.i.min(self.s.len())]).count() + 1
     }
 
     fn err(&self, what: &str) -> String {

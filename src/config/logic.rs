@@ -305,11 +305,13 @@ mod tests {
             .collect()
     }
 
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [(&'a str, &'a str)]);
+
     #[test]
     fn blocks() {
         // Expected outputs from uWSGI 2.0.30 --show-config on the same lines.
         std::env::set_var("HR_LOGIC_SET", "yes");
-        let cases: &[(&[(&str, &str)], &[(&str, &str)])] = &[
+        let cases: &[Case] = &[
             (
                 &[("for", "a  b c"), ("item", "%(_)"), ("endfor", "")],
                 &[("item", "a"), ("item", "b"), ("item", "c")],

@@ -278,7 +278,10 @@ fn env_to_arg(rest: &str) -> String {
 fn show_config(entries: &[collect::Entry]) -> String {
     let mut out = String::from("\n;uWSGI instance configuration\n[uwsgi]\n");
     for e in entries {
-        out.push_str(&format!("{} = {}\n", e.key, e.value));
+        out.push_str(&e.key);
+        out.push_str(" = ");
+        out.push_str(&e.value);
+        out.push('\n');
     }
     out.push_str(";end of configuration\n");
     out

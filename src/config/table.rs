@@ -42,6 +42,7 @@ pub struct UwsgiOpt {
 }
 
 /// A row of the generated table (short constructor keeps the generated file compact).
+#[must_use]
 pub const fn u(name: &'static str, arg: Arg, short: Option<char>, disp: Disp) -> UwsgiOpt {
     UwsgiOpt {
         name,

@@ -54,6 +54,7 @@ pub struct Resolved<'a> {
     pub show_config: bool,
 }
 
+#[allow(clippy::too_many_lines, reason = "one match over the dispositions")]
 /// Sort every entry into its disposition. Refused options and (in strict mode) unknown keys
 /// are errors; the first one met is reported.
 pub fn resolve<'a>(
