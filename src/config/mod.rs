@@ -1,10 +1,20 @@
-//! The one typed `Config`, merged from defaults < ini < env < command line by [`Config::load`].
+//! The one typed `Config`, read the way uWSGI reads its configuration ([`Config::load`]):
+//! `UWSGI_*`/`HEADRACE_*` environment variables, then the command line, with config files
+//! spliced in where they are met (`collect`); then the `$(...)`, `@(...)` and `%(...)` passes
+//! (`expand`); then every key is resolved against the option tables and the implemented ones
+//! are typed (`typed`). For a single-valued option the last value given wins, as in uWSGI.
 
 mod cli;
+mod collect;
+mod expand;
 pub mod ini;
+mod json;
+mod logic;
 pub mod spec;
+pub mod table;
+mod typed;
+mod uwsgi_options;
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,6 +56,26 @@ pub enum ConfigError {
     /// Something required is missing.
     #[error("{0}")]
     Missing(&'static str),
+    /// A uWSGI option headrace does not implement and cannot ignore.
+    #[error("option `{key}` {source_desc} is not supported: {reason}")]
+    Refused {
+        /// The key as written.
+        key: String,
+        /// Where it came from.
+        source_desc: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+    /// A config-language construct that cannot be applied (bad `set`, a placeholder cycle).
+    #[error("{key} {source_desc}: {reason}")]
+    Lang {
+        /// The key whose value is at fault.
+        key: String,
+        /// Where it came from.
+        source_desc: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What `--help` and `--version` ask for instead of serving.
@@ -198,120 +228,6 @@ pub struct Supervision {
     pub vacuum: bool,
 }
 
-/// Where a raw value came from, for error messages.
-#[derive(Debug, Clone)]
-enum Source {
-    Default,
-    Ini(String),
-    Env(String),
-    Cli,
-}
-
-impl Source {
-    fn describe(&self) -> String {
-        match self {
-            Self::Default => "(default)".to_owned(),
-            Self::Ini(f) => format!("in {f}"),
-            Self::Env(v) => format!("in ${v}"),
-            Self::Cli => "on the command line".to_owned(),
-        }
-    }
-
-    fn rank(&self) -> u8 {
-        match self {
-            Self::Default => 0,
-            Self::Ini(_) => 1,
-            Self::Env(_) => 2,
-            Self::Cli => 3,
-        }
-    }
-}
-
-/// Raw values per option name, before typing.
-#[derive(Default)]
-struct Raw {
-    values: HashMap<&'static str, Vec<(String, Source)>>,
-    /// systemd passed listening sockets (LISTEN_FDS), so no socket option is required.
-    systemd_sockets: bool,
-}
-
-impl Raw {
-    fn push(&mut self, spec: &'static spec::OptSpec, value: String, source: Source) {
-        self.values
-            .entry(spec.name)
-            .or_default()
-            .push((value, source));
-    }
-
-    /// The winning value of a single-valued option: highest-ranked source, last given.
-    fn get(&self, name: &'static str) -> Option<&(String, Source)> {
-        let list = self.values.get(name)?;
-        let top = list.iter().map(|(_, s)| s.rank()).max()?;
-        list.iter().rev().find(|(_, s)| s.rank() == top)
-    }
-
-    /// Every value of a repeatable option, lowest-ranked source first.
-    fn all(&self, name: &'static str) -> Vec<&(String, Source)> {
-        let mut v: Vec<&(String, Source)> = self
-            .values
-            .get(name)
-            .map(|l| {
-                l.iter()
-                    .filter(|(_, s)| !matches!(s, Source::Default))
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort_by_key(|(_, s)| s.rank());
-        v
-    }
-
-    fn str(&self, name: &'static str) -> Option<String> {
-        self.get(name).map(|(v, _)| v.clone())
-    }
-
-    fn flag(&self, name: &'static str) -> Result<bool, ConfigError> {
-        let Some((v, src)) = self.get(name) else {
-            return Ok(false);
-        };
-        parse_bool(v).ok_or_else(|| invalid(name, v, src, "expected true or false"))
-    }
-
-    fn number<T>(&self, name: &'static str, min: &T, what: &str) -> Result<T, ConfigError>
-    where
-        T: std::str::FromStr + PartialOrd,
-    {
-        let (v, src) = self
-            .get(name)
-            .ok_or(ConfigError::Missing("internal: option without default"))?;
-        match v.trim().parse::<T>() {
-            Ok(n) if n >= *min => Ok(n),
-            _ => Err(invalid(name, v, src, what)),
-        }
-    }
-
-    fn seconds(&self, name: &'static str) -> Result<Duration, ConfigError> {
-        self.number::<u64>(name, &1, "expected a whole number of seconds, at least 1")
-            .map(Duration::from_secs)
-    }
-}
-
-fn invalid(option: &'static str, value: &str, src: &Source, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        option,
-        value: value.to_owned(),
-        source_desc: src.describe(),
-        reason: reason.to_owned(),
-    }
-}
-
-fn parse_bool(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "" | "1" | "true" | "yes" | "on" | "y" => Some(true),
-        "0" | "false" | "no" | "off" | "n" => Some(false),
-        _ => None,
-    }
-}
-
 /// Parse a uWSGI socket address: `:8000` (all IPv4 interfaces), `host:port`, `[v6]:port`, or a
 /// path (anything with a `/` or without a port) for a unix socket.
 pub fn parse_addr(s: &str) -> Result<ListenAddr, String> {
@@ -341,252 +257,84 @@ pub fn parse_addr(s: &str) -> Result<ListenAddr, String> {
         .ok_or_else(|| "cannot resolve host".to_owned())
 }
 
+/// uWSGI variables that are not options (uWSGI's `parse_sys_envs` skips them).
+const NOT_OPTIONS: &[&str] = &[
+    "UWSGI_RELOADS",
+    "UWSGI_VASSALS_DIR",
+    "UWSGI_EMPEROR_FD",
+    "UWSGI_BROODLORD_NUM",
+    "UWSGI_EMPEROR_FD_CONFIG",
+    "UWSGI_EMPEROR_PROXY",
+    "UWSGI_JAIL_PID",
+    "UWSGI_ORIGINAL_PROC_NAME",
+];
+
+/// uWSGI's `env_to_arg`: `UWSGI_HTTP_SOCKET` -> `http-socket`.
+fn env_to_arg(rest: &str) -> String {
+    rest.to_ascii_lowercase().replace('_', "-")
+}
+
+/// The final merged configuration in uWSGI's `--show-config` format.
+fn show_config(entries: &[collect::Entry]) -> String {
+    let mut out = String::from("\n;uWSGI instance configuration\n[uwsgi]\n");
+    for e in entries {
+        out.push_str(&e.key);
+        out.push_str(" = ");
+        out.push_str(&e.value);
+        out.push('\n');
+    }
+    out.push_str(";end of configuration\n");
+    out
+}
+
 impl Config {
     /// Build the configuration from argv (argv[0] is the program) and the environment.
     pub fn load(argv: &[String], env: &[(String, String)]) -> Result<Request, ConfigError> {
-        let mut raw = Raw::default();
-        for spec in spec::OPTIONS {
-            if let Some(d) = spec.default {
-                raw.push(spec, d.to_owned(), Source::Default);
-            }
-        }
-        let cli = match cli::parse(argv)? {
+        let (options, files) = match cli::parse(argv)? {
             cli::Parsed::Print(text) => return Ok(Request::Print(text)),
-            cli::Parsed::Values(v) => v,
+            cli::Parsed::Args { options, files } => (options, files),
         };
-        // Ini files: named on the command line (--ini or a positional *.ini) or in the env.
-        let mut ini_files: Vec<String> = cli
-            .iter()
-            .filter(|(s, _)| s.name == "ini")
-            .map(|(_, v)| v.clone())
-            .collect();
+        let is_reload = env.iter().any(|(k, _)| k == "HEADRACE_REEXEC");
+        let mut c = collect::Collector::new(is_reload);
         for (k, v) in env {
-            if (k == "UWSGI_INI" || k == "HEADRACE_INI") && ini_files.is_empty() {
-                ini_files.push(v.clone());
-            }
-        }
-        for file in &ini_files {
-            for (key, value) in ini::read(file)? {
-                let spec = spec::find(&key).ok_or_else(|| ConfigError::Unknown {
-                    key: key.clone(),
-                    source_desc: format!("in {file}"),
-                })?;
-                raw.push(spec, value, Source::Ini(file.clone()));
-            }
-        }
-        for (k, v) in env {
-            let Some(name) = k
-                .strip_prefix("HEADRACE_")
-                .or_else(|| k.strip_prefix("UWSGI_"))
-            else {
-                continue;
-            };
-            let name = name.to_ascii_lowercase().replace('_', "-");
-            // Unknown UWSGI_* variables are ignored: uWSGI itself sets some in its children.
-            if let Some(spec) = spec::find(&name) {
-                if spec.name != "ini" {
-                    raw.push(spec, v.clone(), Source::Env(k.clone()));
+            let origin = collect::Origin::Env(k.clone());
+            if let Some(rest) = k.strip_prefix("UWSGI_") {
+                if !NOT_OPTIONS.contains(&k.as_str()) {
+                    c.add(&env_to_arg(rest), v, &origin)?;
+                }
+            } else if let Some(rest) = k.strip_prefix("HEADRACE_") {
+                // headrace's own variables (HEADRACE_FDS, HEADRACE_REEXEC...) are not options.
+                let key = env_to_arg(rest);
+                if table::lookup(&key).is_some() {
+                    c.add(&key, v, &origin)?;
                 }
             }
         }
-        for (spec, value) in cli {
-            raw.push(spec, value, Source::Cli);
+        for (k, v) in &options {
+            c.add(k, v, &collect::Origin::Cli)?;
         }
-        raw.systemd_sockets = env
+        for f in &files {
+            c.load_by_ext(f, &collect::Origin::Cli)?;
+        }
+        let mut referenced = expand::expand(&mut c.entries, env)?;
+        if c.load_inherited()? {
+            referenced.extend(expand::expand(&mut c.entries, env)?);
+        }
+        let resolved = typed::resolve(&c.entries, &referenced, &c.customs, c.strict)?;
+        if resolved.show_config {
+            crate::log::raw(show_config(&c.entries).as_bytes());
+        }
+        for p in &resolved.prints {
+            crate::log!("{p}");
+        }
+        let systemd_sockets = env
             .iter()
             .any(|(k, v)| k == "LISTEN_FDS" && v.parse::<u32>().is_ok_and(|n| n > 0));
-        Self::from_raw(&raw).map(|c| Request::Serve(Box::new(c)))
-    }
-
-    #[allow(
-        clippy::too_many_lines,
-        reason = "one flat list of options, read top to bottom"
-    )]
-    fn from_raw(raw: &Raw) -> Result<Self, ConfigError> {
-        let mut warnings = Vec::new();
-        for spec in spec::OPTIONS {
-            if let (Some(why), Some((v, src))) = (spec.compat, raw.get(spec.name)) {
-                if !matches!(src, Source::Default) && parse_bool(v) != Some(false) {
-                    warnings.push(format!("option --{} {}: {why}", spec.name, src.describe()));
-                }
-            }
-        }
-        // Values with a shape are checked before what is missing, so that
-        // `headrace --processes abc` names --processes first.
-        let processes = raw.number(
-            "processes",
-            &1,
-            "expected a whole number of processes, at least 1",
-        )?;
-        let threads = raw.number(
-            "threads",
-            &1,
-            "expected a whole number of threads, at least 1",
-        )?;
-        let listen = raw.number("listen", &1, "expected a backlog size, at least 1")?;
-        let buffer_size = raw.number(
-            "buffer-size",
-            &1024,
-            "expected a size in bytes, at least 1024",
-        )?;
-        let limit_post = raw.number("limit-post", &0, "expected a size in bytes (0 = no limit)")?;
-        let keepalive_timeout = raw.seconds("http-keepalive")?;
-        let socket_timeout = raw.seconds("socket-timeout")?;
-        let lazy_apps = raw.flag("lazy-apps")?;
-        let secs = |name: &'static str| -> Result<u64, ConfigError> {
-            raw.number::<u64>(name, &0, "expected a whole number of seconds")
-        };
-        let optional = |n: u64| (n > 0).then(|| Duration::from_secs(n));
-        let supervision = Supervision {
-            harakiri: optional(secs("harakiri")?),
-            harakiri_grace: Duration::from_secs(secs("harakiri-graceful-timeout")?),
-            max_requests: raw.number(
-                "max-requests",
-                &0,
-                "expected a number of requests (0 = never)",
-            )?,
-            max_requests_delta: raw.number(
-                "max-requests-delta",
-                &0,
-                "expected a number of requests",
-            )?,
-            reload_on_rss: raw
-                .number::<u64>("reload-on-rss", &0, "expected megabytes (0 = never)")?
-                .saturating_mul(1024 * 1024),
-            max_lifetime: optional(secs("max-worker-lifetime")?),
-            max_lifetime_delta: Duration::from_secs(secs("max-worker-lifetime-delta")?),
-            min_lifetime: Duration::from_secs(secs("min-worker-lifetime")?),
-            reload_mercy: Duration::from_secs(secs("worker-reload-mercy")?),
-            touch_reload: raw
-                .all("touch-reload")
-                .into_iter()
-                .map(|(v, _)| PathBuf::from(v))
-                .collect(),
-            touch_chain_reload: raw
-                .all("touch-chain-reload")
-                .into_iter()
-                .map(|(v, _)| PathBuf::from(v))
-                .collect(),
-            chain_reload: raw.flag("chain-reload")?,
-            uid: raw.str("uid"),
-            gid: raw.str("gid"),
-            vacuum: raw.flag("vacuum")?,
-        };
-        let disable_logging = raw.flag("disable-logging")?;
-        let mut env = Vec::new();
-        for (v, src) in raw.all("env") {
-            let (k, val) = v
-                .split_once('=')
-                .ok_or_else(|| invalid("env", v, src, "expected KEY=VALUE"))?;
-            env.push((k.to_owned(), val.to_owned()));
-        }
-        let mut sockets = Vec::new();
-        for (name, kind) in [
-            ("http-socket", SocketKind::Http),
-            ("socket", SocketKind::Uwsgi),
-            ("http", SocketKind::Router),
-        ] {
-            for (v, src) in raw.all(name) {
-                let addr = parse_addr(v).map_err(|r| invalid(name, v, src, &r))?;
-                sockets.push(SocketSpec { addr, kind });
-            }
-        }
-        let chmod_socket = match raw.get("chmod-socket") {
-            None => None,
-            Some((v, src)) => {
-                // uWSGI: a bare --chmod-socket means 666.
-                let text = if v.trim().is_empty() || v.trim() == "true" {
-                    "666"
-                } else {
-                    v.trim()
-                };
-                Some(
-                    u32::from_str_radix(text, 8)
-                        .ok()
-                        .filter(|m| *m <= 0o777)
-                        .ok_or_else(|| {
-                            invalid(
-                                "chmod-socket",
-                                v,
-                                src,
-                                "expected octal permissions like 660",
-                            )
-                        })?,
-                )
-            }
-        };
-        let router = RouterConfig {
-            queue_timeout: {
-                let t = raw.number::<f64>(
-                    "queue-timeout",
-                    &0.0,
-                    "expected seconds, fractions allowed (0 = wait)",
-                )?;
-                (t.is_finite() && t > 0.0).then(|| Duration::from_secs_f64(t.min(1e9)))
-            },
-            max_queue: raw.number(
-                "max-queue",
-                &0,
-                "expected a number of requests (0 = no limit)",
-            )?,
-            post_buffering: raw.number("post-buffering", &0, "expected a size in bytes")?,
-        };
-        let callable = raw.str("callable").unwrap_or_default();
-        if callable.is_empty() {
-            let (v, src) = raw
-                .get("callable")
-                .cloned()
-                .unwrap_or((String::new(), Source::Default));
-            return Err(invalid("callable", &v, &src, "expected a name"));
-        }
-        if sockets.is_empty() && !raw.systemd_sockets {
-            return Err(ConfigError::Missing(
-                "no socket to serve: give --http-socket ADDR, --http ADDR or --socket ADDR",
-            ));
-        }
-        let app = match (raw.get("wsgi-file"), raw.get("module")) {
-            (Some((f, _)), None) => AppSource::File(PathBuf::from(f)),
-            (None, Some((m, _))) => AppSource::Module(m.clone()),
-            (Some((f, fs)), Some((m, ms))) => {
-                if fs.rank() >= ms.rank() {
-                    AppSource::File(PathBuf::from(f))
-                } else {
-                    AppSource::Module(m.clone())
-                }
-            }
-            (None, None) => {
-                return Err(ConfigError::Missing(
-                    "no app to serve: give --wsgi-file FILE or --module MODULE[:CALLABLE]",
-                ))
-            }
-        };
-        Ok(Self {
-            sockets,
-            chmod_socket,
-            router,
-            app,
-            callable,
-            chdir: raw.str("chdir").map(PathBuf::from),
-            pythonpath: raw
-                .all("pythonpath")
-                .into_iter()
-                .map(|(v, _)| v.clone())
-                .collect(),
-            processes,
-            threads,
-            lazy_apps,
-            listen,
-            env,
-            disable_logging,
-            logto: raw.str("logto").map(PathBuf::from),
-            pidfile: raw.str("pidfile").map(PathBuf::from),
-            buffer_size,
-            limit_post,
-            keepalive_timeout,
-            socket_timeout,
-            warnings,
-            supervision,
-        })
+        let mut config = typed::build(&resolved, systemd_sockets)?;
+        let mut warnings = std::mem::take(&mut c.warnings);
+        warnings.append(&mut config.warnings);
+        config.warnings = warnings;
+        Ok(Request::Serve(Box::new(config)))
     }
 }
 
@@ -632,7 +380,7 @@ mod tests {
     }
 
     #[test]
-    fn precedence_default_ini_env_cli() {
+    fn precedence_is_uwsgi_order() {
         let dir = std::env::temp_dir().join(format!("hr-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ini = dir.join("u.ini");
@@ -640,7 +388,13 @@ mod tests {
         let ini = ini.to_str().unwrap();
         let c = load(&["--ini", ini], &[]).unwrap();
         assert_eq!((c.processes, c.threads), (3, 2));
+        // uWSGI reads the environment first, then the command line with its files: the ini
+        // given on the command line comes later, so it wins over UWSGI_PROCESSES.
         let c = load(&["--ini", ini], &[("UWSGI_PROCESSES", "4")]).unwrap();
+        assert_eq!(c.processes, 3);
+        let c = load(&["-p", "4", "--ini", ini], &[]).unwrap();
+        assert_eq!(c.processes, 3);
+        let c = load(&["--ini", ini, "-p", "4"], &[]).unwrap();
         assert_eq!(c.processes, 4);
         let c = load(
             &["--ini", ini, "-p", "5", "--env", "B=2"],

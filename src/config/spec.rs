@@ -1,28 +1,110 @@
-//! Every option, declared once: its name, aliases, kind, default and help. The command line,
-//! ini files and environment variables are all read through this table.
+//! Every option headrace implements, declared once: its name, aliases, short letter, value type
+//! with bounds, repeatability, default and help. The command line, ini/yaml/json files and
+//! environment variables are all read through this table, and the typed [`super::Config`] is
+//! built by asking it for an [`Opt`]: a misspelt option is a compile error, not a silent
+//! `false`. The other uWSGI options (accepted or refused) are in `uwsgi_options.rs`.
 
-/// How an option takes values.
+/// One implemented option. The order of the variants is the order of [`OPTIONS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A switch: `--master` on the command line, `master = true` in ini.
+#[allow(
+    missing_docs,
+    reason = "each variant is documented by its row in OPTIONS"
+)]
+pub enum Opt {
+    HttpSocket,
+    Http,
+    Socket,
+    Protocol,
+    ChmodSocket,
+    QueueTimeout,
+    MaxQueue,
+    PostBuffering,
+    WsgiFile,
+    Module,
+    Callable,
+    Chdir,
+    Pythonpath,
+    Master,
+    Processes,
+    Threads,
+    EnableThreads,
+    LazyApps,
+    Listen,
+    Env,
+    DisableLogging,
+    Logto,
+    Pidfile,
+    NeedApp,
+    BufferSize,
+    LimitPost,
+    HttpKeepalive,
+    SocketTimeout,
+    Harakiri,
+    HarakiriGracefulTimeout,
+    MaxRequests,
+    MaxRequestsDelta,
+    ReloadOnRss,
+    MaxWorkerLifetime,
+    MaxWorkerLifetimeDelta,
+    MinWorkerLifetime,
+    WorkerReloadMercy,
+    TouchReload,
+    TouchChainReload,
+    ChainReload,
+    Uid,
+    Gid,
+    Vacuum,
+    DieOnTerm,
+    IgnoreSigpipe,
+    IgnoreWriteErrors,
+    DisableWriteException,
+    ThunderLock,
+    SingleInterpreter,
+}
+
+/// The shape of an option's value; the bounds live here, with the words used when a value is
+/// out of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Ty {
+    /// A switch. False only for `false`, `off`, `no` and `0` (uWSGI's `uwsgi_opt_true`).
     Flag,
-    /// One value; the last one given wins.
-    Value,
-    /// Repeatable; every value is kept, in order.
-    Multi,
+    /// Any text.
+    Text,
+    /// A whole number, at least `min`; `expect` completes "expected ...".
+    Count {
+        /// Smallest accepted value.
+        min: u64,
+        /// What a valid value is, for the error message.
+        expect: &'static str,
+    },
+    /// Seconds, fractions allowed, at least 0.
+    FracSeconds {
+        /// What a valid value is, for the error message.
+        expect: &'static str,
+    },
+    /// Unix permissions in octal.
+    Octal,
+    /// A socket address (see `parse_addr`).
+    Addr,
+    /// `KEY=VALUE`.
+    KeyValue,
 }
 
 /// One option's declaration.
 #[derive(Debug)]
 pub struct OptSpec {
+    /// Which option this row declares.
+    pub opt: Opt,
     /// The uWSGI name, also the ini key and (upper-cased, `-` → `_`) the env suffix.
     pub name: &'static str,
     /// Single-letter command-line form.
     pub short: Option<char>,
     /// Other long names that mean the same.
     pub aliases: &'static [&'static str],
-    /// How it takes values.
-    pub kind: Kind,
+    /// The value's type and bounds.
+    pub ty: Ty,
+    /// Repeatable: every value is kept, in order. Otherwise the last value given wins.
+    pub multi: bool,
     /// Default value, as text, parsed like any other source.
     pub default: Option<&'static str>,
     /// Set when headrace accepts the option for compatibility but it changes nothing; the text
@@ -34,99 +116,112 @@ pub struct OptSpec {
     pub bare: Option<&'static str>,
 }
 
-const fn opt(name: &'static str, kind: Kind, help: &'static str) -> OptSpec {
-    OptSpec {
-        name,
-        short: None,
-        aliases: &[],
-        kind,
-        default: None,
-        compat: None,
-        help,
-        bare: None,
+impl OptSpec {
+    /// The spec of `opt`.
+    #[must_use]
+    pub fn of(opt: Opt) -> &'static OptSpec {
+        &OPTIONS[opt as usize]
     }
 }
 
-const fn bare(mut o: OptSpec, v: &'static str) -> OptSpec {
-    o.bare = Some(v);
-    o
+/// `row!(Variant, "name", Ty, "help", modifiers...)`: one table row; modifiers are
+/// `multi`, `short 'x'`, `aliases ["a", "b"]`, `default "v"`, `bare "v"`, `compat "why"`.
+macro_rules! row {
+    ($opt:ident, $name:literal, $ty:expr, $help:literal $(, $($m:tt)+)?) => {{
+        #[allow(unused_mut, reason = "rows without modifiers do not change the base")]
+        let mut o = OptSpec {
+            opt: Opt::$opt,
+            name: $name,
+            short: None,
+            aliases: &[],
+            ty: $ty,
+            multi: false,
+            default: None,
+            compat: None,
+            help: $help,
+            bare: None,
+        };
+        $(row!(@m o; $($m)+);)?
+        o
+    }};
+    (@m $o:ident; multi $(, $($rest:tt)+)?) => { $o.multi = true; $(row!(@m $o; $($rest)+);)? };
+    (@m $o:ident; short $c:literal $(, $($rest:tt)+)?) => { $o.short = Some($c); $(row!(@m $o; $($rest)+);)? };
+    (@m $o:ident; aliases $a:expr $(, $($rest:tt)+)?) => { $o.aliases = &$a; $(row!(@m $o; $($rest)+);)? };
+    (@m $o:ident; default $d:literal $(, $($rest:tt)+)?) => { $o.default = Some($d); $(row!(@m $o; $($rest)+);)? };
+    (@m $o:ident; bare $d:literal $(, $($rest:tt)+)?) => { $o.bare = Some($d); $(row!(@m $o; $($rest)+);)? };
+    (@m $o:ident; compat $d:literal $(, $($rest:tt)+)?) => { $o.compat = Some($d); $(row!(@m $o; $($rest)+);)? };
 }
 
-const fn short(mut o: OptSpec, c: char) -> OptSpec {
-    o.short = Some(c);
-    o
+const fn count(min: u64, expect: &'static str) -> Ty {
+    Ty::Count { min, expect }
 }
 
-const fn aliases(mut o: OptSpec, a: &'static [&'static str]) -> OptSpec {
-    o.aliases = a;
-    o
+const SECS: Ty = count(0, "a whole number of seconds");
+const SECS1: Ty = count(1, "a whole number of seconds, at least 1");
+
+use Ty::{Addr, Flag, KeyValue, Octal, Text};
+
+/// The option table, in the order of [`Opt`]'s variants (a unit test checks it).
+/// The generator of `uwsgi_options.rs` reads the names between `options! {` and the closing
+/// brace to mark these rows as implemented.
+pub const OPTIONS: &[OptSpec] = &options();
+
+#[rustfmt::skip]
+const fn options() -> [OptSpec; 49] {
+    // options! {
+    [
+    row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
+    row!(Http, "http", Addr, "serve HTTP on ADDR through the router process, which queues requests and dispatches them to free workers", multi),
+    row!(Socket, "socket", Addr, "serve the uwsgi protocol (nginx uwsgi_pass) from the workers on ADDR", multi, short 's', aliases ["uwsgi-socket"]),
+    row!(Protocol, "protocol", Text, "what --socket speaks: uwsgi (default) or http", aliases ["socket-protocol"]),
+    row!(ChmodSocket, "chmod-socket", Octal, "permissions of unix sockets, octal (bare: 666)", short 'C', aliases ["chmod"], bare "666"),
+    row!(QueueTimeout, "queue-timeout", Ty::FracSeconds { expect: "seconds, fractions allowed (0 = wait)" }, "router: answer 503 to a request that waited this many seconds for a worker (0 = wait)", default "0"),
+    row!(MaxQueue, "max-queue", count(0, "a number of requests (0 = no limit)"), "router: answer 503 at once when this many requests already wait (0 = no limit)", default "0"),
+    row!(PostBuffering, "post-buffering", count(0, "a size in bytes"), "router: request bodies larger than this many bytes spill to a temporary file (0 = 1 MiB)", default "0"),
+    row!(WsgiFile, "wsgi-file", Text, "load the WSGI app from this Python file", aliases ["file"]),
+    row!(Module, "module", Text, "load the WSGI app from MODULE[:CALLABLE]", short 'w', aliases ["wsgi"]),
+    row!(Callable, "callable", Text, "name of the WSGI callable", default "application"),
+    row!(Chdir, "chdir", Text, "change to this directory before loading the app"),
+    row!(Pythonpath, "pythonpath", Text, "add a directory to sys.path (repeatable)", multi, aliases ["python-path", "pp"]),
+    row!(Master, "master", Flag, "accepted: headrace always runs a master", short 'M'),
+    row!(Processes, "processes", count(1, "a whole number of processes, at least 1"), "number of worker processes", short 'p', aliases ["workers"], default "1"),
+    row!(Threads, "threads", count(1, "a whole number of threads, at least 1"), "request threads per worker", default "1"),
+    row!(EnableThreads, "enable-threads", Flag, "accepted: Python threads are always enabled", short 'T'),
+    row!(LazyApps, "lazy-apps", Flag, "load the app in each worker after fork instead of once in the master", aliases ["lazy"]),
+    row!(Listen, "listen", count(1, "a backlog size, at least 1"), "listen queue (backlog) size", short 'l', default "1024"),
+    row!(Env, "env", KeyValue, "set an environment variable KEY=VALUE before loading the app (repeatable)", multi),
+    row!(DisableLogging, "disable-logging", Flag, "do not log requests", short 'L'),
+    row!(Logto, "logto", Text, "append all output (logs and the app's stdout/stderr) to FILE", aliases ["daemonize-logto", "logto2"]),
+    row!(Pidfile, "pidfile", Text, "write the master's pid to FILE", aliases ["pidfile2", "safe-pidfile", "safe-pidfile2"]),
+    row!(NeedApp, "need-app", Flag, "exit 1 when the app cannot be loaded (always on)", default "true"),
+    row!(BufferSize, "buffer-size", count(1024, "a size in bytes, at least 1024"), "largest request head in bytes (431 beyond it)", short 'b', default "32768"),
+    row!(LimitPost, "limit-post", count(0, "a size in bytes (0 = no limit)"), "largest request body in bytes, 0 = no limit (413 beyond it)", default "0"),
+    row!(HttpKeepalive, "http-keepalive", SECS1, "seconds an idle keep-alive connection is kept open", default "60"),
+    row!(SocketTimeout, "socket-timeout", SECS1, "seconds to wait for a request head or for a stalled read/write", aliases ["http-timeout"], default "60"),
+    row!(Harakiri, "harakiri", SECS, "kill a worker whose request runs longer than this many seconds (0 = never); its Python traceback is logged first", short 't', default "0"),
+    row!(HarakiriGracefulTimeout, "harakiri-graceful-timeout", SECS, "seconds of SIGTERM grace between the harakiri traceback and SIGKILL", default "0"),
+    row!(MaxRequests, "max-requests", count(0, "a number of requests (0 = never)"), "recycle a worker after this many requests (0 = never)", short 'R', default "0"),
+    row!(MaxRequestsDelta, "max-requests-delta", count(0, "a number of requests"), "add a random 0..N to each worker's --max-requests, so they do not recycle at once", default "0"),
+    row!(ReloadOnRss, "reload-on-rss", count(0, "megabytes (0 = never)"), "recycle a worker whose resident memory exceeds this many MB (0 = never)", default "0"),
+    row!(MaxWorkerLifetime, "max-worker-lifetime", SECS, "recycle a worker after this many seconds (0 = never)", default "0"),
+    row!(MaxWorkerLifetimeDelta, "max-worker-lifetime-delta", SECS, "add a random 0..N seconds to each worker's lifetime", default "0"),
+    row!(MinWorkerLifetime, "min-worker-lifetime", SECS, "seconds a worker runs before it may be recycled", default "0"),
+    row!(WorkerReloadMercy, "worker-reload-mercy", SECS, "seconds a stopping worker may take to finish its requests before SIGKILL", default "60"),
+    row!(TouchReload, "touch-reload", Text, "reload gracefully when FILE's modification time changes (repeatable)", multi, aliases ["touch-workers-reload"]),
+    row!(TouchChainReload, "touch-chain-reload", Text, "chain-reload (one worker at a time) when FILE's modification time changes (repeatable)", multi),
+    row!(ChainReload, "chain-reload", Flag, "make SIGHUP replace workers one at a time instead of all at once"),
+    row!(Uid, "uid", Text, "run as this user (name or number) after binding the sockets"),
+    row!(Gid, "gid", Text, "run as this group (name or number) after binding the sockets"),
+    row!(Vacuum, "vacuum", Flag, "remove unix socket files and the pidfile on exit"),
+    row!(DieOnTerm, "die-on-term", Flag, "stop on SIGTERM", compat "SIGTERM always stops headrace gracefully"),
+    row!(IgnoreSigpipe, "ignore-sigpipe", Flag, "do not report SIGPIPE", compat "headrace never gets SIGPIPE; a client gone is one log line"),
+    row!(IgnoreWriteErrors, "ignore-write-errors", Flag, "do not report write errors", compat "a client gone is always one concise log line"),
+    row!(DisableWriteException, "disable-write-exception", Flag, "no exception on write errors", compat "write() raises OSError only to the app that called it; the server logs one line"),
+    row!(ThunderLock, "thunder-lock", Flag, "serialize accept", compat "headrace uses EPOLLEXCLUSIVE instead"),
+    row!(SingleInterpreter, "single-interpreter", Flag, "one interpreter per worker", compat "headrace always uses one interpreter per worker"),
+    ]
+    // }
 }
-
-const fn default(mut o: OptSpec, d: &'static str) -> OptSpec {
-    o.default = Some(d);
-    o
-}
-
-const fn compat(mut o: OptSpec, why: &'static str) -> OptSpec {
-    o.compat = Some(why);
-    o
-}
-
-use Kind::{Flag, Multi, Value};
-
-/// The option table.
-pub const OPTIONS: &[OptSpec] = &[
-    opt("http-socket", Multi, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)"),
-        opt("http", Multi, "serve HTTP on ADDR through the router process, which queues requests and dispatches them to free workers"),
-        short(aliases(opt("socket", Multi, "serve the uwsgi protocol (nginx uwsgi_pass) from the workers on ADDR"), &["uwsgi-socket"]), 's'),
-    bare(short(opt("chmod-socket", Value, "permissions of unix sockets, octal (bare: 666)"), 'C'), "666"),
-    default(opt("queue-timeout", Value, "router: answer 503 to a request that waited this many seconds for a worker (0 = wait)"), "0"),
-    default(opt("max-queue", Value, "router: answer 503 at once when this many requests already wait (0 = no limit)"), "0"),
-    default(opt("post-buffering", Value, "router: request bodies larger than this many bytes spill to a temporary file (0 = 1 MiB)"), "0"),
-    aliases(opt("wsgi-file", Value, "load the WSGI app from this Python file"), &["file"]),
-    short(aliases(opt("module", Value, "load the WSGI app from MODULE[:CALLABLE]"), &["wsgi"]), 'w'),
-    default(opt("callable", Value, "name of the WSGI callable"), "application"),
-    opt("chdir", Value, "change to this directory before loading the app"),
-    aliases(opt("pythonpath", Multi, "add a directory to sys.path (repeatable)"), &["python-path", "pp"]),
-    short(opt("master", Flag, "accepted: headrace always runs a master"), 'M'),
-    short(aliases(default(opt("processes", Value, "number of worker processes"), "1"), &["workers"]), 'p'),
-    default(opt("threads", Value, "request threads per worker"), "1"),
-    short(opt("enable-threads", Flag, "accepted: Python threads are always enabled"), 'T'),
-    opt("lazy-apps", Flag, "load the app in each worker after fork instead of once in the master"),
-    short(default(opt("listen", Value, "listen queue (backlog) size"), "1024"), 'l'),
-    opt("env", Multi, "set an environment variable KEY=VALUE before loading the app (repeatable)"),
-    short(opt("disable-logging", Flag, "do not log requests"), 'L'),
-    aliases(opt("logto", Value, "append all output (logs and the app's stdout/stderr) to FILE"), &["daemonize-logto"]),
-    opt("pidfile", Value, "write the master's pid to FILE"),
-    default(opt("need-app", Flag, "exit 1 when the app cannot be loaded (always on)"), "true"),
-    opt("ini", Multi, "read options from the [uwsgi] section of FILE[:SECTION] (repeatable)"),
-    short(default(opt("buffer-size", Value, "largest request head in bytes (431 beyond it)"), "32768"), 'b'),
-    default(opt("limit-post", Value, "largest request body in bytes, 0 = no limit (413 beyond it)"), "0"),
-    default(opt("http-keepalive", Value, "seconds an idle keep-alive connection is kept open"), "60"),
-    aliases(default(opt("socket-timeout", Value, "seconds to wait for a request head or for a stalled read/write"), "60"), &["http-timeout"]),
-    default(opt("harakiri", Value, "kill a worker whose request runs longer than this many seconds (0 = never); its Python traceback is logged first"), "0"),
-    default(opt("harakiri-graceful-timeout", Value, "seconds of SIGTERM grace between the harakiri traceback and SIGKILL"), "0"),
-    default(opt("max-requests", Value, "recycle a worker after this many requests (0 = never)"), "0"),
-    default(opt("max-requests-delta", Value, "add a random 0..N to each worker's --max-requests, so they do not recycle at once"), "0"),
-    default(opt("reload-on-rss", Value, "recycle a worker whose resident memory exceeds this many MB (0 = never)"), "0"),
-    default(opt("max-worker-lifetime", Value, "recycle a worker after this many seconds (0 = never)"), "0"),
-    default(opt("max-worker-lifetime-delta", Value, "add a random 0..N seconds to each worker's lifetime"), "0"),
-    default(opt("min-worker-lifetime", Value, "seconds a worker runs before it may be recycled"), "0"),
-    default(opt("worker-reload-mercy", Value, "seconds a stopping worker may take to finish its requests before SIGKILL"), "60"),
-    opt("touch-reload", Multi, "reload gracefully when FILE's modification time changes (repeatable)"),
-    opt("touch-chain-reload", Multi, "chain-reload (one worker at a time) when FILE's modification time changes (repeatable)"),
-    opt("chain-reload", Flag, "make SIGHUP replace workers one at a time instead of all at once"),
-    opt("uid", Value, "run as this user (name or number) after binding the sockets"),
-    opt("gid", Value, "run as this group (name or number) after binding the sockets"),
-    opt("vacuum", Flag, "remove unix socket files and the pidfile on exit"),
-        compat(opt("die-on-term", Flag, "stop on SIGTERM"), "SIGTERM always stops headrace gracefully"),
-    compat(opt("ignore-sigpipe", Flag, "do not report SIGPIPE"), "headrace never gets SIGPIPE; a client gone is one log line"),
-    compat(opt("ignore-write-errors", Flag, "do not report write errors"), "a client gone is always one concise log line"),
-    compat(opt("disable-write-exception", Flag, "no exception on write errors"), "write() raises OSError only to the app that called it; the server logs one line"),
-    compat(opt("thunder-lock", Flag, "serialize accept"), "headrace uses EPOLLEXCLUSIVE instead"),
-    compat(opt("single-interpreter", Flag, "one interpreter per worker"), "headrace always uses one interpreter per worker"),
-    compat(opt("strict", Flag, "fail on unknown options"), "headrace always fails on unknown options"),
-];
 
 /// Look an option up by its name or an alias.
 #[must_use]
@@ -134,4 +229,38 @@ pub fn find(name: &str) -> Option<&'static OptSpec> {
     OPTIONS
         .iter()
         .find(|o| o.name == name || o.aliases.contains(&name))
+}
+
+/// Look an option up by its short letter.
+#[must_use]
+pub fn find_short(c: char) -> Option<&'static OptSpec> {
+    OPTIONS.iter().find(|o| o.short == Some(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_in_variant_order_and_names_unique() {
+        for (i, o) in OPTIONS.iter().enumerate() {
+            assert_eq!(o.opt as usize, i, "{} is out of order", o.name);
+        }
+        let mut names: Vec<&str> = OPTIONS
+            .iter()
+            .flat_map(|o| std::iter::once(o.name).chain(o.aliases.iter().copied()))
+            .collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n, "a name or alias is declared twice");
+    }
+
+    #[test]
+    fn lookups() {
+        assert_eq!(find("workers").map(|o| o.opt), Some(Opt::Processes));
+        assert_eq!(find_short('w').map(|o| o.opt), Some(Opt::Module));
+        assert_eq!(OptSpec::of(Opt::Listen).default, Some("1024"));
+        assert!(find("no-such").is_none());
+    }
 }
