@@ -161,6 +161,8 @@ pub struct Config {
     pub callable: String,
     /// Directory to change to before loading.
     pub chdir: Option<PathBuf>,
+    /// `--home` / `--virtualenv`: a virtualenv whose site-packages the app imports from.
+    pub home: Option<PathBuf>,
     /// Extra `sys.path` entries.
     pub pythonpath: Vec<String>,
     /// Worker processes.

@@ -23,6 +23,7 @@ pub enum Opt {
     Module,
     Callable,
     Chdir,
+    Home,
     Pythonpath,
     Master,
     Processes,
@@ -167,7 +168,7 @@ use Ty::{Addr, Flag, KeyValue, Octal, Text};
 pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
-const fn options() -> [OptSpec; 49] {
+const fn options() -> [OptSpec; 50] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
@@ -182,6 +183,7 @@ const fn options() -> [OptSpec; 49] {
     row!(Module, "module", Text, "load the WSGI app from MODULE[:CALLABLE]", short 'w', aliases ["wsgi"]),
     row!(Callable, "callable", Text, "name of the WSGI callable", default "application"),
     row!(Chdir, "chdir", Text, "change to this directory before loading the app"),
+    row!(Home, "home", Text, "a virtualenv whose site-packages the app imports from (before the server's own)", short 'H', aliases ["virtualenv", "venv", "pyhome"]),
     row!(Pythonpath, "pythonpath", Text, "add a directory to sys.path (repeatable)", multi, aliases ["python-path", "pp"]),
     row!(Master, "master", Flag, "accepted: headrace always runs a master", short 'M'),
     row!(Processes, "processes", count(1, "a whole number of processes, at least 1"), "number of worker processes", short 'p', aliases ["workers"], default "1"),

@@ -230,6 +230,24 @@ fn invalid(s: &OptSpec, value: &str, origin: &Origin, reason: &str) -> ConfigErr
     }
 }
 
+/// `--home`/`--virtualenv`: a directory that exists (its site-packages is found when Python
+/// starts, since the version decides the path).
+fn home(r: &Resolved<'_>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some((value, origin)) = r.get(Opt::Home) else {
+        return Ok(None);
+    };
+    let dir = PathBuf::from(&value);
+    if !dir.is_dir() {
+        return Err(invalid(
+            OptSpec::of(Opt::Home),
+            &value,
+            &origin,
+            "expected a virtualenv directory",
+        ));
+    }
+    Ok(Some(dir))
+}
+
 fn usize_of(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
@@ -401,6 +419,7 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
         app,
         callable,
         chdir: r.text(Opt::Chdir).map(PathBuf::from),
+        home: home(r)?,
         pythonpath: r.all(Opt::Pythonpath).map(|e| e.value.clone()).collect(),
         processes,
         threads,

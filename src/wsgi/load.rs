@@ -10,6 +10,10 @@ use pyo3::types::PyList;
 pub fn prepare_path(py: Python<'_>, config: &Config) -> PyResult<()> {
     let sys = py.import("sys")?;
     let path = sys.getattr("path")?.cast_into::<PyList>()?;
+    // The virtualenv first, so that --pythonpath entries still come before it.
+    if let Some(home) = &config.home {
+        add_virtualenv(py, &path, home)?;
+    }
     for p in config.pythonpath.iter().rev() {
         path.insert(0, p)?;
     }
@@ -18,6 +22,41 @@ pub fn prepare_path(py: Python<'_>, config: &Config) -> PyResult<()> {
         .unwrap_or_default();
     if !path.contains(&cwd)? {
         path.insert(0, cwd)?;
+    }
+    Ok(())
+}
+
+/// `--home` / `--virtualenv`: uWSGI points the embedded interpreter's home at the virtualenv;
+/// headrace's interpreter is already running, so the virtualenv's site-packages (with its
+/// `.pth` files, through `site.addsitedir`) goes to the front of `sys.path` instead, which is
+/// what the app sees either way. A virtualenv of another Python version has no such directory:
+/// that is an error, not a silent fall-back to the server's own packages.
+fn add_virtualenv(py: Python<'_>, path: &Bound<'_, PyList>, home: &std::path::Path) -> PyResult<()> {
+    let v = py.version_info();
+    let candidates = [
+        home.join(format!("lib/python{}.{}/site-packages", v.major, v.minor)),
+        home.join(format!("lib64/python{}.{}/site-packages", v.major, v.minor)),
+        home.join("Lib/site-packages"),
+    ];
+    let Some(site_dir) = candidates.iter().find(|p| p.is_dir()) else {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+            "--home/--virtualenv {}: no lib/python{}.{}/site-packages in it (a virtualenv of another Python?)",
+            home.display(),
+            v.major,
+            v.minor
+        )));
+    };
+    let before: Vec<String> = path.extract()?;
+    py.import("site")?
+        .call_method1("addsitedir", (site_dir.display().to_string(),))?;
+    // addsitedir appends; what it added goes first, in its order.
+    let after: Vec<String> = path.extract()?;
+    let added: Vec<String> = after.into_iter().filter(|p| !before.contains(p)).collect();
+    for p in &added {
+        path.call_method1("remove", (p,))?;
+    }
+    for p in added.iter().rev() {
+        path.insert(0, p)?;
     }
     Ok(())
 }
