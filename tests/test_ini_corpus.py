@@ -19,7 +19,9 @@ skipped without it (tests/ini_corpus/compare.py runs both servers side by side).
 
 from __future__ import annotations
 
+import itertools
 import re
+from pathlib import Path
 
 import pytest
 from ini_corpus.corpus import (
@@ -32,6 +34,7 @@ from ini_corpus.corpus import (
     uwsgi_cmd,
     wait_status,
 )
+from ini_corpus.rewrite import rewrite
 from support import START_TIMEOUT, free_port, run_headrace
 
 MANIFEST = load_manifest()
@@ -61,6 +64,65 @@ def test_corpus_files_are_the_recorded_ones():
     assert present == FILES
     for name in FILES:
         check_sha(where / name, MANIFEST[name]["sha256"])
+
+
+# --- the rewrite itself (no server) ---------------------------------------------------------
+
+W = Path("/w")
+
+
+def _rw(text: str, fmt: str = "ini", section: str = "uwsgi"):
+    ports = itertools.count(40001)
+    return rewrite(text, fmt, W, W / "corpus_app.py", W / "corpus_mule.py", "/venv",
+                   lambda: next(ports), section)
+
+
+def test_rewrite_keeps_every_other_byte():
+    text = ("; a comment with socket = :1\r\n[uwsgi]\r\nmaster\r\nsocket = :8000 ; why\r\n"
+            "processes = %(%k * 2)\r\nif-env = X\r\nstatic-map = /s=/srv/s\r\nendif =\r\n")
+    r = _rw(text)
+    assert r.text == text.replace(":8000 ; why", "127.0.0.1:40001")
+    assert r.extra_args == ["--wsgi-file", "/w/corpus_app.py"]
+    assert (r.probe.proto, r.probe.address) == ("uwsgi", ("127.0.0.1", 40001))
+
+
+@pytest.mark.parametrize(("line", "want"), [
+    ("module = hc.wsgi:application", "module = corpus_app:application"),
+    ("module = mwdb.app", "module = corpus_app"),
+    ("wsgi-file = hauki/wsgi.py", "wsgi-file = /w/corpus_app.py"),
+    ("mount = /mapproxy=/app.py", "mount = /mapproxy=/w/corpus_app.py"),
+    ("virtualenv = %(_)", "virtualenv = /venv"),
+    ("chdir = %(base)", "chdir = /w"),
+    ("http = 0.0.0.0:80", "http = 127.0.0.1:40001"),
+    ("socket = /tmp/uwsgi.sock", "socket = /w/sock-1"),
+    ("stats = :9191", "stats = 127.0.0.1:40001"),
+    ("uid = www-data", "# corpus: dropped uid = www-data"),
+    ("https = :8443,a.crt,a.key", "# corpus: dropped https = :8443,a.crt,a.key"),
+    ("daemonize = /var/log/x.log", "logto = /w/log-1"),
+    ("logger = cron file:/var/log/c.log", "logger = cron file:/w/log-1"),
+    ("logger = file:logfile=/l/a.log,maxsize=9", "logger = file:logfile=/w/log-1,maxsize=9"),
+    ("hook-pre-app = exec:./manage.py migrate", "hook-pre-app = exec:true"),
+    ("unique-cron = 0 -1 -1 -1 -1 ./manage.py runjobs", "unique-cron = 0 -1 -1 -1 -1 true"),
+    ("stats-push = zabbix:129.114.99.128:10051,uwsgi", "stats-push = zabbix:127.0.0.1:10051,uwsgi"),
+    ("mule = py/mules/radius.py", "mule = /w/corpus_mule.py"),
+    ("callable = app", "callable = app"),
+])
+def test_rewrite_rules(line, want):
+    assert _rw(f"[uwsgi]\n{line}\n").text == f"[uwsgi]\n{want}\n"
+
+
+def test_rewrite_yaml_json_and_sections():
+    y = _rw("uwsgi:\n  http: :8000  # the port\n  module: app\n", "yaml")
+    assert y.text == "uwsgi:\n  http: 127.0.0.1:40001\n  module: corpus_app\n"
+    assert y.extra_args == []
+    j = _rw('{"uwsgi": {\n  "socket": ":8080",\n  "protocol": "http",\n  "home": "/e"\n}}\n',
+            "json")
+    assert j.text == ('{"uwsgi": {\n  "socket": "127.0.0.1:40001",\n  "protocol": "http",\n'
+                      '  "home": "/venv"\n}}\n')
+    assert j.probe.proto == "http"
+    # `ini = :base` makes [base] part of the section read: its app counts
+    s = _rw("[uwsgi]\nini = :base\n[base]\nmodule = x\n[other]\nhttp = :1\n")
+    assert s.extra_args[:1] == ["--http-socket"] and "--wsgi-file" not in s.extra_args
 
 
 @pytest.mark.parametrize("name", FILES)

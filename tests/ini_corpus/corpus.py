@@ -197,7 +197,7 @@ def _note(log: str) -> str:
         return "runs with no workers (Operational MODE: no-workers)"
     for ln in reversed(lines):
         if re.search(r"error|unable|invalid|unknown|no such|not found|cannot|fatal|missing|"
-                     r"no app|!!!", ln, re.IGNORECASE) and "VACUUM" not in ln:
+                     r"no app|!!!", ln, re.IGNORECASE) and not ln.startswith("unlink("):
             return ln[:200]
     return lines[-1][:200] if lines else "(no output)"
 

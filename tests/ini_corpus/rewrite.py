@@ -20,6 +20,8 @@ The rules, by key (keys compared lowercased, `_` as `-`):
   `http`, `fastcgi-socket`, `scgi-socket`, `shared-socket`, ... and `stats`/`stats-server`
   -> `127.0.0.1:<free port>`, or a path in the work dir when it was a unix socket path.
   `https` (router with a certificate and key of the image) is dropped.
+* addresses the server would send to (`stats-push`, `carbon`, `subscribe-to`, ...): every
+  IPv4 address in the value -> 127.0.0.1 (nothing leaves the machine).
 * users: `uid`, `gid`, `chown-socket`, `immediate-uid`, `immediate-gid` are dropped (the
   work dir is private to whoever runs the tests, and the image's users are not here).
 * files the server writes: `pidfile`/`pidfile2`/`safe-pidfile`/`safe-pidfile2`,
@@ -67,6 +69,9 @@ DAEMONIZE_KEYS = {"daemonize": "logto", "daemonize2": "logto2"}
 LOGGER_KEYS = {"logger", "req-logger", "logger-req"}
 DAEMON_KEYS = {"attach-daemon", "attach-daemon2", "attach-control-daemon"}
 CRON_KEYS = {"cron", "unique-cron"}
+PUSH_KEYS = {"stats-push", "carbon", "subscribe-to", "subscribe2", "st", "subscribe",
+             "zerg"}
+IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
 
 INI_LINE = re.compile(r"^(?P<key>\s*[^\s;#\[=][^=]*?)(?P<sep>\s*=\s*)(?P<value>.*?)(?P<eol>\r?\n?)$")
 INI_SECTION = re.compile(r"^\s*\[(?P<name>[^\]]*)\]")
@@ -197,6 +202,8 @@ def rewrite(
             new_value = re.sub(r"file:(logfile=)?[^,\s]+",
                                lambda mm: f"file:{mm.group(1) or ''}{path_in_workdir('log')}",
                                value)
+        elif key in PUSH_KEYS and IPV4.search(value):
+            new_value = IPV4.sub("127.0.0.1", value)
         elif key.startswith("exec-"):
             new_value = "true"
         elif key.startswith("hook-") and value.strip().startswith("exec:"):
