@@ -1,12 +1,80 @@
 //! The shared-memory scoreboard: one cache-line-aligned slot of atomics per worker process and
 //! one per serving thread ("core"), plus totals. Workers write their own slots; the master
-//! reads them (harakiri, status, the request a dead worker was serving). No locks.
+//! reads them (harakiri, status, the request a dead worker was serving, the stats server). No
+//! locks: counters are relaxed atomics, each written by the process that owns the slot.
 
 use crate::sys::shm::Region;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// Bytes of the current request line kept per core (for harakiri and crash logs).
 pub const REQUEST_BYTES: usize = 200;
+
+/// Upper bounds (microseconds) of the request duration and queue wait histogram buckets; one
+/// more bucket counts everything above the last bound (`+Inf`).
+pub const BUCKETS_US: [u64; 14] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000, 30_000_000,
+];
+
+/// Status classes counted per worker: index 0 is a response that never got a status (the
+/// client left first), 1..=5 are 1xx..5xx.
+pub const STATUS_CLASSES: usize = 6;
+
+/// A histogram in shared memory: per-bucket counts (not cumulative) and the sum in µs.
+#[derive(Default)]
+#[repr(C)]
+pub struct Histogram {
+    /// Observations per bucket of [`BUCKETS_US`], the last one for `+Inf`.
+    pub buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    /// Sum of the observations, in microseconds.
+    pub sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Count one observation.
+    pub fn observe(&self, us: u64) {
+        let i = BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(BUCKETS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// A copy of the counts.
+    #[must_use]
+    pub fn read(&self) -> HistogramValues {
+        HistogramValues {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A histogram's values, read out of shared memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistogramValues {
+    /// Per-bucket counts, the last one for `+Inf`.
+    pub buckets: [u64; BUCKETS_US.len() + 1],
+    /// Sum in microseconds.
+    pub sum_us: u64,
+}
+
+impl HistogramValues {
+    /// Observations in all.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// Add another histogram's values (a retired worker's to its successors').
+    pub fn add(&mut self, other: &Self) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.sum_us += other.sum_us;
+    }
+}
 
 /// One worker process's slot (atomics only: it is `Shareable`, see `sys::shm`).
 #[derive(Default)]
@@ -24,6 +92,81 @@ pub struct Slot {
     /// The nonce of the master image that spawned it, which names its router link
     /// (`router::socket_name`); a re-exec'd image's router reaches adopted workers by it.
     pub link_nonce: AtomicU64,
+    /// Requests whose app call raised (uWSGI's `exceptions`).
+    pub exceptions: AtomicU64,
+    /// Response bytes sent, head and body (uWSGI's `tx`).
+    pub tx: AtomicU64,
+    /// Time spent in requests, µs (uWSGI's `running_time`).
+    pub running_us: AtomicU64,
+    /// uWSGI's `avg_rt`: `(avg + last) / 2` after each request, µs.
+    pub avg_rt_us: AtomicU64,
+    /// Requests by status class (see [`STATUS_CLASSES`]).
+    pub classes: [AtomicU64; STATUS_CLASSES],
+    /// Request durations.
+    pub duration: Histogram,
+}
+
+/// What one finished request adds to the counters.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// The response status (0: none was sent).
+    pub status: u16,
+    /// Bytes sent, head and body.
+    pub tx: u64,
+    /// From the complete head to the end of the response, µs.
+    pub elapsed_us: u64,
+    /// The app raised.
+    pub exception: bool,
+    /// Writing the response failed (the client left).
+    pub write_error: bool,
+    /// Reading the body failed.
+    pub read_error: bool,
+}
+
+/// A worker's counters, read out of its slot (or summed over the workers an id has had).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests served.
+    pub requests: u64,
+    /// Requests whose app call raised.
+    pub exceptions: u64,
+    /// Bytes sent.
+    pub tx: u64,
+    /// Time in requests, µs.
+    pub running_us: u64,
+    /// Requests by status class.
+    pub classes: [u64; STATUS_CLASSES],
+    /// Request durations.
+    pub duration: HistogramValues,
+}
+
+impl Counters {
+    /// Add another worker's counters.
+    pub fn add(&mut self, o: &Self) {
+        self.requests += o.requests;
+        self.exceptions += o.exceptions;
+        self.tx += o.tx;
+        self.running_us += o.running_us;
+        for (a, b) in self.classes.iter_mut().zip(o.classes) {
+            *a += b;
+        }
+        self.duration.add(&o.duration);
+    }
+}
+
+impl Slot {
+    /// A copy of its counters.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        Counters {
+            requests: self.requests.load(Ordering::Relaxed),
+            exceptions: self.exceptions.load(Ordering::Relaxed),
+            tx: self.tx.load(Ordering::Relaxed),
+            running_us: self.running_us.load(Ordering::Relaxed),
+            classes: std::array::from_fn(|i| self.classes[i].load(Ordering::Relaxed)),
+            duration: self.duration.read(),
+        }
+    }
 }
 
 /// One serving thread's slot (atomics only: it is `Shareable`, see `sys::shm`).
@@ -35,6 +178,12 @@ pub struct Core {
     pub request_len: AtomicU32,
     /// `METHOD URI` of the running request, truncated.
     pub request: [AtomicU8; REQUEST_BYTES],
+    /// Requests this thread has served.
+    pub requests: AtomicU64,
+    /// Responses whose write failed.
+    pub write_errors: AtomicU64,
+    /// Requests whose body could not be read.
+    pub read_errors: AtomicU64,
 }
 
 impl Default for Core {
@@ -43,6 +192,9 @@ impl Default for Core {
             request_start_ms: AtomicU64::new(0),
             request_len: AtomicU32::new(0),
             request: std::array::from_fn(|_| AtomicU8::new(0)),
+            requests: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            read_errors: AtomicU64::new(0),
         }
     }
 }
@@ -95,10 +247,36 @@ pub struct Header {
     pub capacity: AtomicU64,
     /// Cores per worker slot.
     pub threads: AtomicU64,
+    /// [`LAYOUT`] of the image that laid it out (0 in images from before the field existed).
+    pub layout: AtomicU64,
 }
 
 /// Marks a laid-out scoreboard ("headrace" in ASCII).
 const MAGIC: u64 = 0x6865_6164_7261_6365;
+
+/// The version of the layout of every type in the scoreboard. Bump it whenever a field is
+/// added, removed or moved, so that a re-exec'd image never adopts a scoreboard whose slots it
+/// would misread. 2: stats counters, the router's queue area.
+const LAYOUT: u64 = 2;
+
+/// The `--http` router's queue figures, written by the router (plain stores at each change or
+/// tick) and read by the stats server.
+#[derive(Default)]
+#[repr(C, align(64))]
+pub struct Queue {
+    /// Set by a router once it runs (the figures below mean something).
+    pub active: AtomicU32,
+    /// Requests waiting for a worker.
+    pub depth: AtomicU64,
+    /// How long the oldest waiting request has waited, ms (updated every router tick).
+    pub oldest_wait_ms: AtomicU64,
+    /// Requests answered 503 because no worker was free in time (queue full or timed out).
+    pub shed: AtomicU64,
+    /// 1 while the router calls itself saturated (a request has waited over 0.5 s).
+    pub saturated: AtomicU32,
+    /// Time each request waited in the queue before it was handed to a worker.
+    pub wait: Histogram,
+}
 
 /// All slots, in one shared memfd: header, totals, worker slots, cores. Slot indexes are handed
 /// out by the master; a reload needs up to twice the configured workers at once, hence the
@@ -112,6 +290,14 @@ pub struct Scoreboard {
 /// Why a handed-over scoreboard cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ScoreboardError {
+    /// It was laid out by an image with another layout version.
+    #[error("laid out with layout version {have}, not {want}")]
+    Version {
+        /// Its version.
+        have: u64,
+        /// Ours.
+        want: u64,
+    },
     /// It was laid out for another configuration.
     #[error(
         "laid out for {capacity} workers x {threads} threads, not {want_capacity} x {want_threads}"
@@ -132,7 +318,8 @@ fn offsets(capacity: usize, threads: usize) -> (usize, usize, usize, usize) {
     let header = std::mem::size_of::<Header>();
     let slot = std::mem::size_of::<Slot>();
     let totals = header;
-    let slots = totals + slot;
+    // The router's queue area follows the totals (see `Scoreboard::queue`).
+    let slots = totals + slot + std::mem::size_of::<Queue>();
     let cores = slots + slot * capacity;
     let end = cores + std::mem::size_of::<Core>() * capacity * threads;
     (totals, slots, cores, end)
@@ -152,6 +339,7 @@ impl Scoreboard {
         let h = sb.header();
         h.capacity.store(capacity as u64, Ordering::Relaxed);
         h.threads.store(threads as u64, Ordering::Relaxed);
+        h.layout.store(LAYOUT, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
         Ok(sb)
     }
@@ -170,6 +358,13 @@ impl Scoreboard {
             .and_then(|h| h.first())
             .filter(|h| h.magic.load(Ordering::Acquire) == MAGIC)
             .ok_or_else(|| bad(0, 0))?;
+        let layout = header.layout.load(Ordering::Relaxed);
+        if layout != LAYOUT {
+            return Err(ScoreboardError::Version {
+                have: layout,
+                want: LAYOUT,
+            });
+        }
         let have_cap = usize::try_from(header.capacity.load(Ordering::Relaxed)).unwrap_or(0);
         let have_threads = usize::try_from(header.threads.load(Ordering::Relaxed)).unwrap_or(0);
         let (.., end) = offsets(have_cap, have_threads);
@@ -218,6 +413,16 @@ impl Scoreboard {
             .expect("totals fit: the layout was checked when mapped")[0]
     }
 
+    /// The router's queue figures.
+    #[must_use]
+    pub fn queue(&self) -> &Queue {
+        let (totals, ..) = offsets(self.capacity, self.threads);
+        &self
+            .region
+            .slice::<Queue>(totals + std::mem::size_of::<Slot>(), 1)
+            .expect("the queue area fits: the layout was checked when mapped")[0]
+    }
+
     /// Number of slots.
     #[must_use]
     pub fn capacity(&self) -> usize {
@@ -262,9 +467,55 @@ impl Scoreboard {
         s.requests.store(0, Ordering::Relaxed);
         s.ready.store(0, Ordering::Relaxed);
         s.link_nonce.store(0, Ordering::Relaxed);
+        s.exceptions.store(0, Ordering::Relaxed);
+        s.tx.store(0, Ordering::Relaxed);
+        s.running_us.store(0, Ordering::Relaxed);
+        s.avg_rt_us.store(0, Ordering::Relaxed);
+        for c in &s.classes {
+            c.store(0, Ordering::Relaxed);
+        }
+        for b in &s.duration.buckets {
+            b.store(0, Ordering::Relaxed);
+        }
+        s.duration.sum_us.store(0, Ordering::Relaxed);
         for c in self.cores(i) {
             c.end();
+            c.requests.store(0, Ordering::Relaxed);
+            c.write_errors.store(0, Ordering::Relaxed);
+            c.read_errors.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Count a finished request of slot `i`, thread `core`, with what the stats show of it;
+    /// returns (this worker's count, all workers' count) for the log line.
+    #[must_use]
+    pub fn record(&self, i: usize, core: usize, o: &Outcome) -> (u64, u64) {
+        let s = self.slot(i);
+        if o.exception {
+            s.exceptions.fetch_add(1, Ordering::Relaxed);
+        }
+        s.tx.fetch_add(o.tx, Ordering::Relaxed);
+        s.running_us.fetch_add(o.elapsed_us, Ordering::Relaxed);
+        // uWSGI's running average (racy between threads, as in uWSGI: a plain store).
+        let avg = s.avg_rt_us.load(Ordering::Relaxed);
+        s.avg_rt_us
+            .store(u64::midpoint(avg, o.elapsed_us), Ordering::Relaxed);
+        let class = match o.status {
+            100..=599 => usize::from(o.status / 100),
+            _ => 0,
+        };
+        s.classes[class].fetch_add(1, Ordering::Relaxed);
+        s.duration.observe(o.elapsed_us);
+        if let Some(c) = self.cores(i).get(core) {
+            c.requests.fetch_add(1, Ordering::Relaxed);
+            if o.write_error {
+                c.write_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if o.read_error {
+                c.read_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count_request(i)
     }
 
     /// Count a finished request; returns (this worker's count, all workers' count).
@@ -295,5 +546,65 @@ mod tests {
         assert_eq!(core.current().unwrap().1.len(), REQUEST_BYTES);
         sb.reset(1);
         assert_eq!(sb.core(1, 1).current(), None);
+    }
+
+    #[test]
+    fn record_counts_classes_and_buckets() {
+        let sb = Scoreboard::new(2, 2).unwrap();
+        let ok = Outcome {
+            status: 200,
+            tx: 100,
+            elapsed_us: 3_000,
+            exception: false,
+            write_error: false,
+            read_error: false,
+        };
+        let _ = sb.record(1, 1, &ok);
+        let _ = sb.record(
+            1,
+            0,
+            &Outcome {
+                status: 500,
+                elapsed_us: 40_000_000,
+                exception: true,
+                write_error: true,
+                ..ok
+            },
+        );
+        let _ = sb.record(1, 0, &Outcome { status: 0, ..ok });
+        let c = sb.slot(1).counters();
+        assert_eq!(c.requests, 3);
+        assert_eq!(c.exceptions, 1);
+        assert_eq!(c.tx, 300);
+        assert_eq!(c.classes, [1, 0, 1, 0, 0, 1]);
+        assert_eq!(c.duration.count(), 3);
+        assert_eq!(c.duration.buckets[2], 2, "3 ms falls in the <= 5 ms bucket");
+        assert_eq!(c.duration.buckets[BUCKETS_US.len()], 1, "40 s is +Inf");
+        assert_eq!(c.duration.sum_us, 40_006_000);
+        assert_eq!(sb.core(1, 0).requests.load(Ordering::Relaxed), 2);
+        assert_eq!(sb.core(1, 0).write_errors.load(Ordering::Relaxed), 1);
+        assert_eq!(sb.slot(0).counters(), Counters::default());
+        sb.queue().depth.store(3, Ordering::Relaxed);
+        sb.reset(1);
+        assert_eq!(sb.slot(1).counters(), Counters::default());
+        assert_eq!(sb.core(1, 0).requests.load(Ordering::Relaxed), 0);
+        assert_eq!(sb.queue().depth.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn adopt_checks_the_layout_version() {
+        let sb = Scoreboard::new(3, 2).unwrap();
+        let dup = sb.region.duplicate().unwrap();
+        let again = Scoreboard::adopt(dup, 3, 2).expect("same layout");
+        assert_eq!(again.capacity(), 3);
+        sb.header().layout.store(1, Ordering::Relaxed);
+        let dup = sb.region.duplicate().unwrap();
+        assert!(matches!(
+            Scoreboard::adopt(dup, 3, 2),
+            Err(ScoreboardError::Version {
+                have: 1,
+                want: LAYOUT
+            })
+        ));
     }
 }

@@ -49,9 +49,9 @@ RULES: list[tuple[str, str, str]] = [
     (r"locks|lock-engine|ftok|persistent-ipcsem", "Accepted", "headrace needs no uWSGI locks"),
     (r"offload-threads?", "Accepted", "headrace writes responses without offload threads"),
     (r"vhost|vhost-host", "Accepted", "one app serves every Host"),
-    ((r"stats|stats-server|stats-http|stats-minified|stats-min|stats-no-cores|stats-no-metrics|"
+    ((r"stats-no-cores|stats-no-metrics|"
      r"memory-report|enable-metrics|metrics-no-cores|http-stats|http-stats-server"), "Accepted",
-     "stats server not implemented yet: observability only"),
+     "these stats variants are not implemented: observability only"),
     (r"cheaper|cheaper-.*|cheap|idle", "Accepted",
      "adaptive process spawning not implemented yet: all `processes` workers run all the time"),
     (r"procname|procname-.*|auto-procname", "Accepted", "process titles are not set yet"),

@@ -193,6 +193,21 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Supervision: harakiri, recycling, reloads, privileges.
     pub supervision: Supervision,
+    /// The stats server and the metrics listener.
+    pub stats: StatsConfig,
+}
+
+/// `--stats`, `--stats-http`, `--stats-minified`, `--metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct StatsConfig {
+    /// `--stats`/`--stats-server`: where the master serves the stats JSON.
+    pub addr: Option<ListenAddr>,
+    /// `--stats-http`: the stats listener speaks HTTP (and serves `/metrics`).
+    pub http: bool,
+    /// `--stats-minified`: JSON without whitespace.
+    pub minified: bool,
+    /// `--metrics`: a dedicated HTTP listener for Prometheus text.
+    pub metrics: Option<ListenAddr>,
 }
 
 /// The options of the master's supervision.

@@ -61,6 +61,10 @@ pub enum Opt {
     DisableWriteException,
     ThunderLock,
     SingleInterpreter,
+    Stats,
+    StatsHttp,
+    StatsMinified,
+    Metrics,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -168,7 +172,7 @@ use Ty::{Addr, Flag, KeyValue, Octal, Text};
 pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
-const fn options() -> [OptSpec; 50] {
+const fn options() -> [OptSpec; 54] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
@@ -221,6 +225,10 @@ const fn options() -> [OptSpec; 50] {
     row!(DisableWriteException, "disable-write-exception", Flag, "no exception on write errors", compat "write() raises OSError only to the app that called it; the server logs one line"),
     row!(ThunderLock, "thunder-lock", Flag, "serialize accept", compat "headrace uses EPOLLEXCLUSIVE instead"),
     row!(SingleInterpreter, "single-interpreter", Flag, "one interpreter per worker", compat "headrace always uses one interpreter per worker"),
+    row!(Stats, "stats", Addr, "serve uWSGI's stats JSON on ADDR (host:port, a unix path or @abstract) to every client that connects", aliases ["stats-server"]),
+    row!(StatsHttp, "stats-http", Flag, "serve the stats over HTTP: JSON, and Prometheus text at /metrics"),
+    row!(StatsMinified, "stats-minified", Flag, "write the stats JSON without whitespace", aliases ["stats-min"]),
+    row!(Metrics, "metrics", Addr, "serve Prometheus metrics over HTTP on ADDR (host:port, a unix path or @abstract)"),
     ]
     // }
 }

@@ -187,7 +187,8 @@ mod tests {
         };
         assert!(matches!(lookup("processes"), Some(Known::Spec(_))));
         assert!(matches!(disp("emperor"), Some(Disp::Refused(_))));
-        assert!(matches!(disp("stats"), Some(Disp::Accepted(_))));
+        assert!(matches!(lookup("stats"), Some(Known::Spec(_))));
+        assert!(matches!(disp("stats-no-cores"), Some(Disp::Accepted(_))));
         assert!(matches!(disp("if-env"), Some(Disp::Lang(_))));
         assert!(matches!(disp("static-map"), Some(Disp::Refused(_))));
         assert_eq!(lookup("enable-threads").map(Known::arg), Some(Arg::No));

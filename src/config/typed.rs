@@ -435,6 +435,21 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
         socket_timeout,
         warnings: r.warnings.clone(),
         supervision,
+        stats: stats_options(r)?,
+    })
+}
+
+fn stats_options(r: &Resolved<'_>) -> Result<crate::config::StatsConfig, ConfigError> {
+    let addr = |opt: Opt| {
+        r.get(opt)
+            .map(|(v, o)| parse_addr(&v).map_err(|why| invalid(OptSpec::of(opt), &v, &o, &why)))
+            .transpose()
+    };
+    Ok(crate::config::StatsConfig {
+        addr: addr(Opt::Stats)?,
+        http: r.flag(Opt::StatsHttp),
+        minified: r.flag(Opt::StatsMinified),
+        metrics: addr(Opt::Metrics)?,
     })
 }
 

@@ -5,6 +5,7 @@
 
 mod bind;
 mod reload;
+mod stats;
 mod systemd;
 
 use crate::config::{Config, Request};
@@ -60,6 +61,9 @@ pub enum MasterError {
     /// Python-level setup failed.
     #[error("{0}")]
     Python(String),
+    /// The stats server could not be set up.
+    #[error(transparent)]
+    Stats(#[from] crate::stats::StatsError),
 }
 
 /// The console script's body: parse, serve, return the exit code (2 for a bad configuration,
@@ -149,6 +153,12 @@ pub struct Master<'a> {
     nonce: u64,
     /// When the direct-mode saturation line was last logged.
     last_saturation_log: Option<Instant>,
+    /// `--stats`, `--metrics`.
+    stats: crate::stats::Server,
+    /// Per worker id: what outlives its processes (counters, spawns, harakiri kills).
+    history: Vec<crate::stats::History>,
+    /// Seconds the app took to load in the master.
+    app_startup: u64,
 }
 
 fn unix_now_secs() -> i64 {
@@ -205,6 +215,7 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
         proc::drop_privileges(sup.uid.as_deref(), sup.gid.as_deref())
             .map_err(MasterError::Privileges)?;
     }
+    let stats = crate::stats::Server::bind(&config.stats)?;
     let app = if config.lazy_apps {
         crate::log!("lazy-apps: the app is loaded in each worker after fork");
         None
@@ -234,6 +245,7 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
             }
         }
     };
+    let app_loaded = app.is_some();
     // Forking beside other threads is unsafe: an app that starts threads while it loads
     // cannot be preloaded (sys::proc::fork refuses; say so once and exit).
     proc::ensure_single_threaded()?;
@@ -294,6 +306,13 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
         reexec,
         nonce: nonce(),
         last_saturation_log: None,
+        stats,
+        history: Vec::new(),
+        app_startup: if app_loaded {
+            started.elapsed().as_secs()
+        } else {
+            0
+        },
     };
     if let Some(adopted) = adopted {
         master.adopt(adopted);
@@ -395,6 +414,9 @@ impl Master<'_> {
         crate::wsgi::load::flush_stdio(py);
         match proc::fork()? {
             ForkResult::Child => {
+                // The stats listeners and clients are the master's: a worker holding them
+                // would keep a client waiting for the close, and the port bound on re-exec.
+                drop(std::mem::take(&mut self.stats));
                 let router = self.has_router();
                 // A worker serves every socket but the router's: close those in it.
                 self.listeners
@@ -421,6 +443,7 @@ impl Master<'_> {
                     stop_deadline: None,
                     harakiri: None,
                 });
+                self.history(id).spawns += 1;
                 crate::log!(
                     "spawned headrace worker {id} (pid: {pid}, cores: {})",
                     self.config.threads
@@ -547,9 +570,19 @@ impl Master<'_> {
             } else {
                 1000
             };
-            py.detach(|| proc::poll_readable(fd, wait_ms));
+            let mut fds = vec![proc::PollFd {
+                fd,
+                write: false,
+                ready: false,
+            }];
+            self.stats.poll_fds(&mut fds);
+            let wait_ms = self.stats.wait_ms(wait_ms);
+            py.detach(|| proc::poll_many(&mut fds, wait_ms));
             while let Some(sig) = self.signals.next() {
                 self.on_signal(py, sig);
+            }
+            if fds.len() > 1 {
+                self.serve_stats(&fds[1..]);
             }
             self.reap();
             self.enforce_deadlines();
@@ -682,6 +715,7 @@ impl Master<'_> {
             };
             let p = self.procs.remove(idx);
             let lost = self.running_requests(p.slot);
+            self.retire_counters(p.id, p.slot);
             if let Some(slot) = p.slot {
                 self.scoreboard.reset(slot);
             }
@@ -810,6 +844,9 @@ impl Master<'_> {
                     p.pid
                 );
                 proc::kill(p.pid, libc::SIGUSR2);
+                if let Some(h) = self.history.get_mut(p.id) {
+                    h.harakiri += 1;
+                }
                 let now = Instant::now();
                 let term_at = now + TRACEBACK_GRACE;
                 let kill_at = term_at + grace;

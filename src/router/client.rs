@@ -505,6 +505,12 @@ async fn answer<S: AsyncWrite + Unpin>(
                 Refusal::NoWorker => (502, "no worker accepted the request".to_owned()),
             };
             let extra = if status == 503 {
+                // The stats' shed requests.
+                router
+                    .scoreboard
+                    .queue()
+                    .shed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 format!("Retry-After: {retry}\r\n")
             } else {
                 crate::log!("headrace router: 502 Bad Gateway: {why}");

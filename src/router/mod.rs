@@ -110,6 +110,7 @@ pub struct Router {
 impl Router {
     fn new(config: Config, scoreboard: Arc<Scoreboard>) -> Self {
         let n = scoreboard.capacity();
+        scoreboard.queue().active.store(1, Ordering::Relaxed);
         Self {
             config,
             scoreboard,
@@ -224,6 +225,12 @@ impl Router {
                 return Err(job);
             };
             let handle = &backends[i].links[l];
+            if job.attempts == 0 {
+                // The stats' queue wait: from a complete request to its worker (a retry's
+                // second wait is not counted again).
+                let waited = u64::try_from(job.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.scoreboard.queue().wait.observe(waited);
+            }
             let state: Rc<LinkState> = handle.state.clone();
             if state.in_flight.get() == 0 {
                 state.oldest.set(Some(Instant::now()));
@@ -266,6 +273,37 @@ impl Router {
             return;
         }
         self.queue.borrow_mut().push_back(job);
+        self.publish_depth();
+    }
+
+    /// The stats' queue depth (a plain store: read by the master's stats server).
+    fn publish_depth(&self) {
+        let depth = self.queue.borrow().len() as u64;
+        self.scoreboard
+            .queue()
+            .depth
+            .store(depth, Ordering::Relaxed);
+    }
+
+    /// Every tick: the stats' queue figures (depth without abandoned requests, oldest wait,
+    /// saturation as the `saturated` log line means it).
+    fn publish_queue(&self) {
+        let queue = self.queue.borrow();
+        let mut waiting = queue.iter().filter(|j| !j.abandoned());
+        let oldest = waiting.next().map_or(Duration::ZERO, |j| j.since.elapsed());
+        let depth = if oldest.is_zero() {
+            0
+        } else {
+            1 + waiting.count()
+        };
+        let q = self.scoreboard.queue();
+        q.depth.store(depth as u64, Ordering::Relaxed);
+        q.oldest_wait_ms.store(
+            u64::try_from(oldest.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        q.saturated
+            .store(u32::from(oldest >= SATURATION_MIN_WAIT), Ordering::Relaxed);
     }
 
     /// Jobs a failed link had not started go back to the front of the queue, in their order.
@@ -294,6 +332,7 @@ impl Router {
     fn dispatch_waiting(self: &Rc<Self>) {
         loop {
             let Some(job) = self.queue.borrow_mut().pop_front() else {
+                self.publish_depth();
                 return;
             };
             if job.abandoned() {
@@ -301,6 +340,7 @@ impl Router {
             }
             if let Err(job) = self.place(job, true) {
                 self.queue.borrow_mut().push_front(job);
+                self.publish_depth();
                 return;
             }
         }
@@ -500,6 +540,7 @@ async fn serve(router: Rc<Router>, sockets: Vec<Socket>, stop: OwnedFd) {
                 router.refresh();
                 router.dispatch_waiting();
                 router.log_saturation();
+                router.publish_queue();
                 if crate::sys::proc::getppid() != master {
                     break;
                 }

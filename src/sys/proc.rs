@@ -153,6 +153,21 @@ pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// The real uid and gid of this process.
+#[must_use]
+pub fn ids() -> (u32, u32) {
+    // SAFETY: getuid and getgid cannot fail.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// The size of a memory page, bytes (what /proc's page counts are in).
+#[must_use]
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf with a valid name has no side effects.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
+
 /// The parent's pid.
 #[must_use]
 pub fn getppid() -> i32 {
@@ -345,6 +360,37 @@ pub fn poll_readable(fd: RawFd, timeout_ms: i32) -> bool {
     };
     // SAFETY: pfd is one valid pollfd.
     unsafe { libc::poll(&raw mut pfd, 1, timeout_ms) > 0 }
+}
+
+/// What [`poll_many`] waits for on one fd, and what it found.
+#[derive(Debug, Clone, Copy)]
+pub struct PollFd {
+    /// The descriptor.
+    pub fd: RawFd,
+    /// Wait for it to be writable (else readable).
+    pub write: bool,
+    /// Set by `poll_many`: ready (or in error, or hung up: the next read or write says which).
+    pub ready: bool,
+}
+
+/// The master's wait: until one of `fds` is ready or `timeout_ms` passes (an interrupted
+/// wait returns early with nothing ready). Sets each entry's `ready`. Blocks: call with the
+/// GIL released.
+pub fn poll_many(fds: &mut [PollFd], timeout_ms: i32) {
+    let mut raw: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|f| libc::pollfd {
+            fd: f.fd,
+            events: if f.write { libc::POLLOUT } else { libc::POLLIN },
+            revents: 0,
+        })
+        .collect();
+    let n = libc::nfds_t::try_from(raw.len()).unwrap_or(0);
+    // SAFETY: `raw` is a valid array of `n` pollfds that lives across the call.
+    let r = unsafe { libc::poll(raw.as_mut_ptr(), n, timeout_ms) };
+    for (f, p) in fds.iter_mut().zip(&raw) {
+        f.ready = r > 0 && p.revents != 0;
+    }
 }
 
 static STOP_PIPE: AtomicI32 = AtomicI32::new(-1);

@@ -74,6 +74,13 @@ impl Region {
         Self::map(fd, len)
     }
 
+    /// A second mapping of the same memory through a duplicate of its fd (as a re-exec'd
+    /// image maps the region it was handed).
+    pub fn duplicate(&self) -> io::Result<Self> {
+        let fd = self.fd.try_clone()?;
+        Self::map(fd, self.len)
+    }
+
     fn map(fd: OwnedFd, len: usize) -> io::Result<Self> {
         // SAFETY: a shared mapping of a file we hold open, `len` bytes long; the kernel picks the
         // address.
@@ -137,6 +144,8 @@ unsafe impl Shareable for crate::scoreboard::Slot {}
 unsafe impl Shareable for crate::scoreboard::Core {}
 // SAFETY: atomics only; a zero magic means "not laid out".
 unsafe impl Shareable for crate::scoreboard::Header {}
+// SAFETY: atomics only (counters and a histogram of atomics); all-zero is "no router yet".
+unsafe impl Shareable for crate::scoreboard::Queue {}
 
 impl Drop for Region {
     fn drop(&mut self) {

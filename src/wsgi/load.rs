@@ -31,7 +31,11 @@ pub fn prepare_path(py: Python<'_>, config: &Config) -> PyResult<()> {
 /// `.pth` files, through `site.addsitedir`) goes to the front of `sys.path` instead, which is
 /// what the app sees either way. A virtualenv of another Python version has no such directory:
 /// that is an error, not a silent fall-back to the server's own packages.
-fn add_virtualenv(py: Python<'_>, path: &Bound<'_, PyList>, home: &std::path::Path) -> PyResult<()> {
+fn add_virtualenv(
+    py: Python<'_>,
+    path: &Bound<'_, PyList>,
+    home: &std::path::Path,
+) -> PyResult<()> {
     let v = py.version_info();
     let candidates = [
         home.join(format!("lib/python{}.{}/site-packages", v.major, v.minor)),

@@ -192,6 +192,12 @@ struct Summary {
     body_bytes: u64,
     head_bytes: usize,
     headers: usize,
+    /// The app raised (or broke the protocol), for the stats.
+    exception: bool,
+    /// Writing the response failed.
+    write_error: bool,
+    /// The client broke the request body.
+    read_error: bool,
 }
 
 /// Serve one request. Returns the buffer (holding any pipelined bytes) when the connection may
@@ -282,7 +288,18 @@ pub fn serve(
             py.detach(|| b.finish())
         }
     });
-    let counts = server.scoreboard.count_request(server.slot);
+    let counts = server.scoreboard.record(
+        server.slot,
+        server.core,
+        &crate::scoreboard::Outcome {
+            status: summary.status,
+            tx: summary.body_bytes + summary.head_bytes as u64,
+            elapsed_us: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+            exception: summary.exception,
+            write_error: summary.write_error,
+            read_error: summary.read_error,
+        },
+    );
     if let Some(fields) = log_fields {
         log_request(
             server,
@@ -357,6 +374,9 @@ fn call_app(
                 body_bytes: 0,
                 head_bytes: 0,
                 headers: 0,
+                exception: true,
+                write_error: false,
+                read_error: false,
             },
             None,
         );
@@ -455,6 +475,9 @@ fn cut_response(py: Python<'_>, sr: &Bound<'_, StartResponse>, fd: RawFd) -> Sum
             body_bytes: 0,
             head_bytes: 0,
             headers: 0,
+            exception: false,
+            write_error: true,
+            read_error: false,
         },
     }
 }
@@ -473,7 +496,11 @@ fn respond(
         // The client broke the body: whatever the app made of that, the answer is the
         // client's error, and the connection cannot carry another request.
         client_fault(py, st, fault, peer);
-        return (summary_of(st), None);
+        let summary = Summary {
+            read_error: true,
+            ..summary_of(st)
+        };
+        return (summary, None);
     }
     let error = match outcome {
         Ok(()) => st.error.clone().filter(|_| !st.headers_sent),
@@ -504,7 +531,10 @@ fn respond(
     } else if st.finish(py).is_err() {
         st.broken = true;
     }
-    let summary = summary_of(st);
+    let summary = Summary {
+        exception: error.is_some(),
+        ..summary_of(st)
+    };
     let keep = st.keep_alive();
     (summary, body.filter(|_| keep))
 }
@@ -540,6 +570,9 @@ fn summary_of(st: &ResponseState) -> Summary {
         body_bytes: st.body_sent,
         head_bytes: st.head_bytes,
         headers: st.sent_header_count,
+        exception: false,
+        write_error: st.broken,
+        read_error: false,
     }
 }
 
