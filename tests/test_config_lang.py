@@ -76,7 +76,8 @@ def test_real_ini_with_placeholders_and_logic(headrace, tmp_path, front):
     assert body(srv, "/cwd") == str(APPS)
     log = srv.log()
     assert f"unknown option `zuid` in {ini} line 26; did you mean `uid`?" in log, log
-    assert "option `stats`" in log and "accepted but ignored" in log, log
+    assert "option `plugins`" in log and "accepted but ignored" in log, log
+    assert "stats server enabled on 127.0.0.1" in log, log
     assert "unknown option `projecthome`" not in log, "a key used as a placeholder is not unknown"
 
 
