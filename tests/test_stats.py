@@ -315,13 +315,17 @@ def run_in_pty(argv: list[str], until: re.Pattern, timeout: float = 20.0) -> tup
                 code = os.waitstatus_to_exitcode(status)
                 break
     finally:
-        if code is None:
+        # The terminal closes a moment before the process is reaped: wait for it, bounded.
+        end = time.monotonic() + 5
+        while code is None and time.monotonic() < end:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 code = os.waitstatus_to_exitcode(status)
             else:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
+                time.sleep(0.02)
+        if code is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
         os.close(fd)
     return screen.decode("utf-8", "replace"), code
 
