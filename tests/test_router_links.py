@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import threading
 import time
@@ -161,3 +162,26 @@ def test_accept_backs_off_on_emfile(headrace):
             c.close()
         resource.prlimit(router, resource.RLIMIT_NOFILE, (soft, hard))
     wait_until(lambda: srv.request(get("/pid")).status == 200, 10, "serving again")
+
+
+def test_links_land_on_distinct_threads(headrace):
+    """With --threads 2 the router keeps one link per worker thread: two requests at once run
+    side by side, never one behind the other on the same thread."""
+    srv = start(headrace, "--wsgi-file", RT, "--master", "--processes", "1", "--threads", "2")
+    assert len(set(re.findall(r"serves the router link @(\S+)", srv.log()))) == 2
+    for round_ in range(3):
+        results: list[float] = []
+
+        def slow(tag: str, results: list[float] = results) -> None:
+            t0 = time.monotonic()
+            r = srv.request(get(f"/sleep?s=0.6&tag={tag}"), timeout=10)
+            assert r.status == 200
+            results.append(time.monotonic() - t0)
+
+        threads = [threading.Thread(target=slow, args=(f"r{round_}-{i}",)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert len(results) == 2
+        assert max(results) < 1.1, f"round {round_}: {results} — the requests ran one after another"

@@ -48,15 +48,23 @@ pub struct LinkState {
 /// The dispatcher's handle on a link: dropping it tells the link task to finish what it holds
 /// and close.
 pub struct LinkHandle {
+    /// The worker thread it lands on.
+    pub core: usize,
     /// Jobs for the link.
     pub tx: mpsc::UnboundedSender<Job>,
     /// Its state.
     pub state: Rc<LinkState>,
 }
 
-/// Connect to the worker in scoreboard slot `slot` and start the link's task.
-pub fn open(router: &Rc<Router>, slot: usize, pid: i32, nonce: u64) -> io::Result<LinkHandle> {
-    let name = super::socket_name(nonce, slot);
+/// Connect to thread `core` of the worker in scoreboard slot `slot` and start the link's task.
+pub fn open(
+    router: &Rc<Router>,
+    slot: usize,
+    pid: i32,
+    nonce: u64,
+    core: usize,
+) -> io::Result<LinkHandle> {
+    let name = super::link_name(&super::socket_name(nonce, slot), core);
     let fd = crate::sys::unix::connect_abstract(name.as_bytes())?;
     let stream = UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -75,7 +83,7 @@ pub fn open(router: &Rc<Router>, slot: usize, pid: i32, nonce: u64) -> io::Resul
         last_done: Instant::now(),
     };
     tokio::task::spawn_local(link.run(stream, rx));
-    Ok(LinkHandle { tx, state })
+    Ok(LinkHandle { core, tx, state })
 }
 
 /// A job written (or being written) to the worker.

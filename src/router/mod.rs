@@ -51,6 +51,12 @@ pub fn socket_name(nonce: u64, slot: usize) -> String {
     format!("headrace-{nonce:016x}-{slot}")
 }
 
+/// The name of the link socket of thread `core` of a worker whose base name is `base`.
+#[must_use]
+pub fn link_name(base: &str, core: usize) -> String {
+    format!("{base}-{core}")
+}
+
 /// One worker as the router sees it.
 #[derive(Default)]
 struct Backend {
@@ -174,10 +180,12 @@ impl Router {
                     .links
                     .iter()
                     .position(|l| l.state.in_flight.get() == 0 && !l.state.closing.get());
-                match idle {
-                    Some(l) => Some((i, l)),
-                    None if b.links.len() < threads => {
-                        match link::open(self, i, b.pid, b.nonce) {
+                // A thread of the worker that has no link yet.
+                let unlinked = (0..threads).find(|c| !b.links.iter().any(|l| l.core == *c));
+                match (idle, unlinked) {
+                    (Some(l), _) => Some((i, l)),
+                    (None, Some(core)) => {
+                        match link::open(self, i, b.pid, b.nonce, core) {
                             Ok(handle) => {
                                 b.links.push(handle);
                                 Some((i, b.links.len() - 1))
@@ -195,7 +203,7 @@ impl Router {
                             }
                         }
                     }
-                    None => None,
+                    (None, None) => None,
                 }
             } else {
                 None

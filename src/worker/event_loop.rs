@@ -51,6 +51,10 @@ pub fn run(py: Python<'_>, w: &Worker<'_>, core: usize) {
     };
     let epoll = &share.epoll;
     for (i, l) in w.listeners.iter().enumerate() {
+        // Of the router's links, each thread watches its own only.
+        if w.is_link(i) && w.links.get(core) != Some(&i) {
+            continue;
+        }
         if let Err(e) = epoll.add(l.fd.as_raw_fd(), i as u64, true) {
             crate::log!(
                 "headrace: worker {} cannot watch listening socket {i}: {e}",
@@ -176,15 +180,13 @@ impl Thread<'_, '_> {
                 self.close(slot);
             }
         }
-        if let Some(idx) = w.link {
-            if w.claim_link_drain() {
-                // Refuse new connects first (the router gets ECONNREFUSED and offers the
-                // request to another worker), then take every connection already queued, so
-                // that none is reset unread when the worker exits. The socket itself is closed
-                // at exit; after the shutdown nothing can queue on it.
-                fd::shutdown(w.listeners[idx].fd.as_raw_fd());
-                while self.take(py, idx) {}
-            }
+        if let Some(&idx) = w.links.get(self.core) {
+            // This thread's link: refuse new connects first (the router gets ECONNREFUSED and
+            // offers the request to another worker), then take every connection already
+            // queued, so that none is reset unread when the worker exits. The socket itself is
+            // closed at exit; after the shutdown nothing can queue on it.
+            fd::shutdown(w.listeners[idx].fd.as_raw_fd());
+            while self.take(py, idx) {}
         }
         if let Some(h) = &w.handoff {
             if w.claim_handoff_drain() {
@@ -312,12 +314,11 @@ impl Thread<'_, '_> {
         }
         let mut conn = Conn::new(sock, peer);
         conn.uwsgi = listener.kind == crate::config::SocketKind::Uwsgi;
-        conn.link = self.w.link == Some(idx);
+        conn.link = self.w.is_link(idx);
         self.conns[slot] = Some(conn);
         if self.w.handoff.is_some() {
             // Nothing is buffered yet: an HTTP connection may move until a request arrives.
-            let movable =
-                listener.kind == crate::config::SocketKind::Http && self.w.link != Some(idx);
+            let movable = listener.kind == crate::config::SocketKind::Http && !self.w.is_link(idx);
             self.share.set_conn(slot, raw, idx, movable);
         }
         // With TCP_DEFER_ACCEPT the request is usually already here.

@@ -173,7 +173,7 @@ impl Handoff {
             .get(idx)
             .is_some_and(|l| l.kind == crate::config::SocketKind::Http);
         match got.fd {
-            Some(sock) if ours && got.len == data.len() && http && w.link != Some(idx) => {
+            Some(sock) if ours && got.len == data.len() && http && !w.is_link(idx) => {
                 Ok(Some((sock, idx)))
             }
             _ => {

@@ -58,10 +58,10 @@ pub struct Worker<'a> {
     pub stop_fd: RawFd,
     /// Write end of the stop pipe: a stop decided inside the worker wakes every thread too.
     pub stop_write: RawFd,
-    /// Index in `listeners` of the private socket the router reaches this worker on.
-    pub link: Option<usize>,
-    /// The router link's listener has been drained and shut (by the first thread to stop).
-    link_drained: AtomicBool,
+    /// Indexes in `listeners` of the private sockets the router reaches this worker on, one
+    /// per serving thread (`links[core]`): the router then knows which thread each of its links
+    /// lands on, so two links never queue behind one thread while another idles.
+    pub links: Vec<usize>,
     /// What the hand-off watcher sees of each serving thread, by core.
     threads: Vec<handoff::ThreadShare>,
     /// Where idle keep-alive connections are handed between workers (direct mode with more
@@ -102,9 +102,10 @@ impl Worker<'_> {
         }
     }
 
-    /// Claim the router link's listener for draining: `true` for the first caller only.
-    fn claim_link_drain(&self) -> bool {
-        !self.link_drained.swap(true, Ordering::AcqRel)
+    /// Listener `idx` is one of the router's links.
+    #[must_use]
+    pub fn is_link(&self, idx: usize) -> bool {
+        self.links.contains(&idx)
     }
 
     /// Claim the hand-off socket for draining: `true` for the first caller only.
@@ -151,24 +152,17 @@ pub fn run(
     };
     // The router's sockets are the router's; a worker serves the others and, when there is a
     // router, its own private socket for it.
-    let private = match router_socket.map(|name| bind_private(name, config.listen)) {
-        Some(Ok(l)) => Some(l),
-        Some(Err(e)) => {
-            crate::log!("headrace: worker {id} (pid: {pid}) cannot bind its router socket: {e}");
-            crate::sys::proc::exit_now(1);
-        }
-        None => None,
-    };
-    if let Some(l) = &private {
-        // Tests and operators find the link by this line.
+    let private = bind_links(router_socket, config, id, pid);
+    for l in &private {
+        // Tests and operators find the links by this line.
         crate::log!("headrace: worker {id} (pid: {pid}) serves the {}", l.desc);
     }
     let listeners: Vec<&Listener> = listeners
         .iter()
         .filter(|l| l.kind != crate::config::SocketKind::Router)
-        .chain(private.as_ref())
+        .chain(private.iter())
         .collect();
-    let link = private.as_ref().map(|_| listeners.len() - 1);
+    let links: Vec<usize> = (listeners.len() - private.len()..listeners.len()).collect();
     let servers: Vec<(String, String)> = listeners
         .iter()
         .map(|l| (l.server_name.clone(), l.server_port.clone()))
@@ -198,8 +192,7 @@ pub fn run(
         app,
         stop_fd: std::os::fd::AsRawFd::as_raw_fd(&stop_read),
         stop_write: std::os::fd::AsRawFd::as_raw_fd(&stop_write),
-        link,
-        link_drained: AtomicBool::new(false),
+        links,
         threads,
         handoff,
         handoff_drained: AtomicBool::new(false),
@@ -270,6 +263,24 @@ fn bind_handoff(
             None
         }
     }
+}
+
+/// With a router, bind one link socket per serving thread (a worker that cannot is no use to
+/// the router: it exits, and the master respawns it).
+fn bind_links(router_socket: Option<&str>, config: &Config, id: usize, pid: i32) -> Vec<Listener> {
+    let Some(name) = router_socket else {
+        return Vec::new();
+    };
+    (0..config.threads)
+        .map(|core| {
+            bind_private(&crate::router::link_name(name, core), config.listen).unwrap_or_else(|e| {
+                crate::log!(
+                    "headrace: worker {id} (pid: {pid}) cannot bind its router socket: {e}"
+                );
+                crate::sys::proc::exit_now(1);
+            })
+        })
+        .collect()
 }
 
 /// Bind the abstract unix socket the router reaches this worker on.
