@@ -577,6 +577,7 @@ class Server:
     requires: tuple[str, ...] = ()
     scenarios: tuple[str, ...] | None = None  # None: every scenario
     flag: str | None = None  # headrace: the option that selects this mode
+    scrape: bool = False  # headrace-stats: a scraper polls its stats and metrics every second
 
 
 MODES = {
@@ -586,7 +587,12 @@ MODES = {
 }
 
 
-def headrace_cmd(flag: str) -> Callable[[Setup, Launch], list[str]]:
+def stats_socket(ln: Launch) -> str:
+    """The abstract unix socket headrace-stats serves its stats and metrics on."""
+    return f"@headrace-bench-stats-{ln.port}"
+
+
+def headrace_cmd(flag: str, stats: bool = False) -> Callable[[Setup, Launch], list[str]]:
     def argv(st: Setup, ln: Launch) -> list[str]:
         cmd = [
             st.headrace_bin,
@@ -604,9 +610,46 @@ def headrace_cmd(flag: str) -> Callable[[Setup, Launch], list[str]]:
             cmd += ["--threads", str(ln.threads)]
         if not ln.logging:
             cmd.append("--disable-logging")
+        if stats:
+            cmd += ["--stats", stats_socket(ln), "--stats-http"]
         return cmd
 
     return argv
+
+
+class Scraper:
+    """Polls a headrace-stats server's `/metrics` and stats JSON, alternately, once a second
+    (what a Prometheus scraper and a uwsgitop would do), until stopped."""
+
+    def __init__(self, ln: Launch):
+        self.name = "\0" + stats_socket(ln)[1:]
+        self.polls = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        paths = ["/metrics", "/"]
+        while not self._stop.wait(1.0):
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(5)
+                    s.connect(self.name)
+                    s.sendall(f"GET {paths[self.polls % 2]} HTTP/1.0\r\n\r\n".encode())
+                    data = b""
+                    while chunk := s.recv(65536):
+                        data += chunk
+                ok = data.startswith(b"HTTP/1.") and b" 200 " in data.split(b"\r\n", 1)[0]
+                self.errors += 0 if ok else 1
+            except OSError:
+                self.errors += 1
+            self.polls += 1
+
+    def stop(self) -> tuple[int, int]:
+        self._stop.set()
+        self._t.join(10)
+        return self.polls, self.errors
 
 
 def uwsgi_cmd(front: Callable[[Launch], list[str]]) -> Callable[[Setup, Launch], list[str]]:
@@ -700,6 +743,18 @@ SERVERS: list[Server] = [
         "`--http-socket ADDR --master --processes N --listen 1024 --disable-logging`",
         requires=("headrace",),
         flag="--http-socket",
+    ),
+    Server(
+        "headrace-stats",
+        "headrace",
+        "http",
+        headrace_cmd("--http-socket", stats=True),
+        "as `headrace`, plus `--stats @SOCKET --stats-http`, with a scraper reading `/metrics` "
+        "and the stats JSON alternately once a second during the run",
+        requires=("headrace",),
+        scenarios=("hello1", "hello2"),
+        flag="--http-socket",
+        scrape=True,
     ),
     Server(
         "uwsgi",
@@ -1207,11 +1262,20 @@ def run_once(st: Setup, opts: Options, sc: Scenario, server: Server, rnd: int, s
         if sc.kind == "wrk":
             with launched(st, server, sc.app, sc.processes, opts.logdir, tag) as run:
                 rec["ready_s"] = run.ready_s
-                if opts.warmup:
-                    wrk(st, run.launch.port, sc.connections, opts.warmup, sc.script, sc.headers)
-                raw = wrk(st, run.launch.port, sc.connections, opts.duration, sc.script, sc.headers)
+                scraper = Scraper(run.launch) if server.scrape else None
+                try:
+                    if opts.warmup:
+                        wrk(st, run.launch.port, sc.connections, opts.warmup, sc.script,
+                            sc.headers)
+                    raw = wrk(st, run.launch.port, sc.connections, opts.duration, sc.script,
+                              sc.headers)
+                finally:
+                    if scraper is not None:
+                        rec["scrapes"], rec["scrape_errors"] = scraper.stop()
                 run.check_alive()
                 rec.update(wrk_metrics(raw))
+                if rec.get("scrape_errors"):
+                    raise RuntimeError(f"{rec['scrape_errors']} of {rec['scrapes']} scrapes failed")
         elif sc.kind == "saturation":
             with launched(
                 st,
