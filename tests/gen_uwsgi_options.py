@@ -54,7 +54,6 @@ RULES: list[tuple[str, str, str]] = [
      "these stats variants are not implemented: observability only"),
     (r"cheaper|cheaper-.*|cheap|idle", "Accepted",
      "adaptive process spawning not implemented yet: all `processes` workers run all the time"),
-    (r"procname|procname-.*|auto-procname", "Accepted", "process titles are not set yet"),
     ((r"log-(4xx|5xx|big|date|format|format-strftime|master|master-bufsize|micros|"
      r"sendfile|slow|x-forwarded-for|zero|ioerror|prefix|reopen|maxsize|backupname|truncate|"
      r"master-stream|master-req-stream)|logdate|logformat|logformat-strftime|threaded-logger|"

@@ -65,6 +65,12 @@ pub enum Opt {
     StatsHttp,
     StatsMinified,
     Metrics,
+    AutoProcname,
+    Procname,
+    ProcnameMaster,
+    ProcnamePrefix,
+    ProcnamePrefixSpaced,
+    ProcnameAppend,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -172,7 +178,7 @@ use Ty::{Addr, Flag, KeyValue, Octal, Text};
 pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
-const fn options() -> [OptSpec; 54] {
+const fn options() -> [OptSpec; 60] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
@@ -229,6 +235,12 @@ const fn options() -> [OptSpec; 54] {
     row!(StatsHttp, "stats-http", Flag, "serve the stats over HTTP: JSON, and Prometheus text at /metrics"),
     row!(StatsMinified, "stats-minified", Flag, "write the stats JSON without whitespace", aliases ["stats-min"]),
     row!(Metrics, "metrics", Addr, "serve Prometheus metrics over HTTP on ADDR (host:port, a unix path or @abstract)"),
+    row!(AutoProcname, "auto-procname", Flag, "name processes in ps/top: headrace master, headrace worker N, headrace http 1"),
+    row!(Procname, "procname", Text, "process title for the master (and, with auto-procname, the workers)"),
+    row!(ProcnameMaster, "procname-master", Text, "process title for the master"),
+    row!(ProcnamePrefix, "procname-prefix", Text, "put this before every process title"),
+    row!(ProcnamePrefixSpaced, "procname-prefix-spaced", Text, "put this and a space before every process title"),
+    row!(ProcnameAppend, "procname-append", Text, "put this after every process title"),
     ]
     // }
 }

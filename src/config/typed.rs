@@ -436,6 +436,19 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
         warnings: r.warnings.clone(),
         supervision,
         stats: stats_options(r)?,
+        titles: crate::config::Titles {
+            auto: r.flag(Opt::AutoProcname),
+            procname: r.text(Opt::Procname),
+            master: r.text(Opt::ProcnameMaster),
+            prefix: match (
+                r.text(Opt::ProcnamePrefixSpaced),
+                r.text(Opt::ProcnamePrefix),
+            ) {
+                (Some(p), _) => format!("{p} "),
+                (None, p) => p.unwrap_or_default(),
+            },
+            append: r.text(Opt::ProcnameAppend).unwrap_or_default(),
+        },
     })
 }
 

@@ -278,6 +278,9 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
     }
     let signals = SignalFd::new()?;
     crate::log!("spawned headrace master process (pid: {})", proc::getpid());
+    if let Some(title) = config.titles.master() {
+        proc::set_title(&title);
+    }
     let touch = sup
         .touch_reload
         .iter()

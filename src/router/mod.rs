@@ -421,6 +421,10 @@ impl Router {
 /// Run the router in a freshly forked child; never returns.
 pub fn run(config: Config, listeners: &[Listener], scoreboard: Arc<Scoreboard>) -> ! {
     let pid = crate::sys::proc::getpid();
+    match config.titles.child("headrace http 1") {
+        Some(title) => crate::sys::proc::set_title(&title),
+        None => crate::sys::proc::restore_title(),
+    }
     let Ok((stop_read, stop_write)) = crate::sys::fd::pipe() else {
         crate::log!("headrace: router (pid: {pid}) cannot create its stop pipe");
         crate::sys::proc::exit_now(1);

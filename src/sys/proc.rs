@@ -467,6 +467,78 @@ pub fn exec(path: &str, argv: &[String]) -> io::Error {
     io::Error::last_os_error()
 }
 
+/// Set this process's title as `ps` and `top` show it: the command line (`/proc/PID/cmdline`)
+/// is overwritten in place, as uWSGI and setproctitle do, and the kernel's short name
+/// (`comm`, 15 bytes) is set too. The title is cut to the space the original arguments took.
+pub fn set_title(title: &str) {
+    let bytes = title.as_bytes();
+    let mut comm = [0u8; 16];
+    for (d, s) in comm.iter_mut().zip(bytes.iter().take(15)) {
+        *d = *s;
+    }
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from `comm`.
+    unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr()) };
+    let Some((start, end)) = argv_area() else {
+        return;
+    };
+    let len = end - start;
+    if len < 2 {
+        return;
+    }
+    let n = bytes.len().min(len - 1);
+    ORIGINAL_ARGS.get_or_init(|| {
+        // SAFETY: reading the same area as below, before the first title overwrites it.
+        unsafe { std::slice::from_raw_parts(std::ptr::with_exposed_provenance::<u8>(start), len) }
+            .to_vec()
+    });
+    // SAFETY: the area argv_area just read.
+    unsafe { write_args(start, len, bytes, n) };
+}
+
+/// The command line as it was before the first title, for children that get no title of their
+/// own (uWSGI's `uwsgi_fork` restores it the same way).
+static ORIGINAL_ARGS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// Put back the command line a title replaced (a forked child that gets no title of its own).
+pub fn restore_title() {
+    let (Some(orig), Some((start, end))) = (ORIGINAL_ARGS.get(), argv_area()) else {
+        return;
+    };
+    let len = (end - start).min(orig.len());
+    // SAFETY: the area argv_area just read.
+    unsafe { write_args(start, end - start, orig, len) };
+}
+
+/// Overwrite the argument area [start, start + len) with the first `n` bytes of `bytes`, then
+/// NULs.
+///
+/// # Safety
+/// [start, start + len) must be this process's argument area, as `argv_area` reads it.
+unsafe fn write_args(start: usize, len: usize, bytes: &[u8], n: usize) {
+    let n = n.min(len).min(bytes.len());
+    // SAFETY: [start, end) is this process's own argument area as the kernel records it
+    // (/proc/self/stat arg_start..arg_end): mapped, writable stack memory holding the original
+    // argv strings. Nothing reads those strings after startup: CPython decoded its own copy
+    // (sys.argv, sys.orig_argv), headrace takes its arguments from Python, and the re-exec uses
+    // the copy captured before any title is set. Each process writes only its own copy.
+    unsafe {
+        let p = std::ptr::with_exposed_provenance_mut::<u8>(start);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, n);
+        std::ptr::write_bytes(p.add(n), 0, len - n);
+    }
+}
+
+/// The argument area (arg_start, arg_end) from /proc/self/stat (fields 48 and 49).
+fn argv_area() -> Option<(usize, usize)> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = text.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): field N is at index N - 3.
+    let start: usize = fields.get(45)?.parse().ok()?;
+    let end: usize = fields.get(46)?.parse().ok()?;
+    (start != 0 && end > start).then_some((start, end))
+}
+
 /// Let `fd` survive exec (for handing listening sockets to the re-exec'd master).
 pub fn keep_on_exec(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl F_GETFD/F_SETFD on an open fd.

@@ -128,6 +128,10 @@ pub fn run(
     router_socket: Option<&str>,
 ) -> ! {
     let pid = crate::sys::proc::getpid();
+    match config.titles.child(&format!("headrace worker {id}")) {
+        Some(title) => crate::sys::proc::set_title(&title),
+        None => crate::sys::proc::restore_title(),
+    }
     let Ok((stop_read, stop_write)) = crate::sys::fd::pipe() else {
         crate::log!("headrace: worker {id} (pid: {pid}) cannot create its stop pipe");
         crate::sys::proc::exit_now(1);
