@@ -195,6 +195,41 @@ pub struct Config {
     pub supervision: Supervision,
     /// The stats server and the metrics listener.
     pub stats: StatsConfig,
+    /// Request log format and conditions, `--log-date`.
+    pub log: LogConfig,
+}
+
+/// `--log-format`, `--logformat-strftime`, `--log-date`, `--log-4xx`, `--log-5xx`,
+/// `--log-zero`, `--log-slow`, `--log-big`, `--log-x-forwarded-for`, `--log-micros`,
+/// `--memory-report`.
+#[derive(Debug, Clone, Default)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent uWSGI switches, one field each"
+)]
+pub struct LogConfig {
+    /// `--log-format`.
+    pub format: Option<String>,
+    /// `--logformat-strftime`.
+    pub format_strftime: bool,
+    /// `--log-date`: `Some(None)` for the ctime date, `Some(Some(fmt))` for a strftime format.
+    pub date: Option<Option<String>>,
+    /// `--log-4xx`.
+    pub log_4xx: bool,
+    /// `--log-5xx`.
+    pub log_5xx: bool,
+    /// `--log-zero`.
+    pub log_zero: bool,
+    /// `--log-slow` in milliseconds (0 = off).
+    pub slow_ms: u64,
+    /// `--log-big` in bytes (0 = off).
+    pub big: u64,
+    /// `--log-x-forwarded-for`.
+    pub x_forwarded_for: bool,
+    /// `--log-micros`.
+    pub micros: bool,
+    /// `--memory-report`.
+    pub memory_report: bool,
 }
 
 /// `--stats`, `--stats-http`, `--stats-minified`, `--metrics`.

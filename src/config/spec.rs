@@ -65,6 +65,17 @@ pub enum Opt {
     StatsHttp,
     StatsMinified,
     Metrics,
+    LogFormat,
+    LogFormatStrftime,
+    LogDate,
+    Log4xx,
+    Log5xx,
+    LogZero,
+    LogSlow,
+    LogBig,
+    LogXForwardedFor,
+    LogMicros,
+    MemoryReport,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -172,7 +183,7 @@ use Ty::{Addr, Flag, KeyValue, Octal, Text};
 pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
-const fn options() -> [OptSpec; 54] {
+const fn options() -> [OptSpec; 65] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
@@ -229,6 +240,17 @@ const fn options() -> [OptSpec; 54] {
     row!(StatsHttp, "stats-http", Flag, "serve the stats over HTTP: JSON, and Prometheus text at /metrics"),
     row!(StatsMinified, "stats-minified", Flag, "write the stats JSON without whitespace", aliases ["stats-min"]),
     row!(Metrics, "metrics", Addr, "serve Prometheus metrics over HTTP on ADDR (host:port, a unix path or @abstract)"),
+    row!(LogFormat, "log-format", Text, "write request lines in this uWSGI log format: %(addr) %(user) %(ltime) %(method) %(uri) %(proto) %(status) %(size) %(msecs) %(var.NAME) ...", aliases ["logformat"]),
+    row!(LogFormatStrftime, "logformat-strftime", Flag, "make %(ftime) use the strftime format given to log-date", aliases ["log-format-strftime"]),
+    row!(LogDate, "log-date", Text, "prefix log lines (not request lines) with the date, or with this strftime format", aliases ["logdate"], bare "true"),
+    row!(Log4xx, "log-4xx", Flag, "with disable-logging, still log requests answered 4xx"),
+    row!(Log5xx, "log-5xx", Flag, "with disable-logging, still log requests answered 5xx"),
+    row!(LogZero, "log-zero", Flag, "with disable-logging, still log responses without a body"),
+    row!(LogSlow, "log-slow", count(0, "milliseconds (0 = off)"), "with disable-logging, still log requests that took at least this many milliseconds", default "0"),
+    row!(LogBig, "log-big", count(0, "bytes (0 = off)"), "with disable-logging, still log responses of at least this many body bytes", default "0"),
+    row!(LogXForwardedFor, "log-x-forwarded-for", Flag, "log the X-Forwarded-For header as the client address when the request has one"),
+    row!(LogMicros, "log-micros", Flag, "give the response time in microseconds in the default request line"),
+    row!(MemoryReport, "memory-report", Flag, "measure the worker's memory after each request and start the default request line with it", short 'm'),
     ]
     // }
 }

@@ -436,6 +436,30 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
         warnings: r.warnings.clone(),
         supervision,
         stats: stats_options(r)?,
+        log: log_options(r)?,
+    })
+}
+
+fn log_options(r: &Resolved<'_>) -> Result<crate::config::LogConfig, ConfigError> {
+    // uWSGI's uwsgi_opt_log_date: a boolean-looking value means the ctime date.
+    let date = r.text(Opt::LogDate).map(|v| {
+        let boolean = ["true", "1", "on", "yes"]
+            .iter()
+            .any(|b| v.eq_ignore_ascii_case(b));
+        (!boolean && !v.is_empty()).then_some(v)
+    });
+    Ok(crate::config::LogConfig {
+        format: r.text(Opt::LogFormat),
+        format_strftime: r.flag(Opt::LogFormatStrftime),
+        date,
+        log_4xx: r.flag(Opt::Log4xx),
+        log_5xx: r.flag(Opt::Log5xx),
+        log_zero: r.flag(Opt::LogZero),
+        slow_ms: r.count(Opt::LogSlow)?,
+        big: r.count(Opt::LogBig)?,
+        x_forwarded_for: r.flag(Opt::LogXForwardedFor),
+        micros: r.flag(Opt::LogMicros),
+        memory_report: r.flag(Opt::MemoryReport),
     })
 }
 

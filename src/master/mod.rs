@@ -181,6 +181,7 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
     if let Some(path) = &config.logto {
         redirect_output(path)?;
     }
+    crate::log::configure_from(config);
     let started = Instant::now();
     crate::log!(
         "*** Starting headrace {} on [{}] ***",

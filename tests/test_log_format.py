@@ -1,0 +1,337 @@
+"""uWSGI's request logging options: --log-format (every variable), --logformat-strftime,
+--log-date, --log-4xx/5xx/zero/slow/big with --disable-logging, --log-x-forwarded-for,
+--log-micros and --memory-report.
+
+The request line is written by the worker on every front, so each case runs on the direct
+(`--http-socket`) and router (`--http`) fronts. Each format starts with `LF|` and ends with `|`,
+so the line under test is found exactly; values that depend on the clock are matched with a
+regex and then checked against the time of the request.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+
+import pytest
+from support import REQUEST_LINE, app, build_request, free_port, wait_until
+
+APP = app("basic.py")
+FRONTS = ["direct", "router"]
+
+UA = "lf-agent/1.0"
+REFERER = "http://ref.example/page"
+HOST = "lf.example:8080"
+
+
+def start(headrace, front: str, *args: str, env: dict[str, str] | None = None):
+    port = free_port()
+    opt = {"direct": "--http-socket", "router": "--http"}[front]
+    srv = headrace(opt, f"127.0.0.1:{port}", "--wsgi-file", APP, "--master",
+                   "--processes", "1", *args, port=port, probe=None, workers=1, bind=False,
+                   env=env)
+    srv.port = port
+    return srv
+
+
+def get(srv, path: str, method: str = "GET", body: bytes = b"", headers=None):
+    hdrs = [("User-Agent", UA), ("Referer", REFERER), ("X-Custom", "custom-value")]
+    raw = build_request(method, path, headers=hdrs + list(headers or []), body=body, host=False)
+    raw = raw.replace(b"\r\n", f"\r\nHost: {HOST}\r\n".encode(), 1)
+    return srv.request(raw, method)
+
+
+def lf_lines(srv, count: int = 1) -> list[str]:
+    def found():
+        lines = [x for x in srv.log().splitlines() if x.startswith("LF|")]
+        return lines if len(lines) >= count else None
+
+    return wait_until(found, 10, f"{count} LF| lines; log:\n{srv.tail()}")
+
+
+def one_line(headrace, front, fmt, path="/list?q=1", method="GET", body=b"", args=(), env=None):
+    srv = start(headrace, front, "--log-format", f"LF|{fmt}|", *args, env=env)
+    before = time.time()
+    resp = get(srv, path, method, body)
+    after = time.time()
+    line = lf_lines(srv)[0]
+    return srv, resp, line, before, after
+
+
+def default_line(headrace, front, path="/list?q=1", method="GET", body=b""):
+    """The same request's default (uWSGI-format) line, for the sizes and counts it gives."""
+    srv = start(headrace, front)
+    get(srv, path, method, body)
+    return srv.wait_request_lines(1)[0]
+
+
+# --- variables with a fixed value ----------------------------------------------------------
+
+FIXED = [
+    ("addr", "127.0.0.1"),
+    ("user", "-"),  # no REMOTE_USER: uWSGI writes `-` for an empty variable
+    ("method", "GET"),
+    ("uri", "/list?q=1"),
+    ("proto", "HTTP/1.1"),
+    ("status", "200"),
+    ("rsize", "11"),
+    ("uagent", UA),
+    ("referer", REFERER),
+    ("host", HOST),
+    ("wid", "1"),
+    ("core", "0"),
+    ("switches", "1"),
+    ("cl", "0"),
+    ("modifier1", "0"),
+    ("modifier2", "0"),
+    ("werr", "0"),
+    ("rerr", "0"),
+    ("ioerr", "0"),
+    ("var.HTTP_X_CUSTOM", "custom-value"),
+    ("var.QUERY_STRING", "q=1"),
+    ("var.REQUEST_METHOD", "GET"),
+    ("var.HTTP_X_MISSING", "-"),
+    ("metric.anything", "0"),  # no uWSGI metrics: uWSGI writes 0 for an unknown one
+    ("nosuchvar", "-"),  # an unset logvar
+]
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize(("var", "want"), FIXED, ids=[v for v, _ in FIXED])
+def test_fixed_variable(headrace, front, var, want):
+    _, resp, line, _, _ = one_line(headrace, front, f"%({var})")
+    assert resp.status == 200
+    assert line == f"LF|{want}|"
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_cl_is_the_request_content_length(headrace, front):
+    _, resp, line, _, _ = one_line(headrace, front, "%(cl) %(method) %(rsize)",
+                                   path="/echo?n=5", method="POST", body=b"hello")
+    assert resp.status == 200
+    assert line == "LF|5 POST 5|"
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_pid_is_the_worker(headrace, front):
+    _, resp, line, _, _ = one_line(headrace, front, "%(pid)", path="/pid")
+    assert line == f"LF|{int(resp.body)}|"
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("var", ["hsize", "headers", "vars", "pktsize", "size"])
+def test_counts_match_the_default_line(headrace, front, var):
+    base = default_line(headrace, front)
+    want = {
+        "hsize": base["hbytes"],
+        "headers": base["nheaders"],
+        "vars": base["vars"],
+        "pktsize": base["vbytes"],
+        "size": str(int(base["hbytes"]) + int(base["size"])),
+    }[var]
+    _, _, line, _, _ = one_line(headrace, front, f"%({var})")
+    assert line == f"LF|{want}|"
+
+
+# --- time values ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_unix_times(headrace, front):
+    _, _, line, before, after = one_line(
+        headrace, front, "%(time) %(tmsecs) %(tmicros) %(epoch)")
+    m = re.fullmatch(r"LF\|(\d+) (\d+) (\d+) (\d+)\|", line)
+    assert m, line
+    t, ms, us, epoch = (int(x) for x in m.groups())
+    assert int(before) - 1 <= t <= after
+    assert ms // 1000 == t and us // 1000 == ms
+    assert before - 1 <= us / 1e6 <= after
+    assert t <= epoch <= after + 1
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_durations(headrace, front):
+    _, _, line, before, after = one_line(
+        headrace, front, "%(msecs) %(micros) %(secs)", path="/sleep?s=0.25")
+    m = re.fullmatch(r"LF\|(\d+) (\d+) (\d\.\d{6})\|", line)
+    assert m, line
+    ms, us, secs = int(m[1]), int(m[2]), float(m[3])
+    assert 250 <= ms <= (after - before) * 1000 + 1
+    # One measurement gives all three (uWSGI's end - start).
+    assert ms == us // 1000
+    assert secs == pytest.approx(us / 1e6, abs=1e-6)
+
+
+LTIME = r"\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}"
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_ltime_and_ftime(headrace, front):
+    _, _, line, before, after = one_line(headrace, front, "[%(ltime)] [%(ftime)]")
+    m = re.fullmatch(rf"LF\|\[({LTIME})\] \[({LTIME})\]\|", line)
+    assert m, line
+    assert m[1] == m[2]  # without --logformat-strftime, ftime is ltime
+    t = datetime.strptime(m[1], "%d/%b/%Y:%H:%M:%S %z").timestamp()
+    assert int(before) - 1 <= t <= after
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_ftime_uses_log_date_format_with_logformat_strftime(headrace, front):
+    _, _, line, before, _ = one_line(
+        headrace, front, "%(ftime)", args=("--log-date", "%Y-%m-%d %H", "--logformat-strftime"),
+        env={"TZ": "UTC"})
+    want = time.strftime("%Y-%m-%d %H", time.gmtime(before))
+    assert line == f"LF|{want}|"
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_ctime(headrace, front):
+    _, _, line, before, after = one_line(headrace, front, "%(ctime)")
+    m = re.fullmatch(r"LF\|([A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4})\|", line)
+    assert m, line
+    t = time.mktime(time.strptime(m[1], "%a %b %d %H:%M:%S %Y"))
+    assert int(before) - 1 <= t <= after
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_memory(headrace, front):
+    _, _, line, _, _ = one_line(headrace, front, "%(rss) %(rssM) %(vsz) %(vszM)")
+    m = re.fullmatch(r"LF\|(\d+) (\d+) (\d+) (\d+)\|", line)
+    assert m, line
+    rss, rss_m, vsz, vsz_m = (int(x) for x in m.groups())
+    assert 1 << 20 < rss < vsz
+    assert rss_m == rss // (1 << 20) and vsz_m == vsz // (1 << 20)
+
+
+# --- the format language -------------------------------------------------------------------
+
+ODD = [
+    # literal text around and between variables, a lone % and parentheses
+    ('%(addr) - %(user) [x] "%(method) %(uri) %(proto)" %(status) 100%',
+     '127.0.0.1 - - [x] "GET /list?q=1 HTTP/1.1" 200 100%'),
+    ("%%(status)", "%200"),
+    # uWSGI's parser: `%()` is no variable, the next character starts one two bytes back
+    ("a%()b", "a%a%()b"),
+    # an unclosed variable: the text before it, then the whole tail from the last variable
+    ("%(status) x %(sta", "200 x  x %(sta"),
+]
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize(("fmt", "want"), ODD, ids=range(len(ODD)))
+def test_format_parsing_like_uwsgi(headrace, front, fmt, want):
+    srv = start(headrace, front, "--logformat", fmt + "|LF")
+    get(srv, "/list?q=1")
+    line = wait_until(
+        lambda: next((x for x in srv.log().splitlines() if x.endswith("|LF")), None), 10,
+        f"the line; log:\n{srv.tail()}")
+    assert line == want + "|LF"
+
+
+# --- which requests are logged -------------------------------------------------------------
+
+def statuses(srv) -> list[str]:
+    return [x.split("|")[1] for x in srv.log().splitlines() if x.startswith("LF|")]
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize(("opts", "paths", "want"), [
+    (("--log-4xx",), ["/list", "/status?code=500", "/nothing", "/list", "/status?code=404"],
+     ["404 /nothing", "404 /status?code=404"]),
+    (("--log-5xx",), ["/list", "/nothing", "/status?code=503", "/raise"],
+     ["503 /status?code=503", "500 /raise"]),
+    (("--log-slow", "200"), ["/list", "/pid", "/sleep?s=0.3"], ["200 /sleep?s=0.3"]),
+    (("--log-big", "11"), ["/status", "/pid?x=1" + "1" * 20, "/list"], ["200 /list"]),
+    (("--log-zero",), ["/list", "/empty", "/status?code=204"],
+     ["200 /empty", "204 /status?code=204"]),
+    (("--log-4xx", "--log-5xx"), ["/list", "/nothing", "/raise"], ["404 /nothing", "500 /raise"]),
+], ids=["4xx", "5xx", "slow", "big", "zero", "4xx+5xx"])
+def test_disabled_logging_keeps_selected(headrace, front, opts, paths, want):
+    srv = start(headrace, front, "--disable-logging", "--log-format", "LF|%(status) %(uri)|",
+                *opts)
+    for p in paths:
+        get(srv, p)
+    # One worker with one thread writes its lines in request order and the last path is a
+    # wanted one: once its line is there, every earlier request has been logged or skipped.
+    lines = lf_lines(srv, len(want))
+    assert [x[3:-1] for x in lines] == want
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_conditions_do_nothing_while_logging_is_on(headrace, front):
+    srv = start(headrace, front, "--log-4xx", "--log-format", "LF|%(status)|")
+    for p in ["/list", "/nothing", "/pid"]:
+        get(srv, p)
+    assert lf_lines(srv, 3) == ["LF|200|", "LF|404|", "LF|200|"]
+
+
+# --- options of the default line -----------------------------------------------------------
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_x_forwarded_for_in_default_line_and_format(headrace, front):
+    srv = start(headrace, front, "--log-x-forwarded-for")
+    get(srv, "/list", headers=[("X-Forwarded-For", "10.1.2.3")])
+    get(srv, "/list")
+    lines = srv.wait_request_lines(2)
+    assert [m["addr"] for m in lines] == ["10.1.2.3", "127.0.0.1"]
+
+    # uWSGI logs the whole header, every hop included.
+    srv2 = start(headrace, front, "--log-x-forwarded-for", "--log-format", "LF|%(addr)|")
+    get(srv2, "/list", headers=[("X-Forwarded-For", "10.9.9.9, 10.0.0.1")])
+    assert lf_lines(srv2) == ["LF|10.9.9.9, 10.0.0.1|"]
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_without_x_forwarded_for_option_the_peer_is_logged(headrace, front):
+    srv = start(headrace, front)
+    get(srv, "/list", headers=[("X-Forwarded-For", "10.1.2.3")])
+    assert srv.wait_request_lines(1)[0]["addr"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_log_micros(headrace, front):
+    srv = start(headrace, front, "--log-micros")
+    get(srv, "/sleep?s=0.05")
+    text = srv.wait_log(" micros (HTTP/1.1 200)")
+    line = next(x for x in text.splitlines() if x.startswith("[pid: "))
+    m = REQUEST_LINE.match(line)
+    assert m, line
+    assert re.search(r" => generated \d+ bytes in \d+ micros \(HTTP/1\.1 200\) ", line), line
+    assert int(m["msecs"]) >= 50_000
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_memory_report_prefix(headrace, front):
+    srv = start(headrace, front, "--memory-report")
+    get(srv, "/list")
+    text = srv.wait_log("{rss usage: ")
+    line = next(x for x in text.splitlines() if x.startswith("{address space usage: "))
+    m = re.fullmatch(
+        r"\{address space usage: (\d+) bytes/(\d+)MB\} \{rss usage: (\d+) bytes/(\d+)MB\} (.*)",
+        line)
+    assert m, line
+    vsz, vsz_m, rss, rss_m = (int(m[i]) for i in range(1, 5))
+    assert vsz_m == vsz // (1 << 20) and rss_m == rss // (1 << 20)
+    assert 1 << 20 < rss < vsz
+    rest = REQUEST_LINE.match(m[5])
+    assert rest and rest["uri"] == "/list", line
+
+
+def test_log_date_prefixes_server_lines_not_request_lines(headrace):
+    srv = start(headrace, "direct", "--log-date")
+    get(srv, "/list")
+    lines = srv.wait_request_lines(1)
+    assert lines[0]["uri"] == "/list"  # the request line starts with `[pid: `, no date
+    text = srv.log()
+    start_line = next(x for x in text.splitlines() if "*** Starting headrace" in x)
+    assert re.fullmatch(
+        r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4} - \*\*\* Starting headrace .*",
+        start_line), start_line
+
+
+def test_log_date_with_strftime_format(headrace):
+    srv = start(headrace, "direct", "--logdate", "%Y-%m-%d", env={"TZ": "UTC"})
+    text = srv.wait_log("*** Starting headrace")
+    start_line = next(x for x in text.splitlines() if "*** Starting headrace" in x)
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    assert start_line.startswith(f"{day} - *** Starting headrace "), start_line
