@@ -31,8 +31,25 @@ fn date_prefix(d: &DatePrefix) -> String {
 
 /// Write bytes that already end in a newline.
 pub fn raw(bytes: &[u8]) {
+    let watched = FILE.get().and_then(Option::as_ref);
+    if let Some(w) = watched {
+        w.before_write();
+    }
     // A log that cannot be written has nowhere to report the failure.
     let _ = crate::sys::fd::write_all(2, bytes);
+    if let Some(w) = watched {
+        w.after_write();
+    }
+}
+
+/// Write a request line: to the `--req-logger` file when there is one, else to the log.
+pub fn request(bytes: &[u8]) {
+    match REQ_FILE.get().and_then(Option::as_ref) {
+        Some(fd) => {
+            let _ = crate::sys::fd::write_all(std::os::fd::AsRawFd::as_raw_fd(fd), bytes);
+        }
+        None => raw(bytes),
+    }
 }
 
 /// Log a formatted line: `log!("spawned headrace worker {} (pid: {})", id, pid)`.
@@ -43,6 +60,7 @@ macro_rules! log {
     };
 }
 
+pub mod file;
 pub mod format;
 
 /// Request logging settings, fixed at startup (uWSGI's `logging_options`).
@@ -130,6 +148,8 @@ impl RequestLogging {
 }
 
 static REQUESTS: OnceLock<RequestLogging> = OnceLock::new();
+static FILE: OnceLock<Option<file::Watched>> = OnceLock::new();
+static REQ_FILE: OnceLock<Option<std::os::fd::OwnedFd>> = OnceLock::new();
 static DATE: OnceLock<Option<DatePrefix>> = OnceLock::new();
 
 /// `--log-date`: how non-request lines are prefixed.
@@ -148,9 +168,28 @@ pub fn configure(requests: RequestLogging, date: Option<DatePrefix>) {
     let _ = DATE.set(date);
 }
 
-/// Build the logging options from the configuration and [`configure`] them.
-pub fn configure_from(c: &crate::config::Config) {
+/// Build the logging options from the configuration and [`configure`] them; open the
+/// `--req-logger` file. Called by the master after `--logto` took effect, before any fork.
+///
+/// # Errors
+/// The `--req-logger` file cannot be opened.
+pub fn configure_from(c: &crate::config::Config) -> std::io::Result<()> {
     let l = &c.log;
+    if let Some(path) = &c.logto {
+        let watch = l.max_size > 0 || l.reopen || !l.touch_reopen.is_empty();
+        let _ = FILE.set(watch.then(|| file::Watched {
+            path: path.clone(),
+            max_size: l.max_size,
+            backup: l.backupname.clone(),
+        }));
+    }
+    if let Some(path) = &l.req_logger_file {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let _ = REQ_FILE.set(Some(f.into()));
+    }
     let ftime = l
         .format_strftime
         .then(|| l.date.clone().flatten())
@@ -176,6 +215,7 @@ pub fn configure_from(c: &crate::config::Config) {
                 .map_or(DatePrefix::Ctime, |f| DatePrefix::Strftime(f.clone()))
         }),
     );
+    Ok(())
 }
 
 /// The request logging options ([`configure`]d, or uWSGI's defaults).

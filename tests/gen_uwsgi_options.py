@@ -55,12 +55,13 @@ RULES: list[tuple[str, str, str]] = [
     (r"cheaper|cheaper-.*|cheap|idle", "Accepted",
      "adaptive process spawning not implemented yet: all `processes` workers run all the time"),
     (r"procname|procname-.*|auto-procname", "Accepted", "process titles are not set yet"),
-    # log-format, log-date, log-4xx/5xx/zero/slow/big, log-micros, log-x-forwarded-for and
-    # memory-report are implemented (spec.rs); these variants are not.
-    ((r"log-(master|master-bufsize|sendfile|ioerror|prefix|reopen|maxsize|backupname|truncate|"
+    # log-format, log-date, log-4xx/5xx/zero/slow/big, log-micros, log-x-forwarded-for,
+    # memory-report, logger, req-logger, log-maxsize, log-backupname, log-reopen and
+    # touch-logreopen are implemented (spec.rs); these variants are not.
+    ((r"log-(master|master-bufsize|sendfile|ioerror|prefix|truncate|"
      r"master-stream|master-req-stream)|threaded-logger|logfile-chmod|logfile-chown"), "Accepted",
      "this log variant is not implemented: each process writes to stderr or the logto file"),
-    (r"touch-logreopen|touch-logrotate", "Accepted", "log files are not reopened yet"),
+    (r"touch-logrotate", "Accepted", "rotate by size with log-maxsize instead"),
     ((r"py-auto-reload|py-autoreload|python-auto-reload|python-autoreload|"
      r"py-auto-reload-ignore"), "Accepted",
      "not implemented yet: reload with SIGHUP or touch-reload after a code change"),
@@ -144,9 +145,9 @@ RULES: list[tuple[str, str, str]] = [
      NOT_YET + ": install headrace in that virtualenv and run its headrace"),
     (r"hook-.*|exec-.*|call-.*|after-request-(hook|call)|mount-.*|umount-.*", "Refused",
      "hooks are not supported: run the command before starting headrace"),
-    ((r"logger|logger-req|req-logger|logger-list|loggers-list|log-(route|req-route|filter|"
+    ((r"logger-list|loggers-list|log-(route|req-route|filter|"
      r"encoder|req-encoder|socket|syslog|drain)"), "Refused",
-     "log plugins are not supported: use logto or read stderr"),
+     "log plugins are not supported: use logto, logger file:PATH or read stderr"),
     (r"touch-.*|fs-.*|reload-on-fd|brutal-reload-on-fd", "Refused", NOT_YET),
 ]
 

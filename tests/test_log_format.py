@@ -335,3 +335,136 @@ def test_log_date_with_strftime_format(headrace):
     start_line = next(x for x in text.splitlines() if "*** Starting headrace" in x)
     day = time.strftime("%Y-%m-%d", time.gmtime())
     assert start_line.startswith(f"{day} - *** Starting headrace "), start_line
+
+
+# --- log files: loggers, rotation by size, reopening -----------------------------------------
+
+def file_lines(path) -> list[str]:
+    return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+
+def request_lines_in(paths) -> list[str]:
+    out = []
+    for p in paths:
+        for x in file_lines(p):
+            if x.startswith("[pid: "):
+                assert REQUEST_LINE.match(x), f"torn or malformed line in {p}: {x!r}"
+                out.append(x)
+    return out
+
+
+def start_to_file(headrace, front, *args, processes: int = 1):
+    """A server whose log goes to a file: ready when its port accepts (no probe request)."""
+    port = free_port()
+    opt = {"direct": "--http-socket", "router": "--http"}[front]
+    srv = headrace(opt, f"127.0.0.1:{port}", "--wsgi-file", APP, "--master",
+                   "--processes", str(processes), *args, port=port, probe=None, workers=0,
+                   bind=False)
+    srv.port = port
+    return srv
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_rotation_by_size_keeps_every_line(headrace, front, tmp_path):
+    import threading
+
+    log = tmp_path / "app.log"
+    srv = start_to_file(headrace, front, "--logto", str(log), "--log-maxsize", "4000",
+                        processes=2)
+    per_client, clients = 60, 3
+    errors = []
+
+    def client(n):
+        try:
+            for i in range(per_client):
+                assert get(srv, f"/list?c={n}&i={i}").status == 200
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    total = per_client * clients
+
+    def every_line():
+        lines = request_lines_in(sorted(tmp_path.glob("app.log*")))
+        return lines if len(lines) >= total else None
+
+    lines = wait_until(every_line, 10, f"{total} request lines across the rotated files")
+    uris = sorted(x.split(" GET ", 1)[1].split(" ", 1)[0] for x in lines)
+    assert uris == sorted(f"/list?c={n}&i={i}" for n in range(clients) for i in range(per_client))
+    rotated = sorted(tmp_path.glob("app.log.*"))
+    # 180 lines of ~200 bytes in 4000-byte files: several rotations happened.
+    assert len(rotated) >= 3, rotated
+    for p in rotated:
+        text = p.read_text()
+        assert len(text) > 4000 - 400, (p, len(text))
+    notes = [x for p in rotated for x in file_lines(p) if "triggering rotation to" in x]
+    assert len(notes) == len(rotated)
+    assert all(re.fullmatch(
+        r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4} - logsize: \d+, "
+        r"triggering rotation to .*/app\.log\.\d+(\.\d+)?\.\.\.", x) for x in notes), notes
+
+
+def test_rotation_uses_backupname(headrace, tmp_path):
+    log, backup = tmp_path / "app.log", tmp_path / "old.log"
+    srv = start_to_file(headrace, "direct", "--logto", str(log), "--log-maxsize", "1500",
+                        "--log-backupname", str(backup))
+    for i in range(8):  # ~400 bytes of startup lines and ~200 per request line
+        get(srv, f"/list?i={i}")
+    wait_until(lambda: backup.exists() and "triggering rotation to" in backup.read_text(), 10,
+               "the rotated file")
+    assert f"triggering rotation to {backup}..." in backup.read_text()
+    assert not list(tmp_path.glob("app.log.*"))  # the backup name replaces PATH.UNIXTIME
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("how", ["log-reopen", "touch-logreopen"])
+def test_reopen_after_logrotate_moves_the_file(headrace, front, how, tmp_path):
+    log, moved, touch = tmp_path / "app.log", tmp_path / "app.log.1", tmp_path / "reopen"
+    touch.write_text("")
+    opts = ["--log-reopen"] if how == "log-reopen" else ["--touch-logreopen", str(touch)]
+    srv = start_to_file(headrace, front, "--logto", str(log), *opts)
+    get(srv, "/list?n=1")
+    wait_until(lambda: request_lines_in([log]), 10, "the first line")
+    log.rename(moved)  # what logrotate does, then it touches the file or signals
+    touch.write_text("x")
+    get(srv, "/list?n=2")
+    wait_until(lambda: request_lines_in([log]), 10, "a line in the new file")
+    assert [x.split(" GET ")[1].split(" ")[0] for x in request_lines_in([moved])] == ["/list?n=1"]
+    assert [x.split(" GET ")[1].split(" ")[0] for x in request_lines_in([log])] == ["/list?n=2"]
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_req_logger_file_takes_request_lines_only(headrace, front, tmp_path):
+    req = tmp_path / "req.log"
+    srv = start(headrace, front, "--req-logger", f"file:{req}")
+    get(srv, "/list")
+    lines = wait_until(lambda: request_lines_in([req]), 10, "the request line")
+    assert len(lines) == 1 and " GET /list => generated 11 bytes " in lines[0]
+    assert "*** Starting headrace" in srv.log()
+    assert srv.request_lines() == []
+    assert not [x for x in file_lines(req) if not x.startswith("[pid: ")]
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_logger_file_takes_everything(headrace, front, tmp_path):
+    path = tmp_path / "all.log"
+    srv = start_to_file(headrace, front, "--logger", f"file:{path}")
+    get(srv, "/list")
+    wait_until(lambda: request_lines_in([path]), 10, "the request line")
+    assert "*** Starting headrace" in path.read_text()
+    assert "*** Starting headrace" not in srv.log()
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("syslog", "expected file:PATH or stdio: other log plugins are not supported"),
+    ("file:", "expected file:PATH"),
+])
+def test_logger_refuses_what_it_cannot_do(headrace, value, why):
+    srv = headrace("--wsgi-file", APP, "--logger", value, wait=False)
+    assert srv.proc.wait(10) == 2
+    assert f'invalid logger "{value}" on the command line: {why}' in srv.log()

@@ -230,6 +230,16 @@ pub struct LogConfig {
     pub micros: bool,
     /// `--memory-report`.
     pub memory_report: bool,
+    /// `--req-logger file:PATH`: request lines go to this file.
+    pub req_logger_file: Option<PathBuf>,
+    /// `--log-maxsize` in bytes (0 = never).
+    pub max_size: u64,
+    /// `--log-backupname`.
+    pub backupname: Option<PathBuf>,
+    /// `--log-reopen`.
+    pub reopen: bool,
+    /// `--touch-logreopen` files.
+    pub touch_reopen: Vec<PathBuf>,
 }
 
 /// `--stats`, `--stats-http`, `--stats-minified`, `--metrics`.

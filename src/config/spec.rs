@@ -76,6 +76,12 @@ pub enum Opt {
     LogXForwardedFor,
     LogMicros,
     MemoryReport,
+    Logger,
+    ReqLogger,
+    LogMaxsize,
+    LogBackupname,
+    LogReopen,
+    TouchLogreopen,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -183,7 +189,7 @@ use Ty::{Addr, Flag, KeyValue, Octal, Text};
 pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
-const fn options() -> [OptSpec; 65] {
+const fn options() -> [OptSpec; 71] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
@@ -251,6 +257,12 @@ const fn options() -> [OptSpec; 65] {
     row!(LogXForwardedFor, "log-x-forwarded-for", Flag, "log the X-Forwarded-For header as the client address when the request has one"),
     row!(LogMicros, "log-micros", Flag, "give the response time in microseconds in the default request line"),
     row!(MemoryReport, "memory-report", Flag, "measure the worker's memory after each request and start the default request line with it", short 'm'),
+    row!(Logger, "logger", Text, "where log lines go: file:PATH (like logto) or stdio (other log plugins are refused)", multi),
+    row!(ReqLogger, "req-logger", Text, "where request lines go: file:PATH or stdio", aliases ["logger-req"], multi),
+    row!(LogMaxsize, "log-maxsize", count(0, "bytes (0 = never)"), "rotate the logto file once it is larger than this many bytes (0 = never)", default "0"),
+    row!(LogBackupname, "log-backupname", Text, "name of the rotated log file (default: the logto path with .UNIXTIME appended)"),
+    row!(LogReopen, "log-reopen", Flag, "reopen the logto file when it has been moved (by logrotate) or on reload"),
+    row!(TouchLogreopen, "touch-logreopen", Text, "reopen the logto file when FILE is touched; headrace already reopens it as soon as it is moved (repeatable)", multi),
     ]
     // }
 }

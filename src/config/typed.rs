@@ -427,7 +427,10 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
         listen,
         env,
         disable_logging: r.flag(Opt::DisableLogging),
-        logto: r.text(Opt::Logto).map(PathBuf::from),
+        logto: match r.text(Opt::Logto) {
+            Some(path) => Some(PathBuf::from(path)),
+            None => logger_file(r, Opt::Logger)?,
+        },
         pidfile: r.text(Opt::Pidfile).map(PathBuf::from),
         buffer_size,
         limit_post,
@@ -460,7 +463,50 @@ fn log_options(r: &Resolved<'_>) -> Result<crate::config::LogConfig, ConfigError
         x_forwarded_for: r.flag(Opt::LogXForwardedFor),
         micros: r.flag(Opt::LogMicros),
         memory_report: r.flag(Opt::MemoryReport),
+        req_logger_file: logger_file(r, Opt::ReqLogger)?,
+        max_size: r.count(Opt::LogMaxsize)?,
+        backupname: r.text(Opt::LogBackupname).map(PathBuf::from),
+        reopen: r.flag(Opt::LogReopen),
+        touch_reopen: r
+            .all(Opt::TouchLogreopen)
+            .map(|e| PathBuf::from(&e.value))
+            .collect(),
     })
+}
+
+/// `--logger`/`--req-logger`: uWSGI's `[ID ]PLUGIN[:ARGS]`; headrace has the `file` and
+/// `stdio` loggers. The file, if any (several files are refused: lines go to one place).
+fn logger_file(r: &Resolved<'_>, opt: Opt) -> Result<Option<PathBuf>, ConfigError> {
+    let mut file = None;
+    for e in r.all(opt) {
+        let bad = |why: &str| invalid(OptSpec::of(opt), &e.value, &e.origin, why);
+        let spec = e.value.split_once(' ').map_or(e.value.as_str(), |(_, s)| s);
+        let (name, arg) = spec.split_once(':').unwrap_or((spec, ""));
+        match name {
+            "stdio" => {}
+            "file" => {
+                // The file logger also takes `path=PATH[,...]`.
+                let path = arg
+                    .strip_prefix("path=")
+                    .map_or(arg, |p| p.split(',').next().unwrap_or(""));
+                if path.is_empty() {
+                    return Err(bad("expected file:PATH"));
+                }
+                if file.is_some() {
+                    return Err(bad(
+                        "headrace writes its log to one file: give one file logger",
+                    ));
+                }
+                file = Some(PathBuf::from(path));
+            }
+            _ => {
+                return Err(bad(
+                    "expected file:PATH or stdio: other log plugins are not supported",
+                ))
+            }
+        }
+    }
+    Ok(file)
 }
 
 fn stats_options(r: &Resolved<'_>) -> Result<crate::config::StatsConfig, ConfigError> {

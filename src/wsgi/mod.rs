@@ -453,7 +453,7 @@ fn log_request(
         write_error: s.write_error,
         read_error: s.read_error,
     });
-    crate::log::raw(&line);
+    crate::log::request(&line);
 }
 
 /// This process's resident and virtual size in bytes, from /proc/self/statm (uWSGI's
