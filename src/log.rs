@@ -29,8 +29,15 @@ fn date_prefix(d: &DatePrefix) -> String {
     s
 }
 
-/// Write bytes that already end in a newline.
+/// Write bytes that already end in a newline (through the `--log-encoder` chain).
 pub fn raw(bytes: &[u8]) {
+    match ENCODERS.get() {
+        Some((chain, _)) if !chain.is_empty() => write_log(&encoder::apply(chain, bytes)),
+        _ => write_log(bytes),
+    }
+}
+
+fn write_log(bytes: &[u8]) {
     let watched = FILE.get().and_then(Option::as_ref);
     if let Some(w) = watched {
         w.before_write();
@@ -42,11 +49,18 @@ pub fn raw(bytes: &[u8]) {
     }
 }
 
-/// Write a request line: to the `--req-logger` file when there is one, else to the log.
+/// Write a request line: to the `--req-logger` file (through `--log-req-encoder`) when there
+/// is one, else to the log (through `--log-encoder`, as uWSGI's single log pipe does).
 pub fn request(bytes: &[u8]) {
     match REQ_FILE.get().and_then(Option::as_ref) {
         Some(fd) => {
-            let _ = crate::sys::fd::write_all(std::os::fd::AsRawFd::as_raw_fd(fd), bytes);
+            let fd = std::os::fd::AsRawFd::as_raw_fd(fd);
+            let _ = match ENCODERS.get() {
+                Some((_, chain)) if !chain.is_empty() => {
+                    crate::sys::fd::write_all(fd, &encoder::apply(chain, bytes))
+                }
+                _ => crate::sys::fd::write_all(fd, bytes),
+            };
         }
         None => raw(bytes),
     }
@@ -60,6 +74,7 @@ macro_rules! log {
     };
 }
 
+pub mod encoder;
 pub mod file;
 pub mod format;
 
@@ -150,6 +165,7 @@ impl RequestLogging {
 static REQUESTS: OnceLock<RequestLogging> = OnceLock::new();
 static FILE: OnceLock<Option<file::Watched>> = OnceLock::new();
 static REQ_FILE: OnceLock<Option<std::os::fd::OwnedFd>> = OnceLock::new();
+static ENCODERS: OnceLock<(Vec<encoder::Encoder>, Vec<encoder::Encoder>)> = OnceLock::new();
 static DATE: OnceLock<Option<DatePrefix>> = OnceLock::new();
 
 /// `--log-date`: how non-request lines are prefixed.
@@ -182,6 +198,15 @@ pub fn configure_from(c: &crate::config::Config) -> std::io::Result<()> {
             max_size: l.max_size,
             backup: l.backupname.clone(),
         }));
+    }
+    let _ = ENCODERS.set((l.encoders.clone(), l.req_encoders.clone()));
+    for (what, specs) in [
+        ("log-encoder", &l.encoder_specs),
+        ("log-req-encoder", &l.req_encoder_specs),
+    ] {
+        for spec in specs {
+            crate::log!("[{what}] registered {spec}");
+        }
     }
     if let Some(path) = &l.req_logger_file {
         let f = std::fs::OpenOptions::new()

@@ -56,8 +56,9 @@ RULES: list[tuple[str, str, str]] = [
      "adaptive process spawning not implemented yet: all `processes` workers run all the time"),
     (r"procname|procname-.*|auto-procname", "Accepted", "process titles are not set yet"),
     # log-format, log-date, log-4xx/5xx/zero/slow/big, log-micros, log-x-forwarded-for,
-    # memory-report, logger, req-logger, log-maxsize, log-backupname, log-reopen and
-    # touch-logreopen are implemented (spec.rs); these variants are not.
+    # memory-report, logger, req-logger, log-maxsize, log-backupname, log-reopen,
+    # touch-logreopen, log-encoder and log-req-encoder are implemented (spec.rs); these
+    # variants are not.
     ((r"log-(master|master-bufsize|sendfile|ioerror|prefix|truncate|"
      r"master-stream|master-req-stream)|threaded-logger|logfile-chmod|logfile-chown"), "Accepted",
      "this log variant is not implemented: each process writes to stderr or the logto file"),
@@ -146,7 +147,7 @@ RULES: list[tuple[str, str, str]] = [
     (r"hook-.*|exec-.*|call-.*|after-request-(hook|call)|mount-.*|umount-.*", "Refused",
      "hooks are not supported: run the command before starting headrace"),
     ((r"logger-list|loggers-list|log-(route|req-route|filter|"
-     r"encoder|req-encoder|socket|syslog|drain)"), "Refused",
+     r"socket|syslog|drain)"), "Refused",
      "log plugins are not supported: use logto, logger file:PATH or read stderr"),
     (r"touch-.*|fs-.*|reload-on-fd|brutal-reload-on-fd", "Refused", NOT_YET),
 ]

@@ -468,3 +468,45 @@ def test_logger_refuses_what_it_cannot_do(headrace, value, why):
     srv = headrace("--wsgi-file", APP, "--logger", value, wait=False)
     assert srv.proc.wait(10) == 2
     assert f'invalid logger "{value}" on the command line: {why}' in srv.log()
+
+
+# --- log encoders --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_json_encoder_wraps_every_line(headrace, front):
+    import json
+
+    srv = start(headrace, front, "--log-encoder", 'json {"unix":${unix},"msg":"${msg}"}',
+                "--log-encoder", "nl")
+    before = int(time.time())
+    get(srv, '/list?q="x"')
+    wait_until(lambda: " GET /list?q=" in srv.log(), 10, f"the request line; {srv.tail()}")
+    # the shutdown lines too: every line the server wrote is one JSON object
+    srv.stop()
+    records = [json.loads(x) for x in srv.log().splitlines()]
+    assert all(set(r) == {"unix", "msg"} for r in records)
+    assert all(before - 60 <= r["unix"] <= time.time() + 1 for r in records)
+    msgs = [r["msg"] for r in records]
+    assert msgs[0] == '[log-encoder] registered json {"unix":${unix},"msg":"${msg}"}'
+    assert any(m.startswith("*** Starting headrace ") for m in msgs)
+    reqs = [REQUEST_LINE.match(m) for m in msgs if m.startswith("[pid: ")]
+    assert len(reqs) == 1 and reqs[0] and reqs[0]["uri"] == '/list?q="x"'
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_req_encoder_applies_to_the_req_logger(headrace, front, tmp_path):
+    req = tmp_path / "req.log"
+    srv = start(headrace, front, "--req-logger", f"file:{req}",
+                "--log-req-encoder", "prefix REQ ", "--log-encoder", "format ${msg}|MAIN",
+                "--log-encoder", "nl")
+    get(srv, "/list")
+    lines = wait_until(lambda: file_lines(req), 10, "the request line")
+    assert len(lines) == 1 and lines[0].startswith("REQ [pid: ")
+    assert REQUEST_LINE.match(lines[0][4:])
+    assert all(x.endswith("|MAIN") for x in srv.log().splitlines())
+
+
+def test_unknown_encoder_is_refused(headrace):
+    srv = headrace("--wsgi-file", APP, "--log-encoder", "gzip", wait=False)
+    assert srv.proc.wait(10) == 2
+    assert 'invalid log-encoder "gzip" on the command line: unknown log encoder "gzip"' in srv.log()

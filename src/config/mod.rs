@@ -240,6 +240,14 @@ pub struct LogConfig {
     pub reopen: bool,
     /// `--touch-logreopen` files.
     pub touch_reopen: Vec<PathBuf>,
+    /// `--log-encoder` chain, parsed, and the values as given (for the startup lines).
+    pub encoders: Vec<crate::log::encoder::Encoder>,
+    /// See `encoders`.
+    pub encoder_specs: Vec<String>,
+    /// `--log-req-encoder` chain, parsed, and the values as given.
+    pub req_encoders: Vec<crate::log::encoder::Encoder>,
+    /// See `req_encoders`.
+    pub req_encoder_specs: Vec<String>,
 }
 
 /// `--stats`, `--stats-http`, `--stats-minified`, `--metrics`.

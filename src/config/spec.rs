@@ -82,6 +82,8 @@ pub enum Opt {
     LogBackupname,
     LogReopen,
     TouchLogreopen,
+    LogEncoder,
+    LogReqEncoder,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -189,7 +191,7 @@ use Ty::{Addr, Flag, KeyValue, Octal, Text};
 pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
-const fn options() -> [OptSpec; 71] {
+const fn options() -> [OptSpec; 73] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
@@ -263,6 +265,8 @@ const fn options() -> [OptSpec; 71] {
     row!(LogBackupname, "log-backupname", Text, "name of the rotated log file (default: the logto path with .UNIXTIME appended)"),
     row!(LogReopen, "log-reopen", Flag, "reopen the logto file when it has been moved (by logrotate) or on reload"),
     row!(TouchLogreopen, "touch-logreopen", Text, "reopen the logto file when FILE is touched; headrace already reopens it as soon as it is moved (repeatable)", multi),
+    row!(LogEncoder, "log-encoder", Text, "add an encoder to the log chain: prefix TEXT, suffix TEXT, nl, format TEMPLATE or json TEMPLATE with ${msg} ${unix} ${micros} ${millis} ${strftime:FMT} (repeatable)", multi),
+    row!(LogReqEncoder, "log-req-encoder", Text, "add an encoder to the chain of request lines written to the req-logger (repeatable)", multi),
     ]
     // }
 }

@@ -471,7 +471,30 @@ fn log_options(r: &Resolved<'_>) -> Result<crate::config::LogConfig, ConfigError
             .all(Opt::TouchLogreopen)
             .map(|e| PathBuf::from(&e.value))
             .collect(),
+        encoders: encoders(r, Opt::LogEncoder)?,
+        encoder_specs: r.all(Opt::LogEncoder).map(|e| e.value.clone()).collect(),
+        req_encoders: encoders(r, Opt::LogReqEncoder)?,
+        req_encoder_specs: r.all(Opt::LogReqEncoder).map(|e| e.value.clone()).collect(),
     })
+}
+
+fn encoders(r: &Resolved<'_>, opt: Opt) -> Result<Vec<crate::log::encoder::Encoder>, ConfigError> {
+    let mut out = Vec::new();
+    for e in r.all(opt) {
+        match crate::log::encoder::Encoder::parse(&e.value) {
+            Ok(Some(enc)) => out.push(enc),
+            Ok(None) => {}
+            Err(why) => {
+                return Err(invalid(
+                    OptSpec::of(opt),
+                    &e.value,
+                    &e.origin,
+                    &why.to_string(),
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `--logger`/`--req-logger`: uWSGI's `[ID ]PLUGIN[:ARGS]`; headrace has the `file` and
