@@ -362,6 +362,70 @@ mod tests {
     use super::*;
 
     #[test]
+    fn conditions_select_like_uwsgi_log_request() {
+        let off = RequestLogging::default();
+        let on = RequestLogging {
+            enabled: true,
+            ..RequestLogging::default()
+        };
+        let c = |f: fn(&mut RequestLogging)| {
+            let mut l = RequestLogging::default();
+            f(&mut l);
+            l
+        };
+        let four = c(|l| l.log_4xx = true);
+        let five = c(|l| l.log_5xx = true);
+        let zero = c(|l| l.log_zero = true);
+        let slow = c(|l| l.slow_ms = 100);
+        let big = c(|l| l.big = 1000);
+        // (options, status, body bytes, msecs, logged)
+        for (l, status, bytes, ms, want) in [
+            (&on, 200, 5, 1, true),
+            (&off, 500, 0, 10_000, false),
+            (&four, 404, 5, 1, true),
+            (&four, 399, 5, 1, false),
+            (&four, 500, 5, 1, false),
+            (&five, 599, 5, 1, true),
+            (&five, 600, 5, 1, false),
+            (&zero, 200, 0, 1, true),
+            (&zero, 200, 1, 1, false),
+            (&slow, 200, 5, 100, true),
+            (&slow, 200, 5, 99, false),
+            (&big, 200, 1000, 1, true),
+            (&big, 200, 999, 1, false),
+        ] {
+            assert_eq!(
+                l.wants(status, bytes, ms),
+                want,
+                "{l:?} {status} {bytes} {ms}"
+            );
+        }
+        assert!(!off.any() && four.any() && slow.any() && on.any());
+    }
+
+    #[test]
+    fn micros_and_memory_report_in_the_default_line() {
+        let r = RequestLog {
+            pid: 8,
+            uri: b"/",
+            method: b"GET",
+            protocol: "HTTP/1.1",
+            micros: 12_345,
+            memory: (3 << 20, 10 << 20),
+            status: 200,
+            ..RequestLog::default()
+        };
+        let plain = request_line(&r, false, false);
+        assert!(plain.contains(" => generated 0 bytes in 12 msecs (HTTP/1.1 200) "));
+        assert!(request_line(&r, true, false).contains(" in 12345 micros (HTTP/1.1 200) "));
+        let mem = request_line(&r, false, true);
+        assert_eq!(
+            mem.strip_suffix(&plain),
+            Some("{address space usage: 10485760 bytes/10MB} {rss usage: 3145728 bytes/3MB} ")
+        );
+    }
+
+    #[test]
     fn request_line_has_uwsgi_shape() {
         let line = request_line(
             &RequestLog {

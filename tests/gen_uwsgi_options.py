@@ -59,7 +59,7 @@ RULES: list[tuple[str, str, str]] = [
     # memory-report, logger, req-logger, log-maxsize, log-backupname, log-reopen,
     # touch-logreopen, log-encoder and log-req-encoder are implemented (spec.rs); these
     # variants are not.
-    ((r"log-(master|master-bufsize|sendfile|ioerror|prefix|truncate|"
+    ((r"log-(master|master-bufsize|sendfile|ioerror|truncate|"
      r"master-stream|master-req-stream)|threaded-logger|logfile-chmod|logfile-chown"), "Accepted",
      "this log variant is not implemented: each process writes to stderr or the logto file"),
     (r"touch-logrotate", "Accepted", "rotate by size with log-maxsize instead"),

@@ -10,12 +10,20 @@ regex and then checked against the time of the request.
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
-from support import REQUEST_LINE, app, build_request, free_port, wait_until
+from support import REQUEST_LINE, Conn, app, build_request, free_port, wait_until
 
 APP = app("basic.py")
 FRONTS = ["direct", "router"]
@@ -366,8 +374,6 @@ def start_to_file(headrace, front, *args, processes: int = 1):
 
 @pytest.mark.parametrize("front", FRONTS)
 def test_rotation_by_size_keeps_every_line(headrace, front, tmp_path):
-    import threading
-
     log = tmp_path / "app.log"
     srv = start_to_file(headrace, front, "--logto", str(log), "--log-maxsize", "4000",
                         processes=2)
@@ -474,8 +480,6 @@ def test_logger_refuses_what_it_cannot_do(headrace, value, why):
 
 @pytest.mark.parametrize("front", FRONTS)
 def test_json_encoder_wraps_every_line(headrace, front):
-    import json
-
     srv = start(headrace, front, "--log-encoder", 'json {"unix":${unix},"msg":"${msg}"}',
                 "--log-encoder", "nl")
     before = int(time.time())
@@ -510,3 +514,68 @@ def test_unknown_encoder_is_refused(headrace):
     srv = headrace("--wsgi-file", APP, "--log-encoder", "gzip", wait=False)
     assert srv.proc.wait(10) == 2
     assert 'invalid log-encoder "gzip" on the command line: unknown log encoder "gzip"' in srv.log()
+
+
+# --- the same format through uWSGI 2.0.30 (pyuwsgi) ------------------------------------------
+
+# Variables whose values do not depend on how each server counts its own response head and
+# environ (hsize, headers, vars, pktsize and switches do: those follow the default line).
+SAME_AS_UWSGI = (
+    "%(addr)|%(user)|%(method) %(uri) %(proto)|%(status)|%(rsize)|%(uagent)|%(referer)|"
+    "%(var.HTTP_X_CUSTOM)|%(var.QUERY_STRING)|%(var.NOPE)|%(cl)|%(metric.x)|%(foo)|%(werr)|"
+    "%(rerr)|%(ioerr)|%(core)|%(wid)|%(modifier1)|%(modifier2)|a%()b|100% %%(status)|"
+)
+
+
+def test_format_matches_uwsgi(headrace, tmp_path):
+    exe = shutil.which("uwsgi", path=str(Path(sys.executable).parent)) or shutil.which("uwsgi")
+    if exe is None:
+        pytest.fail("pyuwsgi's uwsgi is not installed (./dev setup installs pyuwsgi)")
+    uport = free_port()
+    ulog = tmp_path / "uwsgi.log"
+    with open(ulog, "wb") as out:
+        uw = subprocess.Popen(
+            [exe, "--http-socket", f"127.0.0.1:{uport}", "--wsgi-file", APP, "--master",
+             "--log-format", "LF|" + SAME_AS_UWSGI],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        class Uwsgi:
+            port = uport
+
+            @staticmethod
+            def request(raw, method):
+                s = socket.create_connection(("127.0.0.1", uport), timeout=10)
+                with Conn(s) as c:
+                    c.send(raw)
+                    return c.read_response(method)
+
+        def uwsgi_up():
+            try:
+                return get(Uwsgi, "/list?q=1").status == 200
+            except OSError:
+                return False
+
+        wait_until(uwsgi_up, 15, "uWSGI to serve")
+        theirs = wait_until(
+            lambda: [x for x in ulog.read_text().splitlines() if x.startswith("LF|")], 10,
+            "uWSGI's line")
+        srv = start(headrace, "direct", "--log-format", "LF|" + SAME_AS_UWSGI)
+        get(srv, "/list?q=1")
+        ours = lf_lines(srv)
+        assert ours[0] == theirs[0]
+        assert ours[0] == ("LF|127.0.0.1|-|GET /list?q=1 HTTP/1.1|200|11|lf-agent/1.0|"
+                           "http://ref.example/page|custom-value|q=1|-|0|0|-|0|0|0|0|1|0|0|"
+                           "a%|a%()b|100% %200|")
+    finally:
+        uw.send_signal(signal.SIGINT)
+        uw.wait(10)
+
+
+def test_log_prefix_is_log_date_with_a_fixed_text(headrace):
+    # uWSGI 2.0 handles log-prefix with log-date's function: the text is a strftime format.
+    srv = start(headrace, "direct", "--log-prefix", "[app1]")
+    get(srv, "/list")
+    srv.wait_request_lines(1)
+    text = srv.log()
+    assert "[app1] - *** Starting headrace " in text
+    assert all(x.startswith(("[app1] - ", "[pid: ")) for x in text.splitlines()), text

@@ -250,7 +250,7 @@ const fn options() -> [OptSpec; 73] {
     row!(Metrics, "metrics", Addr, "serve Prometheus metrics over HTTP on ADDR (host:port, a unix path or @abstract)"),
     row!(LogFormat, "log-format", Text, "write request lines in this uWSGI log format: %(addr) %(user) %(ltime) %(method) %(uri) %(proto) %(status) %(size) %(msecs) %(var.NAME) ...", aliases ["logformat"]),
     row!(LogFormatStrftime, "logformat-strftime", Flag, "make %(ftime) use the strftime format given to log-date", aliases ["log-format-strftime"]),
-    row!(LogDate, "log-date", Text, "prefix log lines (not request lines) with the date, or with this strftime format", aliases ["logdate"], bare "true"),
+    row!(LogDate, "log-date", Text, "prefix log lines (not request lines) with the date, or with this strftime format (log-prefix is the same option in uWSGI 2.0)", aliases ["logdate", "log-prefix"], bare "true"),
     row!(Log4xx, "log-4xx", Flag, "with disable-logging, still log requests answered 4xx"),
     row!(Log5xx, "log-5xx", Flag, "with disable-logging, still log requests answered 5xx"),
     row!(LogZero, "log-zero", Flag, "with disable-logging, still log responses without a body"),

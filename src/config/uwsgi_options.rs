@@ -204,7 +204,7 @@ pub const UWSGI_OPTIONS: &[UwsgiOpt] = &[
     u("log-encoder", Required, None, Works), u("log-filter", Required, None, Refused(28)), u("log-format", Required, None, Works),
     u("log-format-strftime", No, None, Works), u("log-ioerror", Required, None, Accepted(29)), u("log-master", No, None, Accepted(29)),
     u("log-master-bufsize", Required, None, Accepted(29)), u("log-master-req-stream", No, None, Accepted(29)), u("log-master-stream", No, None, Accepted(29)),
-    u("log-maxsize", Required, None, Works), u("log-micros", No, None, Works), u("log-prefix", Optional, None, Accepted(29)),
+    u("log-maxsize", Required, None, Works), u("log-micros", No, None, Works), u("log-prefix", Optional, None, Works),
     u("log-reopen", No, None, Works), u("log-req-encoder", Required, None, Works), u("log-req-route", Required, None, Refused(28)),
     u("log-route", Required, None, Refused(28)), u("log-sendfile", Required, None, Accepted(29)), u("log-slow", Required, None, Works),
     u("log-socket", Required, None, Refused(28)), u("log-syslog", Optional, None, Refused(28)), u("log-truncate", No, None, Accepted(29)),
