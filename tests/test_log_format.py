@@ -582,6 +582,36 @@ def test_log_prefix_is_log_date_with_a_fixed_text(headrace):
     assert all(x.startswith(("[app1] - ", "[pid: ")) for x in text.splitlines()), text
 
 
+UWSGI_PAIRS = [
+    (b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/list?q=1"), (b"PATH_INFO", b"/list"),
+    (b"QUERY_STRING", b"q=1"), (b"SERVER_PROTOCOL", b"HTTP/1.0"),
+    (b"SERVER_NAME", b"nginx.example"), (b"SERVER_PORT", b"80"),
+    (b"REMOTE_ADDR", b"192.0.2.7"), (b"REMOTE_USER", b"alice"),
+    (b"HTTP_HOST", b"nginx.example"), (b"HTTP_USER_AGENT", b"ua-via-nginx"),
+    (b"HTTP_X_FORWARDED_FOR", b"198.51.100.1"), (b"HTTP_X_CUSTOM", b"c1"),
+]
+
+
+def uwsgi_request(port: int) -> bytes:
+    data = b"".join(struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
+                    for k, v in UWSGI_PAIRS)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(struct.pack("<BHB", 0, len(data), 0) + data)
+        resp = b""
+        while chunk := s.recv(65536):
+            resp += chunk
+    return resp
+
+
+def test_uwsgi_protocol_front_default_line_shows_remote_user(headrace):
+    port = free_port()
+    srv = headrace("--socket", f"127.0.0.1:{port}", "--wsgi-file", APP, "--master",
+                   port=port, probe=None, workers=1, bind=False)
+    assert uwsgi_request(port).startswith(b"HTTP/1.0 200 OK\r\n")
+    line = srv.wait_request_lines(1)[0]
+    assert (line["addr"], line["user"], line["uri"]) == ("192.0.2.7", "alice", "/list?q=1")
+
+
 def test_uwsgi_protocol_front_reads_the_packet_variables(headrace):
     """Behind nginx (`--socket`), the variables come from the uwsgi packet."""
     port = free_port()
@@ -590,21 +620,7 @@ def test_uwsgi_protocol_front_reads_the_packet_variables(headrace):
                    "LF|%(addr)|%(host)|%(uagent)|%(referer)|%(method) %(uri) %(proto)|"
                    "%(status)|%(rsize)|%(var.HTTP_X_CUSTOM)|%(user)|",
                    port=port, probe=None, workers=1, bind=False)
-    pairs = [
-        (b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/list?q=1"), (b"PATH_INFO", b"/list"),
-        (b"QUERY_STRING", b"q=1"), (b"SERVER_PROTOCOL", b"HTTP/1.0"),
-        (b"SERVER_NAME", b"nginx.example"), (b"SERVER_PORT", b"80"),
-        (b"REMOTE_ADDR", b"192.0.2.7"), (b"REMOTE_USER", b"alice"),
-        (b"HTTP_HOST", b"nginx.example"), (b"HTTP_USER_AGENT", b"ua-via-nginx"),
-        (b"HTTP_X_FORWARDED_FOR", b"198.51.100.1"), (b"HTTP_X_CUSTOM", b"c1"),
-    ]
-    data = b"".join(struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
-                    for k, v in pairs)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(struct.pack("<BHB", 0, len(data), 0) + data)
-        resp = b""
-        while chunk := s.recv(65536):
-            resp += chunk
+    resp = uwsgi_request(port)
     assert resp.startswith(b"HTTP/1.0 200 OK\r\n"), resp
     assert lf_lines(srv) == [
         "LF|198.51.100.1|nginx.example|ua-via-nginx|-|GET /list?q=1 HTTP/1.0|200|11|c1|alice|"

@@ -298,11 +298,10 @@ pub fn serve(
         }
     };
 
-    // The headers the line needs are read before the app can change the environ.
+    // The variables the line needs are read before the app can change the environ.
     let request_vars = log_fields
         .as_ref()
-        .filter(|_| crate::log::requests().needs_request_vars())
-        .map(|_| RequestVars::read(&environ));
+        .map(|_| RequestVars::read(&environ, crate::log::requests().needs_request_vars()));
     slot.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (summary, body) = call_app(py, app, &environ, body, response, peer, server);
     slot.busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -364,7 +363,9 @@ struct RequestVars {
 }
 
 impl RequestVars {
-    fn read(environ: &Bound<'_, PyDict>) -> Self {
+    /// REMOTE_USER (the default line shows it, as uWSGI's does behind nginx's auth), and the
+    /// rest only when `full`.
+    fn read(environ: &Bound<'_, PyDict>, full: bool) -> Self {
         let get = |k: &str| -> Option<String> {
             // CGI variables only: `wsgi.*` keys are not request variables in uWSGI.
             if k.contains('.') {
@@ -376,6 +377,12 @@ impl RequestVars {
                 .flatten()
                 .and_then(|v| v.extract::<String>().ok())
         };
+        if !full {
+            return Self {
+                user: get("REMOTE_USER").unwrap_or_default(),
+                ..Self::default()
+            };
+        }
         let names = crate::log::requests()
             .format
             .as_ref()
