@@ -31,7 +31,7 @@ REQUEST_LINE = re.compile(
     r"(?P<addr>\S*) \((?P<user>[^)]*)\) "
     r"\{(?P<vars>\d+) vars in (?P<vbytes>\d+) bytes\} "
     r"\[(?P<date>[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4})\] "
-    r"(?P<method>\S+) (?P<uri>\S+) => generated (?P<size>\d+) bytes in (?P<msecs>\d+) msecs "
+    r"(?P<method>\S+) (?P<uri>\S+) => generated (?P<size>\d+) bytes in (?P<msecs>\d+) (?:msecs|micros) "
     r"\((?P<proto>HTTP/\d\.\d) (?P<status>-?\d+)\) "
     r"(?P<nheaders>\d+) headers in (?P<hbytes>\d+) bytes "
     r"\((?P<switches>\d+) switches on core (?P<core>\d+)\)$"

@@ -197,6 +197,8 @@ pub struct Config {
     pub stats: StatsConfig,
     /// Process titles (`--auto-procname`, `--procname*`).
     pub titles: Titles,
+    /// Request log format and conditions, `--log-date`.
+    pub log: LogConfig,
 }
 
 /// Process titles, as uWSGI sets them (core/utils.c `uwsgi_set_processname`, `uwsgi_fork`).
@@ -240,6 +242,57 @@ impl Titles {
     fn dress(&self, name: &str) -> String {
         format!("{}{name}{}", self.prefix, self.append)
     }
+}
+
+/// `--log-format`, `--logformat-strftime`, `--log-date`, `--log-4xx`, `--log-5xx`,
+/// `--log-zero`, `--log-slow`, `--log-big`, `--log-x-forwarded-for`, `--log-micros`,
+/// `--memory-report`.
+#[derive(Debug, Clone, Default)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent uWSGI switches, one field each"
+)]
+pub struct LogConfig {
+    /// `--log-format`.
+    pub format: Option<String>,
+    /// `--logformat-strftime`.
+    pub format_strftime: bool,
+    /// `--log-date`: `Some(None)` for the ctime date, `Some(Some(fmt))` for a strftime format.
+    pub date: Option<Option<String>>,
+    /// `--log-4xx`.
+    pub log_4xx: bool,
+    /// `--log-5xx`.
+    pub log_5xx: bool,
+    /// `--log-zero`.
+    pub log_zero: bool,
+    /// `--log-slow` in milliseconds (0 = off).
+    pub slow_ms: u64,
+    /// `--log-big` in bytes (0 = off).
+    pub big: u64,
+    /// `--log-x-forwarded-for`.
+    pub x_forwarded_for: bool,
+    /// `--log-micros`.
+    pub micros: bool,
+    /// `--memory-report`.
+    pub memory_report: bool,
+    /// `--req-logger file:PATH`: request lines go to this file.
+    pub req_logger_file: Option<PathBuf>,
+    /// `--log-maxsize` in bytes (0 = never).
+    pub max_size: u64,
+    /// `--log-backupname`.
+    pub backupname: Option<PathBuf>,
+    /// `--log-reopen`.
+    pub reopen: bool,
+    /// `--touch-logreopen` files.
+    pub touch_reopen: Vec<PathBuf>,
+    /// `--log-encoder` chain, parsed, and the values as given (for the startup lines).
+    pub encoders: Vec<crate::log::encoder::Encoder>,
+    /// See `encoders`.
+    pub encoder_specs: Vec<String>,
+    /// `--log-req-encoder` chain, parsed, and the values as given.
+    pub req_encoders: Vec<crate::log::encoder::Encoder>,
+    /// See `req_encoders`.
+    pub req_encoder_specs: Vec<String>,
 }
 
 /// `--stats`, `--stats-http`, `--stats-minified`, `--metrics`.

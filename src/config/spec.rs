@@ -71,6 +71,25 @@ pub enum Opt {
     ProcnamePrefix,
     ProcnamePrefixSpaced,
     ProcnameAppend,
+    LogFormat,
+    LogFormatStrftime,
+    LogDate,
+    Log4xx,
+    Log5xx,
+    LogZero,
+    LogSlow,
+    LogBig,
+    LogXForwardedFor,
+    LogMicros,
+    MemoryReport,
+    Logger,
+    ReqLogger,
+    LogMaxsize,
+    LogBackupname,
+    LogReopen,
+    TouchLogreopen,
+    LogEncoder,
+    LogReqEncoder,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -178,7 +197,7 @@ use Ty::{Addr, Flag, KeyValue, Octal, Text};
 pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
-const fn options() -> [OptSpec; 60] {
+const fn options() -> [OptSpec; 79] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
@@ -241,6 +260,25 @@ const fn options() -> [OptSpec; 60] {
     row!(ProcnamePrefix, "procname-prefix", Text, "put this before every process title"),
     row!(ProcnamePrefixSpaced, "procname-prefix-spaced", Text, "put this and a space before every process title"),
     row!(ProcnameAppend, "procname-append", Text, "put this after every process title"),
+    row!(LogFormat, "log-format", Text, "write request lines in this uWSGI log format: %(addr) %(user) %(ltime) %(method) %(uri) %(proto) %(status) %(size) %(msecs) %(var.NAME) ...", aliases ["logformat"]),
+    row!(LogFormatStrftime, "logformat-strftime", Flag, "make %(ftime) use the strftime format given to log-date", aliases ["log-format-strftime"]),
+    row!(LogDate, "log-date", Text, "prefix log lines (not request lines) with the date, or with this strftime format (log-prefix is the same option in uWSGI 2.0)", aliases ["logdate", "log-prefix"], bare "true"),
+    row!(Log4xx, "log-4xx", Flag, "with disable-logging, still log requests answered 4xx"),
+    row!(Log5xx, "log-5xx", Flag, "with disable-logging, still log requests answered 5xx"),
+    row!(LogZero, "log-zero", Flag, "with disable-logging, still log responses without a body"),
+    row!(LogSlow, "log-slow", count(0, "milliseconds (0 = off)"), "with disable-logging, still log requests that took at least this many milliseconds", default "0"),
+    row!(LogBig, "log-big", count(0, "bytes (0 = off)"), "with disable-logging, still log responses of at least this many body bytes", default "0"),
+    row!(LogXForwardedFor, "log-x-forwarded-for", Flag, "log the X-Forwarded-For header as the client address when the request has one"),
+    row!(LogMicros, "log-micros", Flag, "give the response time in microseconds in the default request line"),
+    row!(MemoryReport, "memory-report", Flag, "measure the worker's memory after each request and start the default request line with it", short 'm'),
+    row!(Logger, "logger", Text, "where log lines go: file:PATH (like logto) or stdio (other log plugins are refused)", multi),
+    row!(ReqLogger, "req-logger", Text, "where request lines go: file:PATH or stdio", aliases ["logger-req"], multi),
+    row!(LogMaxsize, "log-maxsize", count(0, "bytes (0 = never)"), "rotate the logto file once it is larger than this many bytes (0 = never)", default "0"),
+    row!(LogBackupname, "log-backupname", Text, "name of the rotated log file (default: the logto path with .UNIXTIME appended)"),
+    row!(LogReopen, "log-reopen", Flag, "reopen the logto file when it has been moved (by logrotate) or on reload"),
+    row!(TouchLogreopen, "touch-logreopen", Text, "reopen the logto file when FILE is touched; headrace already reopens it as soon as it is moved (repeatable)", multi),
+    row!(LogEncoder, "log-encoder", Text, "add an encoder to the log chain: prefix TEXT, suffix TEXT, nl, format TEMPLATE or json TEMPLATE with ${msg} ${unix} ${micros} ${millis} ${strftime:FMT} (repeatable)", multi),
+    row!(LogReqEncoder, "log-req-encoder", Text, "add an encoder to the chain of request lines written to the req-logger (repeatable)", multi),
     ]
     // }
 }

@@ -427,7 +427,10 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
         listen,
         env,
         disable_logging: r.flag(Opt::DisableLogging),
-        logto: r.text(Opt::Logto).map(PathBuf::from),
+        logto: match r.text(Opt::Logto) {
+            Some(path) => Some(PathBuf::from(path)),
+            None => logger_file(r, Opt::Logger)?,
+        },
         pidfile: r.text(Opt::Pidfile).map(PathBuf::from),
         buffer_size,
         limit_post,
@@ -449,7 +452,97 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
             },
             append: r.text(Opt::ProcnameAppend).unwrap_or_default(),
         },
+        log: log_options(r)?,
     })
+}
+
+fn log_options(r: &Resolved<'_>) -> Result<crate::config::LogConfig, ConfigError> {
+    // uWSGI's uwsgi_opt_log_date: a boolean-looking value means the ctime date.
+    let date = r.text(Opt::LogDate).map(|v| {
+        let boolean = ["true", "1", "on", "yes"]
+            .iter()
+            .any(|b| v.eq_ignore_ascii_case(b));
+        (!boolean && !v.is_empty()).then_some(v)
+    });
+    Ok(crate::config::LogConfig {
+        format: r.text(Opt::LogFormat),
+        format_strftime: r.flag(Opt::LogFormatStrftime),
+        date,
+        log_4xx: r.flag(Opt::Log4xx),
+        log_5xx: r.flag(Opt::Log5xx),
+        log_zero: r.flag(Opt::LogZero),
+        slow_ms: r.count(Opt::LogSlow)?,
+        big: r.count(Opt::LogBig)?,
+        x_forwarded_for: r.flag(Opt::LogXForwardedFor),
+        micros: r.flag(Opt::LogMicros),
+        memory_report: r.flag(Opt::MemoryReport),
+        req_logger_file: logger_file(r, Opt::ReqLogger)?,
+        max_size: r.count(Opt::LogMaxsize)?,
+        backupname: r.text(Opt::LogBackupname).map(PathBuf::from),
+        reopen: r.flag(Opt::LogReopen),
+        touch_reopen: r
+            .all(Opt::TouchLogreopen)
+            .map(|e| PathBuf::from(&e.value))
+            .collect(),
+        encoders: encoders(r, Opt::LogEncoder)?,
+        encoder_specs: r.all(Opt::LogEncoder).map(|e| e.value.clone()).collect(),
+        req_encoders: encoders(r, Opt::LogReqEncoder)?,
+        req_encoder_specs: r.all(Opt::LogReqEncoder).map(|e| e.value.clone()).collect(),
+    })
+}
+
+fn encoders(r: &Resolved<'_>, opt: Opt) -> Result<Vec<crate::log::encoder::Encoder>, ConfigError> {
+    let mut out = Vec::new();
+    for e in r.all(opt) {
+        match crate::log::encoder::Encoder::parse(&e.value) {
+            Ok(Some(enc)) => out.push(enc),
+            Ok(None) => {}
+            Err(why) => {
+                return Err(invalid(
+                    OptSpec::of(opt),
+                    &e.value,
+                    &e.origin,
+                    &why.to_string(),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `--logger`/`--req-logger`: uWSGI's `[ID ]PLUGIN[:ARGS]`; headrace has the `file` and
+/// `stdio` loggers. The file, if any (several files are refused: lines go to one place).
+fn logger_file(r: &Resolved<'_>, opt: Opt) -> Result<Option<PathBuf>, ConfigError> {
+    let mut file = None;
+    for e in r.all(opt) {
+        let bad = |why: &str| invalid(OptSpec::of(opt), &e.value, &e.origin, why);
+        let spec = e.value.split_once(' ').map_or(e.value.as_str(), |(_, s)| s);
+        let (name, arg) = spec.split_once(':').unwrap_or((spec, ""));
+        match name {
+            "stdio" => {}
+            "file" => {
+                // The file logger also takes `path=PATH[,...]`.
+                let path = arg
+                    .strip_prefix("path=")
+                    .map_or(arg, |p| p.split(',').next().unwrap_or(""));
+                if path.is_empty() {
+                    return Err(bad("expected file:PATH"));
+                }
+                if file.is_some() {
+                    return Err(bad(
+                        "headrace writes its log to one file: give one file logger",
+                    ));
+                }
+                file = Some(PathBuf::from(path));
+            }
+            _ => {
+                return Err(bad(
+                    "expected file:PATH or stdio: other log plugins are not supported",
+                ))
+            }
+        }
+    }
+    Ok(file)
 }
 
 fn stats_options(r: &Resolved<'_>) -> Result<crate::config::StatsConfig, ConfigError> {

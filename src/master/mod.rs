@@ -181,6 +181,16 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
     if let Some(path) = &config.logto {
         redirect_output(path)?;
     }
+    crate::log::configure_from(config).map_err(|source| MasterError::File {
+        what: "--req-logger",
+        path: config
+            .log
+            .req_logger_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        source,
+    })?;
     let started = Instant::now();
     crate::log!(
         "*** Starting headrace {} on [{}] ***",

@@ -278,6 +278,18 @@ pub fn dup2(fd: RawFd, target: RawFd) -> io::Result<()> {
     cvt(unsafe { libc::dup2(fd, target) }).map(drop)
 }
 
+/// Take an exclusive `flock` on `fd`'s file, waiting for it; released when every descriptor
+/// of that open file is closed (log rotation: one process renames the full file).
+pub fn lock_exclusive(fd: RawFd) -> io::Result<()> {
+    loop {
+        // SAFETY: flock only reads the descriptor number; an invalid one gives EBADF.
+        match cvt(unsafe { libc::flock(fd, libc::LOCK_EX) }) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r.map(drop),
+        }
+    }
+}
+
 /// Write all of `buf` to a blocking descriptor (log lines, pidfiles), retrying on EINTR.
 pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {

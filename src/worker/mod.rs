@@ -200,14 +200,7 @@ pub fn run(
         threads,
         handoff,
         handoff_drained: AtomicBool::new(false),
-        settings: Settings {
-            limits: crate::http::Limits {
-                head: config.buffer_size,
-                body: config.limit_post,
-            },
-            timeout: config.socket_timeout,
-            log_requests: !config.disable_logging,
-        },
+        settings: Settings::for_worker(config, id),
     };
     scoreboard.slot(slot).ready.store(1, Ordering::Release);
     // Threads 1.. run in scoped threads; thread 0 is this one. The GIL is released while

@@ -43,8 +43,26 @@ pub struct Settings {
     pub limits: Limits,
     /// Read/write stall timeout.
     pub timeout: Duration,
-    /// Log one line per request.
+    /// Requests may be logged (every one, or those `--log-4xx` and the like select).
     pub log_requests: bool,
+    /// The worker's id, 1-based (`%(wid)`).
+    pub worker_id: usize,
+}
+
+impl Settings {
+    /// The settings of worker `id`.
+    #[must_use]
+    pub fn for_worker(config: &crate::config::Config, id: usize) -> Self {
+        Self {
+            limits: Limits {
+                head: config.buffer_size,
+                body: config.limit_post,
+            },
+            timeout: config.socket_timeout,
+            log_requests: crate::log::requests().any(),
+            worker_id: id,
+        }
+    }
 }
 
 /// Who serves: for the log line and the scoreboard.
@@ -203,6 +221,10 @@ struct Summary {
 /// Serve one request. Returns the buffer (holding any pipelined bytes) when the connection may
 /// carry another request, `None` when it must close.
 #[must_use]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one request from head to log line, in the order it happens"
+)]
 pub fn serve(
     py: Python<'_>,
     app: &App,
@@ -214,7 +236,7 @@ pub fn serve(
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let start_secs = i64::try_from(wall.as_secs()).unwrap_or(0);
+    let start_micros = u64::try_from(wall.as_micros()).unwrap_or(u64::MAX);
     let start_ms = u64::try_from(wall.as_millis()).unwrap_or(u64::MAX);
     let Exchange {
         fd,
@@ -276,6 +298,10 @@ pub fn serve(
         }
     };
 
+    // The variables the line needs are read before the app can change the environ.
+    let request_vars = log_fields
+        .as_ref()
+        .map(|_| RequestVars::read(&environ, crate::log::requests().needs_request_vars()));
     slot.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (summary, body) = call_app(py, app, &environ, body, response, peer, server);
     slot.busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -303,10 +329,12 @@ pub fn serve(
     if let Some(fields) = log_fields {
         log_request(
             server,
+            settings.worker_id,
             counts,
             &fields,
+            request_vars.as_ref(),
             &stats,
-            (start, start_secs),
+            (start, start_micros),
             &summary,
         );
     }
@@ -321,35 +349,133 @@ struct LogFields {
     remote: String,
 }
 
+/// The request variables a log format reads, copied from the environ before the app runs
+/// (uWSGI reads them from the request's own variables, which the app cannot change).
+#[derive(Default)]
+struct RequestVars {
+    user: String,
+    host: String,
+    user_agent: String,
+    referer: String,
+    forwarded_for: Option<String>,
+    content_length: u64,
+    vars: Vec<Option<String>>,
+}
+
+impl RequestVars {
+    /// REMOTE_USER (the default line shows it, as uWSGI's does behind nginx's auth), and the
+    /// rest only when `full`.
+    fn read(environ: &Bound<'_, PyDict>, full: bool) -> Self {
+        let get = |k: &str| -> Option<String> {
+            // CGI variables only: `wsgi.*` keys are not request variables in uWSGI.
+            if k.contains('.') {
+                return None;
+            }
+            environ
+                .get_item(k)
+                .ok()
+                .flatten()
+                .and_then(|v| v.extract::<String>().ok())
+        };
+        if !full {
+            return Self {
+                user: get("REMOTE_USER").unwrap_or_default(),
+                ..Self::default()
+            };
+        }
+        let names = crate::log::requests()
+            .format
+            .as_ref()
+            .map_or(&[][..], |f| f.request_vars.as_slice());
+        Self {
+            user: get("REMOTE_USER").unwrap_or_default(),
+            host: get("HTTP_HOST").unwrap_or_default(),
+            user_agent: get("HTTP_USER_AGENT").unwrap_or_default(),
+            referer: get("HTTP_REFERER").unwrap_or_default(),
+            forwarded_for: get("HTTP_X_FORWARDED_FOR"),
+            content_length: get("CONTENT_LENGTH")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0),
+            vars: names.iter().map(|n| get(n)).collect(),
+        }
+    }
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the pieces of one log line, gathered at different points of the request"
+)]
 fn log_request(
     server: &Server<'_>,
+    wid: usize,
     (mine, all): (u64, u64),
     r: &LogFields,
+    vars: Option<&RequestVars>,
     stats: &VarStats,
-    (start, start_secs): (Instant, i64),
+    (start, start_micros): (Instant, u64),
     s: &Summary,
 ) {
+    let logging = crate::log::requests();
+    let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    if !logging.wants(s.status, s.body_bytes, micros / 1000) {
+        return;
+    }
     let protocol = String::from_utf8_lossy(&r.protocol);
-    let line = crate::log::request_line(&crate::log::RequestLog {
+    let empty = RequestVars::default();
+    let v = vars.unwrap_or(&empty);
+    let remote_addr = match &v.forwarded_for {
+        Some(xff) if logging.x_forwarded_for => xff.as_str(),
+        _ => r.remote.as_str(),
+    };
+    let memory = if logging.needs_memory() {
+        own_memory()
+    } else {
+        (0, 0)
+    };
+    let line = logging.render(&crate::log::RequestLog {
         pid: server.pid,
+        wid,
         worker_requests: mine,
         total_requests: all,
-        remote_addr: &r.remote,
-        remote_user: "",
+        remote_addr,
+        remote_user: &v.user,
+        host: &v.host,
+        user_agent: &v.user_agent,
+        referer: &v.referer,
+        content_length: v.content_length,
+        request_vars: &v.vars,
         vars: stats.count,
         vars_bytes: stats.bytes,
-        start_secs,
+        start_micros,
         method: &r.method,
         uri: &r.uri,
         body_bytes: s.body_bytes,
-        msecs: start.elapsed().as_millis(),
+        micros,
         protocol: &protocol,
         status: s.status,
         headers: s.headers,
         head_bytes: s.head_bytes,
         core: server.core,
+        memory,
+        write_error: s.write_error,
+        read_error: s.read_error,
     });
-    crate::log::raw(line.as_bytes());
+    crate::log::request(&line);
+}
+
+/// This process's resident and virtual size in bytes, from /proc/self/statm (uWSGI's
+/// `get_memusage` reads the same figures from /proc/self/stat).
+fn own_memory() -> (u64, u64) {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return (0, 0);
+    };
+    let page = crate::sys::proc::page_size();
+    let mut fields = statm
+        .split_whitespace()
+        .map(|f| f.parse::<u64>().unwrap_or(0));
+    let vsz = fields.next().unwrap_or(0) * page;
+    let rss = fields.next().unwrap_or(0) * page;
+    (rss, vsz)
 }
 
 /// Call the app and write its response. Returns the summary and the body (to drain), or no
