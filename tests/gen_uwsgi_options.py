@@ -65,7 +65,6 @@ RULES: list[tuple[str, str, str]] = [
     ((r"py-auto-reload|py-autoreload|python-auto-reload|python-autoreload|"
      r"py-auto-reload-ignore"), "Accepted",
      "not implemented yet: reload with SIGHUP or touch-reload after a code change"),
-    (r"umask", "Accepted", "not implemented yet: the inherited umask stays"),
     (r"manage-script-name", "Accepted", "without mount every app is served at /"),
     ((r"max-fd|reuse-port|so-keepalive|tcp-nodelay|tcp-fast-open|tcp-fastopen|"
      r"tcp-fast-open-client|tcp-fastopen-client|freebind|no-defer-accept|"
@@ -135,7 +134,7 @@ RULES: list[tuple[str, str, str]] = [
      r"honour-range"), "Refused", NOT_YET + ": serve static files with nginx or the app"),
     ((r"route.*|final-route.*|error-route.*|response-route.*|router-list|routers-list|"
      r"error-page-.*"), "Refused", NOT_YET + ": internal routing changes responses"),
-    (r"add-header|del-header|rem-header|collect-header|pull-header|response-header-collect",
+    (r"del-header|rem-header|collect-header|pull-header|response-header-collect",
      "Refused", NOT_YET + ": response headers would differ"),
     (r"daemonize2?", "Refused", NOT_YET + ": run headrace in the foreground under a supervisor,"
      " with logto for the log"),

@@ -197,6 +197,10 @@ pub struct Config {
     pub stats: StatsConfig,
     /// Process titles (`--auto-procname`, `--procname*`).
     pub titles: Titles,
+    /// `--umask`: the process umask, set before the sockets are bound.
+    pub umask: Option<u32>,
+    /// `--add-header`: header lines (`Name: value`) added to every response.
+    pub add_headers: Vec<String>,
     /// Request log format and conditions, `--log-date`.
     pub log: LogConfig,
 }

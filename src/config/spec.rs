@@ -90,6 +90,8 @@ pub enum Opt {
     TouchLogreopen,
     LogEncoder,
     LogReqEncoder,
+    Umask,
+    AddHeader,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -197,7 +199,7 @@ use Ty::{Addr, Flag, KeyValue, Octal, Text};
 pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
-const fn options() -> [OptSpec; 79] {
+const fn options() -> [OptSpec; 81] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
@@ -279,6 +281,8 @@ const fn options() -> [OptSpec; 79] {
     row!(TouchLogreopen, "touch-logreopen", Text, "reopen the logto file when FILE is touched; headrace already reopens it as soon as it is moved (repeatable)", multi),
     row!(LogEncoder, "log-encoder", Text, "add an encoder to the log chain: prefix TEXT, suffix TEXT, nl, format TEMPLATE or json TEMPLATE with ${msg} ${unix} ${micros} ${millis} ${strftime:FMT} (repeatable)", multi),
     row!(LogReqEncoder, "log-req-encoder", Text, "add an encoder to the chain of request lines written to the req-logger (repeatable)", multi),
+    row!(Umask, "umask", Octal, "set the process umask (octal), before the sockets are bound"),
+    row!(AddHeader, "add-header", Text, "add this `Name: value` header to every response (repeatable)", multi),
     ]
     // }
 }

@@ -439,6 +439,8 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
         warnings: r.warnings.clone(),
         supervision,
         stats: stats_options(r)?,
+        umask: octal(r, Opt::Umask, 0o777, "expected an octal umask like 022")?,
+        add_headers: add_headers(r)?,
         titles: crate::config::Titles {
             auto: r.flag(Opt::AutoProcname),
             procname: r.text(Opt::Procname),
@@ -543,6 +545,43 @@ fn logger_file(r: &Resolved<'_>, opt: Opt) -> Result<Option<PathBuf>, ConfigErro
         }
     }
     Ok(file)
+}
+
+/// An octal option (`--umask 022`), at most `max`.
+fn octal(r: &Resolved<'_>, opt: Opt, max: u32, expect: &str) -> Result<Option<u32>, ConfigError> {
+    let Some((v, o)) = r.get(opt) else {
+        return Ok(None);
+    };
+    u32::from_str_radix(v.trim(), 8)
+        .ok()
+        .filter(|m| *m <= max)
+        .map(Some)
+        .ok_or_else(|| invalid(OptSpec::of(opt), &v, &o, expect))
+}
+
+/// `--add-header Name: value`: a header field name (RFC 9110 token) and a value without control
+/// characters, as the header line it becomes.
+fn add_headers(r: &Resolved<'_>) -> Result<Vec<String>, ConfigError> {
+    r.all(Opt::AddHeader)
+        .map(|e| {
+            let bad = || {
+                invalid(
+                    OptSpec::of(Opt::AddHeader),
+                    &e.value,
+                    &e.origin,
+                    "expected `Name: value` (a header name, a colon, a value without control characters)",
+                )
+            };
+            let (name, value) = e.value.split_once(':').ok_or_else(bad)?;
+            let name = name.trim();
+            let value = value.trim();
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if name.is_empty() || !name.chars().all(token) || value.chars().any(char::is_control) {
+                return Err(bad());
+            }
+            Ok(format!("{name}: {value}"))
+        })
+        .collect()
 }
 
 fn stats_options(r: &Resolved<'_>) -> Result<crate::config::StatsConfig, ConfigError> {

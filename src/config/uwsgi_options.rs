@@ -56,7 +56,7 @@ pub const REASONS: &[&str] = &[
 #[rustfmt::skip]
 pub const UWSGI_OPTIONS: &[UwsgiOpt] = &[
     u("abstract-socket", No, Some('a'), Refused(0)), u("add-cache-item", Required, None, Refused(1)), u("add-gid", Required, None, Refused(0)),
-    u("add-header", Required, None, Refused(2)), u("after-request-call", Required, None, Refused(3)), u("after-request-hook", Required, None, Refused(3)),
+    u("add-header", Required, None, Works), u("after-request-call", Required, None, Refused(3)), u("after-request-hook", Required, None, Refused(3)),
     u("alarm", Required, None, Accepted(4)), u("alarm-backlog", Required, None, Accepted(4)), u("alarm-cheap", Required, None, Accepted(4)),
     u("alarm-fd", Required, None, Accepted(4)), u("alarm-freq", Required, None, Accepted(4)), u("alarm-list", No, None, Accepted(4)),
     u("alarm-listen-queue", Required, None, Accepted(4)), u("alarm-log", Required, None, Accepted(4)), u("alarm-lq", Required, None, Accepted(4)),
@@ -335,7 +335,7 @@ pub const UWSGI_OPTIONS: &[UwsgiOpt] = &[
     u("touch-logrotate", Required, None, Accepted(35)), u("touch-mules-reload", Required, None, Refused(24)), u("touch-reload", Required, None, Works),
     u("touch-signal", Required, None, Refused(10)), u("touch-spoolers-reload", Required, None, Refused(34)), u("touch-workers-reload", Required, None, Works),
     u("udp", Required, None, Refused(0)), u("ugreen", Required, None, Refused(5)), u("ugreen-stacksize", Required, None, Refused(5)),
-    u("uid", Required, None, Works), u("umask", Required, None, Accepted(36)), u("umount-as-emperor", Required, None, Refused(11)),
+    u("uid", Required, None, Works), u("umask", Required, None, Works), u("umount-as-emperor", Required, None, Refused(11)),
     u("umount-as-root", Required, None, Refused(3)), u("umount-as-vassal", Required, None, Refused(11)), u("umount-asap", Required, None, Refused(3)),
     u("umount-in-jail", Required, None, Refused(12)), u("umount-post-jail", Required, None, Refused(12)), u("umount-pre-jail", Required, None, Refused(12)),
     u("undeferred-shared-socket", Required, None, Refused(0)), u("unenv", Required, None, Refused(0)), u("unique-cron", Required, None, Refused(19)),

@@ -211,6 +211,9 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
     }
     let notifier = systemd::Notifier::from_env();
     // Sockets first: systemd's LISTEN_FDS must be read before the environment is tidied up.
+    if let Some(mask) = config.umask {
+        proc::set_umask(mask);
+    }
     let listeners = bind::listeners(config)?;
     if listeners.is_empty() {
         // LISTEN_FDS was set, but for another process.

@@ -539,6 +539,12 @@ fn argv_area() -> Option<(usize, usize)> {
     (start != 0 && end > start).then_some((start, end))
 }
 
+/// `--umask`: set the file mode creation mask of this process (and its children).
+pub fn set_umask(mask: u32) {
+    // SAFETY: umask only changes this process's mask; it cannot fail.
+    unsafe { libc::umask(mask as libc::mode_t) };
+}
+
 /// Let `fd` survive exec (for handing listening sockets to the re-exec'd master).
 pub fn keep_on_exec(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl F_GETFD/F_SETFD on an open fd.

@@ -128,6 +128,7 @@ pub fn run(
     router_socket: Option<&str>,
 ) -> ! {
     let pid = crate::sys::proc::getpid();
+    crate::wsgi::response::set_added_headers(&config.add_headers);
     match config.titles.child(&format!("headrace worker {id}")) {
         Some(title) => crate::sys::proc::set_title(&title),
         None => crate::sys::proc::restore_title(),

@@ -313,6 +313,10 @@ impl ResponseState {
             date_header(&mut out);
             count += 1;
         }
+        if let Some((lines, n)) = ADDED_HEADERS.get() {
+            out.extend_from_slice(lines);
+            count += n;
+        }
         out.extend_from_slice(b"\r\n");
         self.headers_sent = true;
         self.head_bytes = out.len();
@@ -501,6 +505,22 @@ impl ResponseState {
         self.body_sent = body.len() as u64;
         self.write(py, &[&head, body])
     }
+}
+
+/// `--add-header` lines (each ending in CRLF) and their count, set once per worker.
+static ADDED_HEADERS: std::sync::OnceLock<(Vec<u8>, usize)> = std::sync::OnceLock::new();
+
+/// Add these `Name: value` lines to every response this process sends (`--add-header`).
+pub fn set_added_headers(lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    let mut bytes = Vec::new();
+    for l in lines {
+        bytes.extend_from_slice(l.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+    }
+    let _ = ADDED_HEADERS.set((bytes, lines.len()));
 }
 
 fn is_token(b: u8) -> bool {
