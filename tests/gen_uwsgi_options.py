@@ -136,8 +136,6 @@ RULES: list[tuple[str, str, str]] = [
      r"error-page-.*"), "Refused", NOT_YET + ": internal routing changes responses"),
     (r"del-header|rem-header|collect-header|pull-header|response-header-collect",
      "Refused", NOT_YET + ": response headers would differ"),
-    (r"daemonize2?", "Refused", NOT_YET + ": run headrace in the foreground under a supervisor,"
-     " with logto for the log"),
     (r"mount|mountpoint-check|mount-check|check-mount|check-mountpoint|worker-mount", "Refused",
      NOT_YET + ": one app per headrace, selected with module or wsgi-file"),
     (r"virtualenv|venv|home|pyhome", "Refused",

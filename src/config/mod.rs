@@ -197,6 +197,9 @@ pub struct Config {
     pub stats: StatsConfig,
     /// Process titles (`--auto-procname`, `--procname*`).
     pub titles: Titles,
+    /// `--daemonize FILE` (detach at startup) and `--daemonize2 FILE` (after the app is
+    /// loaded): the file all output is appended to.
+    pub daemonize: Option<(PathBuf, bool)>,
     /// `--umask`: the process umask, set before the sockets are bound.
     pub umask: Option<u32>,
     /// `--add-header`: header lines (`Name: value`) added to every response.

@@ -92,6 +92,8 @@ pub enum Opt {
     LogReqEncoder,
     Umask,
     AddHeader,
+    Daemonize,
+    Daemonize2,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -199,7 +201,7 @@ use Ty::{Addr, Flag, KeyValue, Octal, Text};
 pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
-const fn options() -> [OptSpec; 81] {
+const fn options() -> [OptSpec; 83] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
@@ -283,6 +285,8 @@ const fn options() -> [OptSpec; 81] {
     row!(LogReqEncoder, "log-req-encoder", Text, "add an encoder to the chain of request lines written to the req-logger (repeatable)", multi),
     row!(Umask, "umask", Octal, "set the process umask (octal), before the sockets are bound"),
     row!(AddHeader, "add-header", Text, "add this `Name: value` header to every response (repeatable)", multi),
+    row!(Daemonize, "daemonize", Text, "detach from the terminal at startup and append all output to FILE", short 'd'),
+    row!(Daemonize2, "daemonize2", Text, "as --daemonize, but after the app is loaded (startup errors still reach the terminal)"),
     ]
     // }
 }

@@ -439,6 +439,10 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
         warnings: r.warnings.clone(),
         supervision,
         stats: stats_options(r)?,
+        daemonize: r
+            .text(Opt::Daemonize)
+            .map(|p| (PathBuf::from(p), false))
+            .or_else(|| r.text(Opt::Daemonize2).map(|p| (PathBuf::from(p), true))),
         umask: octal(r, Opt::Umask, 0o777, "expected an octal umask like 022")?,
         add_headers: add_headers(r)?,
         titles: crate::config::Titles {

@@ -93,7 +93,7 @@ pub const UWSGI_OPTIONS: &[UwsgiOpt] = &[
     u("command-mode", No, None, Refused(0)), u("config", Required, None, Lang(18)), u("config-py", No, None, Refused(0)),
     u("connect-and-read", Required, None, Refused(0)), u("cpu-affinity", Required, None, Accepted(4)), u("cron", Required, None, Refused(19)),
     u("cron-harakiri", Required, None, Refused(19)), u("cron-legion", Required, None, Refused(20)), u("cron2", Required, None, Refused(19)),
-    u("daemonize", Required, Some('d'), Refused(21)), u("daemonize2", Required, None, Refused(21)), u("daemons-honour-stdin", No, None, Refused(6)),
+    u("daemonize", Required, Some('d'), Works), u("daemonize2", Required, None, Works), u("daemons-honour-stdin", No, None, Refused(6)),
     u("declare-option", Required, None, Lang(18)), u("declare-option2", Required, None, Lang(18)), u("del-header", Required, None, Refused(2)),
     u("die-on-idle", No, None, Refused(0)), u("die-on-term", No, None, Works), u("disable-logging", No, Some('L'), Works),
     u("disable-sendfile", No, None, Accepted(4)), u("disable-write-exception", No, None, Works), u("dlopen", Required, None, Refused(0)),

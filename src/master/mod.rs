@@ -178,6 +178,13 @@ fn unix_now_ms() -> u64 {
     reason = "the startup sequence, in the order it happens"
 )]
 fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
+    // A re-exec'd master (a reload) is already detached, and must keep its pid.
+    let reloaded = reload::is_reexec();
+    if let Some((path, false)) = &config.daemonize {
+        if !reloaded && daemonize(py, path)? {
+            return Ok(0);
+        }
+    }
     if let Some(path) = &config.logto {
         redirect_output(path)?;
     }
@@ -262,6 +269,11 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
     // Forking beside other threads is unsafe: an app that starts threads while it loads
     // cannot be preloaded (sys::proc::fork refuses; say so once and exit).
     proc::ensure_single_threaded()?;
+    if let Some((path, true)) = &config.daemonize {
+        if !reloaded && daemonize(py, path)? {
+            return Ok(0);
+        }
+    }
     // A reload keeps up to twice the workers alive at once. After a re-exec the previous
     // image's scoreboard is kept when it has room, so that its workers stay visible (harakiri,
     // status) and both images' routers see every worker.
@@ -359,6 +371,23 @@ fn nonce() -> u64 {
 
 fn mtime(p: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// `--daemonize FILE`: fork; the parent returns `true` and exits 0 at once, as uWSGI's does;
+/// the child (the master from now on) starts a new session, reads nothing from the terminal and
+/// appends all output to FILE. Called while the process has one thread.
+fn daemonize(py: Python<'_>, path: &std::path::Path) -> Result<bool, MasterError> {
+    crate::wsgi::load::flush_stdio(py);
+    match proc::fork()? {
+        ForkResult::Parent(_) => Ok(true),
+        ForkResult::Child => {
+            proc::setsid();
+            let null = std::fs::File::open("/dev/null")?;
+            crate::sys::fd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0)?;
+            redirect_output(path)?;
+            Ok(false)
+        }
+    }
 }
 
 /// `--logto`: both stdout and stderr of every process append to the file.

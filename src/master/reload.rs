@@ -18,6 +18,12 @@ const ENV_SCOREBOARD: &str = "HEADRACE_SCOREBOARD";
 /// Longest wait for new workers to report ready before the old ones are told to stop anyway.
 const READY_WAIT: Duration = Duration::from_secs(60);
 
+/// This image was started by a reload's re-exec (the hand-over variables are set).
+#[must_use]
+pub fn is_reexec() -> bool {
+    std::env::var_os(ENV_MODE).is_some()
+}
+
 /// A reload in progress.
 pub enum Reload {
     /// New workers for every id at once; the old ones stop when all new ones are ready.

@@ -545,6 +545,12 @@ pub fn set_umask(mask: u32) {
     unsafe { libc::umask(mask as libc::mode_t) };
 }
 
+/// Start a new session (`--daemonize`): no controlling terminal, no terminal signals.
+pub fn setsid() {
+    // SAFETY: plain syscall; failure (already a group leader) leaves the process as it was.
+    unsafe { libc::setsid() };
+}
+
 /// Let `fd` survive exec (for handing listening sockets to the re-exec'd master).
 pub fn keep_on_exec(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl F_GETFD/F_SETFD on an open fd.
