@@ -65,3 +65,25 @@ def test_bad_values_are_config_errors(args, option):
     r = run_headrace(["--http-socket", f"127.0.0.1:{free_port()}", "--wsgi-file", BASIC, *args])
     assert r.returncode == 2, r.stdout + r.stderr
     assert option in r.stdout + r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_chown_socket(headrace):
+    import grp
+    import pwd
+
+    d = tempfile.mkdtemp(prefix="hr-chown-")
+    sock = os.path.join(d, "s.sock")
+    port = free_port()
+    headrace("--http-socket", f"127.0.0.1:{port}", "--socket", sock, "--wsgi-file", BASIC,
+             "--chown-socket", "nobody:nogroup", port=port)
+    st = os.stat(sock)
+    assert (st.st_uid, st.st_gid) == (pwd.getpwnam("nobody").pw_uid,
+                                      grp.getgrnam("nogroup").gr_gid)
+
+
+def test_chown_socket_unknown_user_stops_startup(tmp_path):
+    r = run_headrace(["--socket", str(tmp_path / "s.sock"), "--wsgi-file", BASIC,
+                      "--chown-socket", "no-such-user-here"])
+    assert r.returncode != 0
+    assert "no such user" in r.stdout + r.stderr

@@ -200,6 +200,8 @@ pub struct Config {
     /// `--daemonize FILE` (detach at startup) and `--daemonize2 FILE` (after the app is
     /// loaded): the file all output is appended to.
     pub daemonize: Option<(PathBuf, bool)>,
+    /// `--chown-socket USER[:GROUP]`: owner of unix sockets.
+    pub chown_socket: Option<String>,
     /// `--umask`: the process umask, set before the sockets are bound.
     pub umask: Option<u32>,
     /// `--add-header`: header lines (`Name: value`) added to every response.

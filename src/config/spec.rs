@@ -94,6 +94,7 @@ pub enum Opt {
     AddHeader,
     Daemonize,
     Daemonize2,
+    ChownSocket,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -201,7 +202,7 @@ use Ty::{Addr, Flag, KeyValue, Octal, Text};
 pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
-const fn options() -> [OptSpec; 83] {
+const fn options() -> [OptSpec; 84] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
@@ -287,6 +288,7 @@ const fn options() -> [OptSpec; 83] {
     row!(AddHeader, "add-header", Text, "add this `Name: value` header to every response (repeatable)", multi),
     row!(Daemonize, "daemonize", Text, "detach from the terminal at startup and append all output to FILE", short 'd'),
     row!(Daemonize2, "daemonize2", Text, "as --daemonize, but after the app is loaded (startup errors still reach the terminal)"),
+    row!(ChownSocket, "chown-socket", Text, "owner of unix sockets: USER or USER:GROUP (names or numbers)"),
     ]
     // }
 }

@@ -86,7 +86,7 @@ pub const UWSGI_OPTIONS: &[UwsgiOpt] = &[
     u("cheaper-rss-limit-hard", Required, None, Accepted(14)), u("cheaper-rss-limit-soft", Required, None, Accepted(14)), u("cheaper-step", Required, None, Accepted(14)),
     u("check-cache", Optional, None, Refused(1)), u("check-interval", Required, None, Accepted(4)), u("check-mount", Required, None, Refused(15)),
     u("check-mountpoint", Required, None, Refused(15)), u("check-static", Required, None, Refused(16)), u("check-static-docroot", No, None, Refused(16)),
-    u("chmod", Optional, Some('C'), Works), u("chmod-socket", Optional, Some('C'), Works), u("chown-socket", Required, None, Refused(0)),
+    u("chmod", Optional, Some('C'), Works), u("chmod-socket", Optional, Some('C'), Works), u("chown-socket", Required, None, Works),
     u("chroot", Required, None, Refused(12)), u("chunked-input-limit", Required, None, Accepted(4)), u("chunked-input-timeout", Required, None, Accepted(4)),
     u("clock", Required, None, Accepted(4)), u("clock-list", No, None, Refused(0)), u("clocks-list", No, None, Refused(0)),
     u("close-on-exec", No, None, Accepted(17)), u("close-on-exec2", No, None, Accepted(17)), u("collect-header", Required, None, Refused(2)),

@@ -201,6 +201,9 @@ fn bind_one(addr: &ListenAddr, kind: SocketKind, config: &Config) -> std::io::Re
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
             }
+            if let Some(owner) = &config.chown_socket {
+                crate::sys::proc::chown(path, owner)?;
+            }
             Ok(Listener {
                 fd,
                 server_name: "localhost".to_owned(),

@@ -621,6 +621,17 @@ fn lookup_id(name: &str, group: bool) -> io::Result<u32> {
     })
 }
 
+/// `--chown-socket USER[:GROUP]`: give `path` to that owner (the group stays unless named).
+pub fn chown(path: &std::path::Path, spec: &str) -> io::Result<()> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let uid = lookup_id(user, false)?;
+    let gid = group.map(|g| lookup_id(g, true)).transpose()?;
+    std::os::unix::fs::chown(path, Some(uid), gid)
+}
+
 /// `--uid`/`--gid`: drop privileges (group first, supplementary groups cleared, then user).
 pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> io::Result<()> {
     if let Some(g) = gid {
