@@ -62,9 +62,6 @@ RULES: list[tuple[str, str, str]] = [
      r"master-stream|master-req-stream)|threaded-logger|logfile-chmod|logfile-chown"), "Accepted",
      "this log variant is not implemented: each process writes to stderr or the logto file"),
     (r"touch-logrotate", "Accepted", "rotate by size with log-maxsize instead"),
-    ((r"py-auto-reload|py-autoreload|python-auto-reload|python-autoreload|"
-     r"py-auto-reload-ignore"), "Accepted",
-     "not implemented yet: reload with SIGHUP or touch-reload after a code change"),
     (r"manage-script-name", "Accepted", "without mount every app is served at /"),
     ((r"max-fd|reuse-port|so-keepalive|tcp-nodelay|tcp-fast-open|tcp-fastopen|"
      r"tcp-fast-open-client|tcp-fastopen-client|freebind|no-defer-accept|"

@@ -200,6 +200,9 @@ pub struct Config {
     /// `--daemonize FILE` (detach at startup) and `--daemonize2 FILE` (after the app is
     /// loaded): the file all output is appended to.
     pub daemonize: Option<(PathBuf, bool)>,
+    /// `--py-autoreload N`: check imported modules' files every N seconds (0: off), except
+    /// the modules named by `--py-auto-reload-ignore`.
+    pub py_autoreload: (u64, Vec<String>),
     /// `--chown-socket USER[:GROUP]`: owner of unix sockets.
     pub chown_socket: Option<String>,
     /// `--umask`: the process umask, set before the sockets are bound.

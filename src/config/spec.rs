@@ -95,6 +95,8 @@ pub enum Opt {
     Daemonize,
     Daemonize2,
     ChownSocket,
+    PyAutoreload,
+    PyAutoreloadIgnore,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -202,7 +204,7 @@ use Ty::{Addr, Flag, KeyValue, Octal, Text};
 pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
-const fn options() -> [OptSpec; 84] {
+const fn options() -> [OptSpec; 86] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
@@ -289,6 +291,8 @@ const fn options() -> [OptSpec; 84] {
     row!(Daemonize, "daemonize", Text, "detach from the terminal at startup and append all output to FILE", short 'd'),
     row!(Daemonize2, "daemonize2", Text, "as --daemonize, but after the app is loaded (startup errors still reach the terminal)"),
     row!(ChownSocket, "chown-socket", Text, "owner of unix sockets: USER or USER:GROUP (names or numbers)"),
+    row!(PyAutoreload, "py-autoreload", SECS, "every N seconds, check the files of every imported module; a change reloads the workers (development)", aliases ["py-auto-reload", "python-autoreload", "python-auto-reload"], default "0"),
+    row!(PyAutoreloadIgnore, "py-auto-reload-ignore", Text, "a module name py-autoreload does not watch (repeatable)", multi),
     ]
     // }
 }

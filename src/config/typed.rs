@@ -444,6 +444,12 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
             .map(|p| (PathBuf::from(p), false))
             .or_else(|| r.text(Opt::Daemonize2).map(|p| (PathBuf::from(p), true))),
         chown_socket: r.text(Opt::ChownSocket),
+        py_autoreload: (
+            r.count(Opt::PyAutoreload)?,
+            r.all(Opt::PyAutoreloadIgnore)
+                .map(|e| e.value.clone())
+                .collect(),
+        ),
         umask: octal(r, Opt::Umask, 0o777, "expected an octal umask like 022")?,
         add_headers: add_headers(r)?,
         titles: crate::config::Titles {

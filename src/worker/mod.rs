@@ -155,6 +155,12 @@ pub fn run(
             }
         },
     };
+    let (autoreload, ignore) = &config.py_autoreload;
+    if *autoreload > 0 {
+        if let Err(e) = crate::wsgi::load::start_autoreload(py, *autoreload, ignore) {
+            crate::log!("headrace: worker {id} cannot start --py-autoreload: {e}");
+        }
+    }
     // The router's sockets are the router's; a worker serves the others and, when there is a
     // router, its own private socket for it.
     let private = bind_links(router_socket, config, id, pid);

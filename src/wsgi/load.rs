@@ -65,6 +65,17 @@ fn add_virtualenv(
     Ok(())
 }
 
+/// `--py-autoreload N`: start the module watcher (a daemon Python thread; off the request
+/// path) in this worker, once its app is loaded.
+pub fn start_autoreload(py: Python<'_>, interval: u64, ignore: &[String]) -> PyResult<()> {
+    let code = std::ffi::CString::new(include_str!("autoreload.py"))
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let module = PyModule::from_code(py, &code, c"headrace_autoreload.py", c"headrace_autoreload")?;
+    let master = crate::sys::proc::getppid();
+    module.call_method1("start", (interval, ignore.to_vec(), master))?;
+    Ok(())
+}
+
 /// Import the app and return its callable.
 pub fn load(py: Python<'_>, config: &Config) -> PyResult<Py<PyAny>> {
     let (module, callable, what) = match &config.app {
