@@ -203,6 +203,9 @@ pub struct Config {
     /// `--py-autoreload N`: check imported modules' files every N seconds (0: off), except
     /// the modules named by `--py-auto-reload-ignore`.
     pub py_autoreload: (u64, Vec<String>),
+    /// `route = REGEXP donotlog:` / `route-uri = ...`: requests not logged; `true` matches
+    /// REQUEST_URI, `false` PATH_INFO. (The regex compiled when the config was read.)
+    pub donotlog: Vec<(bool, String)>,
     /// `--chown-socket USER[:GROUP]`: owner of unix sockets.
     pub chown_socket: Option<String>,
     /// `--umask`: the process umask, set before the sockets are bound.

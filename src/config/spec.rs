@@ -97,6 +97,8 @@ pub enum Opt {
     ChownSocket,
     PyAutoreload,
     PyAutoreloadIgnore,
+    Route,
+    RouteUri,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -204,7 +206,7 @@ use Ty::{Addr, Flag, KeyValue, Octal, Text};
 pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
-const fn options() -> [OptSpec; 86] {
+const fn options() -> [OptSpec; 88] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
@@ -293,6 +295,8 @@ const fn options() -> [OptSpec; 86] {
     row!(ChownSocket, "chown-socket", Text, "owner of unix sockets: USER or USER:GROUP (names or numbers)"),
     row!(PyAutoreload, "py-autoreload", SECS, "every N seconds, check the files of every imported module; a change reloads the workers (development)", aliases ["py-auto-reload", "python-autoreload", "python-auto-reload"], default "0"),
     row!(PyAutoreloadIgnore, "py-auto-reload-ignore", Text, "a module name py-autoreload does not watch (repeatable)", multi),
+    row!(Route, "route", Text, "REGEXP ACTION on PATH_INFO; only the donotlog: action (no request line) is supported (repeatable)", multi),
+    row!(RouteUri, "route-uri", Text, "REGEXP ACTION on REQUEST_URI; only donotlog: is supported (repeatable)", multi),
     ]
     // }
 }

@@ -444,6 +444,7 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
             .map(|p| (PathBuf::from(p), false))
             .or_else(|| r.text(Opt::Daemonize2).map(|p| (PathBuf::from(p), true))),
         chown_socket: r.text(Opt::ChownSocket),
+        donotlog: routes(r)?,
         py_autoreload: (
             r.count(Opt::PyAutoreload)?,
             r.all(Opt::PyAutoreloadIgnore)
@@ -593,6 +594,31 @@ fn add_headers(r: &Resolved<'_>) -> Result<Vec<String>, ConfigError> {
             Ok(format!("{name}: {value}"))
         })
         .collect()
+}
+
+/// `route = REGEXP ACTION` (PATH_INFO) and `route-uri = REGEXP ACTION` (REQUEST_URI). Only
+/// `donotlog:` is supported: every other action changes responses, so it stops startup.
+fn routes(r: &Resolved<'_>) -> Result<Vec<(bool, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (opt, uri) in [(Opt::Route, false), (Opt::RouteUri, true)] {
+        for e in r.all(opt) {
+            let bad = |why: &str| invalid(OptSpec::of(opt), &e.value, &e.origin, why);
+            let line = e.value.trim();
+            let Some((regex, action)) = line.rsplit_once(char::is_whitespace) else {
+                return Err(bad("expected `REGEXP ACTION`"));
+            };
+            if action.trim() != "donotlog:" {
+                return Err(bad(&format!(
+                    "route action `{}` is not supported: headrace implements only `donotlog:` (other actions change responses; do them in the app or in nginx)",
+                    action.trim()
+                )));
+            }
+            let regex = regex.trim();
+            regex::Regex::new(regex).map_err(|e| bad(&format!("bad regular expression: {e}")))?;
+            out.push((uri, regex.to_owned()));
+        }
+    }
+    Ok(out)
 }
 
 fn stats_options(r: &Resolved<'_>) -> Result<crate::config::StatsConfig, ConfigError> {

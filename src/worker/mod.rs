@@ -129,6 +129,7 @@ pub fn run(
 ) -> ! {
     let pid = crate::sys::proc::getpid();
     crate::wsgi::response::set_added_headers(&config.add_headers);
+    crate::wsgi::set_donotlog(&config.donotlog);
     match config.titles.child(&format!("headrace worker {id}")) {
         Some(title) => crate::sys::proc::set_title(&title),
         None => crate::sys::proc::restore_title(),

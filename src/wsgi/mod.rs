@@ -250,7 +250,7 @@ pub fn serve(
     let method = &buf.filled()[shape.method.clone()];
     let uri = &buf.filled()[shape.uri.clone()];
     core.begin(start_ms, method, uri);
-    let log_fields = settings.log_requests.then(|| LogFields {
+    let log_fields = (settings.log_requests && !not_logged(uri)).then(|| LogFields {
         method: method.to_vec(),
         uri: uri.to_vec(),
         protocol: match &head {
@@ -824,4 +824,33 @@ fn close_result(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
         Ok(close) => close.call0().map(drop),
         Err(_) => Ok(()),
     }
+}
+
+/// `route = REGEXP donotlog:` / `route-uri = ...`, compiled once per worker: (matches
+/// REQUEST_URI rather than PATH_INFO, pattern).
+static DONOTLOG: std::sync::OnceLock<Vec<(bool, regex::Regex)>> = std::sync::OnceLock::new();
+
+/// Set the `donotlog:` routes of this worker (patterns were checked when the config was read).
+pub fn set_donotlog(routes: &[(bool, String)]) {
+    let compiled = routes
+        .iter()
+        .filter_map(|(uri, re)| regex::Regex::new(re).ok().map(|r| (*uri, r)))
+        .collect::<Vec<_>>();
+    if !compiled.is_empty() {
+        let _ = DONOTLOG.set(compiled);
+    }
+}
+
+/// A `donotlog:` route matches this request (`uri` as sent): it gets no request line.
+fn not_logged(uri: &[u8]) -> bool {
+    let Some(routes) = DONOTLOG.get() else {
+        return false;
+    };
+    let (path, _) = crate::http::target::split_target(uri);
+    let path = crate::http::target::percent_decode(path);
+    let path = String::from_utf8_lossy(&path);
+    let uri = String::from_utf8_lossy(uri);
+    routes
+        .iter()
+        .any(|(whole, re)| re.is_match(if *whole { &uri } else { &path }))
 }
