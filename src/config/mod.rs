@@ -155,8 +155,12 @@ pub struct Config {
     pub chmod_socket: Option<u32>,
     /// The `--http` router's settings.
     pub router: RouterConfig,
-    /// The app.
-    pub app: AppSource,
+    /// The main app (mountpoint ''), if one is given (`--mount` alone is enough).
+    pub app: Option<AppSource>,
+    /// `--mount /PATH=APP`: more apps, by mountpoint.
+    pub mounts: Vec<(String, AppSource)>,
+    /// `--manage-script-name`: choose the mounted app by PATH_INFO.
+    pub manage_script_name: bool,
     /// The callable's name in the app module.
     pub callable: String,
     /// Directory to change to before loading.
@@ -586,7 +590,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(c.app, AppSource::Module("pkg.mod:app".into()));
+        assert_eq!(c.app, Some(AppSource::Module("pkg.mod:app".into())));
         assert_eq!(c.processes, 2);
         assert!(c.disable_logging && c.lazy_apps);
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);

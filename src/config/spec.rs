@@ -99,6 +99,8 @@ pub enum Opt {
     PyAutoreloadIgnore,
     Route,
     RouteUri,
+    Mount,
+    ManageScriptName,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -206,7 +208,7 @@ use Ty::{Addr, Flag, KeyValue, Octal, Text};
 pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
-const fn options() -> [OptSpec; 88] {
+const fn options() -> [OptSpec; 90] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
@@ -297,6 +299,8 @@ const fn options() -> [OptSpec; 88] {
     row!(PyAutoreloadIgnore, "py-auto-reload-ignore", Text, "a module name py-autoreload does not watch (repeatable)", multi),
     row!(Route, "route", Text, "REGEXP ACTION on PATH_INFO; only the donotlog: action (no request line) is supported (repeatable)", multi),
     row!(RouteUri, "route-uri", Text, "REGEXP ACTION on REQUEST_URI; only donotlog: is supported (repeatable)", multi),
+    row!(Mount, "mount", Text, "serve another app at a mountpoint: /PATH=FILE.py or /PATH=MODULE[:CALLABLE] (repeatable)", multi),
+    row!(ManageScriptName, "manage-script-name", Flag, "choose the mounted app by the longest mountpoint that starts PATH_INFO, and move it to SCRIPT_NAME"),
     ]
     // }
 }

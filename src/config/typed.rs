@@ -399,19 +399,21 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
     let app = match (r.text(Opt::WsgiFile), r.text(Opt::Module)) {
         (Some(f), Some(m)) => {
             if r.position(Opt::WsgiFile) >= r.position(Opt::Module) {
-                AppSource::File(PathBuf::from(f))
+                Some(AppSource::File(PathBuf::from(f)))
             } else {
-                AppSource::Module(m)
+                Some(AppSource::Module(m))
             }
         }
-        (Some(f), None) => AppSource::File(PathBuf::from(f)),
-        (None, Some(m)) => AppSource::Module(m),
-        (None, None) => {
-            return Err(ConfigError::Missing(
-                "no app to serve: give --wsgi-file FILE or --module MODULE[:CALLABLE]",
-            ))
-        }
+        (Some(f), None) => Some(AppSource::File(PathBuf::from(f))),
+        (None, Some(m)) => Some(AppSource::Module(m)),
+        (None, None) => None,
     };
+    let mounts = mounts(r)?;
+    if app.is_none() && mounts.is_empty() {
+        return Err(ConfigError::Missing(
+            "no app to serve: give --wsgi-file FILE, --module MODULE[:CALLABLE] or --mount /PATH=APP",
+        ));
+    }
     Ok(Config {
         sockets,
         chmod_socket,
@@ -444,6 +446,8 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
             .map(|p| (PathBuf::from(p), false))
             .or_else(|| r.text(Opt::Daemonize2).map(|p| (PathBuf::from(p), true))),
         chown_socket: r.text(Opt::ChownSocket),
+        mounts,
+        manage_script_name: r.flag(Opt::ManageScriptName),
         donotlog: routes(r)?,
         py_autoreload: (
             r.count(Opt::PyAutoreload)?,
@@ -592,6 +596,34 @@ fn add_headers(r: &Resolved<'_>) -> Result<Vec<String>, ConfigError> {
                 return Err(bad());
             }
             Ok(format!("{name}: {value}"))
+        })
+        .collect()
+}
+
+/// `--mount /PATH=APP`: a file when APP names a Python file (`.py`, `.wsgi`, or a path with
+/// `/`), else a `MODULE[:CALLABLE]`, as uWSGI's python plugin decides.
+fn mounts(r: &Resolved<'_>) -> Result<Vec<(String, AppSource)>, ConfigError> {
+    r.all(Opt::Mount)
+        .map(|e| {
+            let Some((point, target)) = e.value.split_once('=') else {
+                return Err(invalid(
+                    OptSpec::of(Opt::Mount),
+                    &e.value,
+                    &e.origin,
+                    "expected /MOUNTPOINT=APP (a Python file or MODULE[:CALLABLE])",
+                ));
+            };
+            let point = point.trim().trim_end_matches('/').to_owned();
+            let target = target.trim();
+            let ext = std::path::Path::new(target).extension();
+            let file_ext =
+                ext.is_some_and(|e| e.eq_ignore_ascii_case("py") || e.eq_ignore_ascii_case("wsgi"));
+            let src = if file_ext || target.contains('/') {
+                AppSource::File(PathBuf::from(target))
+            } else {
+                AppSource::Module(target.to_owned())
+            };
+            Ok((point, src))
         })
         .collect()
 }

@@ -78,7 +78,39 @@ pub fn start_autoreload(py: Python<'_>, interval: u64, ignore: &[String]) -> PyR
 
 /// Import the app and return its callable.
 pub fn load(py: Python<'_>, config: &Config) -> PyResult<Py<PyAny>> {
-    let (module, callable, what) = match &config.app {
+    let main = config
+        .app
+        .as_ref()
+        .map(|a| load_source(py, a, &config.callable))
+        .transpose()?;
+    if config.mounts.is_empty() {
+        return main.ok_or_else(|| PyTypeError::new_err("no app to serve"));
+    }
+    // Several apps by mountpoint: one dispatching callable, built once.
+    let apps = pyo3::types::PyList::empty(py);
+    if let Some(m) = main {
+        apps.append(("", m))?;
+    }
+    for (i, (point, src)) in config.mounts.iter().enumerate() {
+        let app = load_source(py, src, &config.callable)?;
+        crate::log!(
+            "WSGI app {} (mountpoint='{point}') ready (pid: {})",
+            i + 1,
+            crate::sys::proc::getpid()
+        );
+        apps.append((point, app))?;
+    }
+    let code = std::ffi::CString::new(include_str!("mount.py"))
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let module = PyModule::from_code(py, &code, c"headrace_mount.py", c"headrace_mount")?;
+    Ok(module
+        .call_method1("make", (apps, config.manage_script_name))?
+        .unbind())
+}
+
+/// Import one app (a file or `MODULE[:CALLABLE]`) and return its callable.
+fn load_source(py: Python<'_>, source: &AppSource, default_callable: &str) -> PyResult<Py<PyAny>> {
+    let (module, callable, what) = match source {
         AppSource::File(file) => {
             let abs = std::path::absolute(file).unwrap_or_else(|_| file.clone());
             let name: String = format!("uwsgi_file_{}", abs.display())
@@ -102,12 +134,16 @@ pub fn load(py: Python<'_>, config: &Config) -> PyResult<Py<PyAny>> {
                 .set_item(&name, &module)?;
             spec.getattr("loader")?
                 .call_method1("exec_module", (&module,))?;
-            (module, config.callable.clone(), file.display().to_string())
+            (
+                module,
+                default_callable.to_owned(),
+                file.display().to_string(),
+            )
         }
         AppSource::Module(spec) => {
             let (m, c) = spec
                 .split_once(':')
-                .map_or((spec.as_str(), config.callable.as_str()), |(m, c)| (m, c));
+                .map_or((spec.as_str(), default_callable), |(m, c)| (m, c));
             let module = py
                 .import("importlib")?
                 .call_method1("import_module", (m,))?;
