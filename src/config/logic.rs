@@ -72,7 +72,8 @@ pub fn has_plugin(name: &str) -> bool {
     let py = name
         .strip_prefix("python")
         .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'));
-    py || matches!(name, "http" | "corerouter" | "pyuwsgi")
+    // `logfile`: file loggers are built in (`--logger file:PATH`).
+    py || matches!(name, "http" | "corerouter" | "pyuwsgi" | "logfile")
 }
 
 /// Upper bound of `for-times`, so a typo cannot make millions of options.
