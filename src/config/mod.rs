@@ -195,6 +195,8 @@ pub struct Config {
     pub supervision: Supervision,
     /// The stats server and the metrics listener.
     pub stats: StatsConfig,
+    /// `static-map`, `check-static` and friends.
+    pub static_files: crate::static_files::StaticConfig,
 }
 
 /// `--stats`, `--stats-http`, `--stats-minified`, `--metrics`.

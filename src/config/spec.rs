@@ -65,6 +65,12 @@ pub enum Opt {
     StatsHttp,
     StatsMinified,
     Metrics,
+    StaticMap,
+    StaticMap2,
+    CheckStatic,
+    StaticIndex,
+    StaticGzipAll,
+    StaticExpiresType,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -172,7 +178,7 @@ use Ty::{Addr, Flag, KeyValue, Octal, Text};
 pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
-const fn options() -> [OptSpec; 54] {
+const fn options() -> [OptSpec; 60] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
@@ -229,6 +235,12 @@ const fn options() -> [OptSpec; 54] {
     row!(StatsHttp, "stats-http", Flag, "serve the stats over HTTP: JSON, and Prometheus text at /metrics"),
     row!(StatsMinified, "stats-minified", Flag, "write the stats JSON without whitespace", aliases ["stats-min"]),
     row!(Metrics, "metrics", Addr, "serve Prometheus metrics over HTTP on ADDR (host:port, a unix path or @abstract)"),
+    row!(StaticMap, "static-map", Text, "serve files under DIR for paths under MOUNTPOINT, given as MOUNTPOINT=DIR (repeatable)", multi),
+    row!(StaticMap2, "static-map2", Text, "like static-map, but the whole path is appended to DIR (repeatable)", multi),
+    row!(CheckStatic, "check-static", Text, "serve a file under DIR named by the request path, if there is one (repeatable)", multi),
+    row!(StaticIndex, "static-index", Text, "file name served for a static path naming a directory (repeatable)", multi),
+    row!(StaticGzipAll, "static-gzip-all", Flag, "serve FILE.gz for a static FILE when the client accepts gzip"),
+    row!(StaticExpiresType, "static-expires-type", Text, "add Expires for static files of a Content-Type, given as TYPE=SECONDS (repeatable)", multi),
     ]
     // }
 }

@@ -436,6 +436,40 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
         warnings: r.warnings.clone(),
         supervision,
         stats: stats_options(r)?,
+        static_files: static_options(r)?,
+    })
+}
+
+fn static_options(r: &Resolved<'_>) -> Result<crate::static_files::StaticConfig, ConfigError> {
+    use crate::static_files::{StaticConfig, StaticMap};
+    let bad = |opt: Opt, e: &Entry, why: &dyn std::fmt::Display| {
+        invalid(OptSpec::of(opt), &e.value, &e.origin, &why.to_string())
+    };
+    let mut maps = Vec::new();
+    for (opt, whole) in [(Opt::StaticMap, false), (Opt::StaticMap2, true)] {
+        for e in r.all(opt) {
+            maps.push(StaticMap::parse(&e.value, whole).map_err(|why| bad(opt, e, &why))?);
+        }
+    }
+    maps.extend(
+        r.all(Opt::CheckStatic)
+            .map(|e| StaticMap::docroot(e.value.trim())),
+    );
+    let mut expires_type = Vec::new();
+    for e in r.all(Opt::StaticExpiresType) {
+        expires_type.push(
+            StaticConfig::parse_expires(&e.value)
+                .map_err(|why| bad(Opt::StaticExpiresType, e, &why))?,
+        );
+    }
+    Ok(StaticConfig {
+        maps,
+        index: r
+            .all(Opt::StaticIndex)
+            .map(|e| e.value.trim().to_owned())
+            .collect(),
+        gzip_all: r.flag(Opt::StaticGzipAll),
+        expires_type,
     })
 }
 
