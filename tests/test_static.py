@@ -7,13 +7,16 @@ HEAD, Range (206/416), ETag/Last-Modified with 304, never a file outside the map
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import struct
 
 import pytest
 from support import app, build_request, free_port
 
 FRONTS = ["http-socket", "http"]
 CSS = b"body { color: red }\n" * 50
+BIG = hashlib.sha256(b"seed").digest() * (6 * 1024 * 1024 // 32 + 7)
 SECRET = b"top secret, outside the mapped directory\n"
 
 
@@ -32,6 +35,7 @@ def tree(tmp_path_factory):
     (static / "data.unknownext").write_bytes(b"?")
     (static / "docs" / "index.html").write_bytes(b"<h1>docs</h1>")
     (static / "space name.txt").write_bytes(b"spaced")
+    (static / "big.bin").write_bytes(BIG)
     (root / "secret").write_bytes(SECRET)
     os.symlink(root / "secret", static / "escape")
     os.symlink(static / "css" / "site.css", static / "inside-link.css")
@@ -252,3 +256,62 @@ def test_malformed_static_map_exits_2(tmp_path):
                       "--wsgi-file", app("static_app.py"), "--static-map", "/static"])
     assert p.returncode == 2
     assert 'invalid static-map "/static"' in p.stderr + p.stdout
+
+
+def test_big_file_whole_and_ranged(srv):
+    """Several MB: the socket fills, so sendfile (workers) and the chunked reads (router) wait
+    for the client and carry on."""
+    with srv.connect(timeout=30) as c:
+        c.send(build_request("GET", "/static/big.bin"))
+        r = c.read_response()
+        assert (r.status, r.header("Content-Length")) == (200, str(len(BIG)))
+        assert r.body == BIG
+        start = len(BIG) // 3
+        c.send(build_request("GET", "/static/big.bin", headers=[("Range", f"bytes={start}-")]))
+        r = c.read_response()
+        assert r.status == 206
+        assert r.body == BIG[start:]
+
+
+# --- --socket (the uwsgi protocol, as nginx's uwsgi_pass speaks it) ------------------------
+
+
+def uwsgi_packet(pairs) -> bytes:
+    data = b"".join(struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
+                    for k, v in pairs)
+    return struct.pack("<BHB", 0, len(data), 0) + data
+
+
+def uwsgi_get(port, uri: bytes, extra=()):
+    import socket
+
+    from support import Conn
+
+    path = uri.partition(b"?")[0]
+    pairs = [(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", uri), (b"PATH_INFO", path),
+             (b"QUERY_STRING", b""), (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+             (b"SERVER_NAME", b"localhost"), (b"SERVER_PORT", b"80"),
+             (b"REMOTE_ADDR", b"127.0.0.1"), (b"REMOTE_PORT", b"40000"), *extra]
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with Conn(s) as c:
+        c.send(uwsgi_packet(pairs))
+        r = c.read_response()
+        assert c.closed_by_peer(), "a uwsgi-protocol connection carries one request"
+        return r
+
+
+def test_uwsgi_socket_front(headrace, tree):
+    port = free_port()
+    headrace("--socket", f"127.0.0.1:{port}", "--wsgi-file", app("static_app.py"),
+             "--static-map", f"/static={tree / 'static'}", bind=False, port=port, probe=None)
+    r = uwsgi_get(port, b"/static/css/site.css")
+    assert (r.status, r.body, r.header("Content-Type")) == (200, CSS, "text/css")
+    r = uwsgi_get(port, b"/static/css/site.css", [(b"HTTP_RANGE", b"bytes=0-3")])
+    assert (r.status, r.body, r.header("Content-Range")) == (206, CSS[:4],
+                                                              f"bytes 0-3/{len(CSS)}")
+    tag = r.header("ETag")
+    r = uwsgi_get(port, b"/static/css/site.css", [(b"HTTP_IF_NONE_MATCH", tag.encode())])
+    assert r.status == 304
+    for uri in (b"/static/%2e%2e/secret", b"/static/escape", b"/static/missing"):
+        r = uwsgi_get(port, uri)
+        assert r.status == 404 and r.body.startswith(b"app 404 "), (uri, r.body)

@@ -90,7 +90,12 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             if !keep {
                 return;
             }
-            deadline = Instant::now() + cfg.keepalive_timeout;
+            deadline = Instant::now()
+                + if buf.is_empty() {
+                    cfg.keepalive_timeout
+                } else {
+                    cfg.socket_timeout
+                };
             continue;
         }
         let mut packet = Vec::with_capacity(head.len + 256);

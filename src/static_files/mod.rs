@@ -150,6 +150,9 @@ impl<'a> Request<'a> {
             b"HTTP_IF_MODIFIED_SINCE" => self.if_modified_since = Some(value),
             b"HTTP_ACCEPT_ENCODING" => self.accept_encoding = Some(value),
             b"REQUEST_URI" => self.path = crate::http::target::split_target(value).0,
+            // Only when the sender gave no REQUEST_URI (it is decoded already: a second
+            // decoding is harmless, since the path is normalized after it).
+            b"PATH_INFO" if self.path.is_empty() => self.path = value,
             _ => {}
         }
     }
