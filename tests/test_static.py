@@ -6,10 +6,12 @@ HEAD, Range (206/416), ETag/Last-Modified with 304, never a file outside the map
 
 from __future__ import annotations
 
+import email.utils
 import gzip
 import hashlib
 import os
 import struct
+import time
 
 import pytest
 from support import app, build_request, free_port
@@ -74,9 +76,10 @@ def test_file_is_served_with_its_type(srv):
     assert r.header("Accept-Ranges") == "bytes"
     assert r.header("Last-Modified")
     assert r.header("ETag").startswith('"')
-    # static-expires-type text/css=3600
-    assert r.header("Cache-Control") == "max-age=3600"
-    assert r.header("Expires")
+    # static-expires-type text/css=3600: Expires only, as uWSGI.
+    expires = email.utils.parsedate_to_datetime(r.header("Expires")).timestamp()
+    assert abs(expires - (time.time() + 3600)) < 30
+    assert r.header("Cache-Control") is None
 
 
 @pytest.mark.parametrize("path,ctype,body", [
@@ -89,7 +92,7 @@ def test_file_is_served_with_its_type(srv):
 def test_types_and_names(srv, path, ctype, body):
     r = get(srv, path)
     assert (r.status, r.header("Content-Type"), r.body) == (200, ctype, body)
-    assert r.header("Cache-Control") == ("max-age=3600" if ctype == "text/css" else None)
+    assert (r.header("Expires") is not None) == (ctype == "text/css")
 
 
 def test_head_has_headers_and_no_body(srv):
@@ -315,3 +318,63 @@ def test_uwsgi_socket_front(headrace, tree):
     for uri in (b"/static/%2e%2e/secret", b"/static/escape", b"/static/missing"):
         r = uwsgi_get(port, uri)
         assert r.status == 404 and r.body.startswith(b"app 404 "), (uri, r.body)
+
+
+# --- the other static options: static-expires*, static-gzip-ext, static-skip-ext, static-safe -
+
+
+@pytest.fixture(scope="module", params=FRONTS)
+def srv2(request, headrace_module, tree):
+    return start(headrace_module, request.param,
+                 "--static-check", str(tree / "static"),
+                 "--static-expires", r"\.PNG$ 100",
+                 "--static-expires-uri-mtime", "^/app 200",
+                 "--static-gzip-ext", ".js",
+                 "--static-skip-ext", ".unknownext",
+                 "--static-safe", str(tree / "v2"))
+
+
+def test_static_expires_by_file_name(srv2):
+    r = get(srv2, "/pic.PNG")
+    assert r.status == 200
+    expires = email.utils.parsedate_to_datetime(r.header("Expires")).timestamp()
+    assert abs(expires - (time.time() + 100)) < 30
+
+
+def test_static_expires_uri_mtime_counts_from_the_file(srv2):
+    r = get(srv2, "/app.js")
+    modified = email.utils.parsedate_to_datetime(r.header("Last-Modified")).timestamp()
+    expires = email.utils.parsedate_to_datetime(r.header("Expires")).timestamp()
+    assert expires == modified + 200
+    assert get(srv2, "/css/site.css").header("Expires") is None
+
+
+def test_static_gzip_ext(srv2):
+    r = get(srv2, "/app.js", [("Accept-Encoding", "gzip")])
+    assert r.header("Content-Encoding") == "gzip"
+    assert gzip.decompress(r.body) == b"console.log(1)\n"
+
+
+def test_static_skip_ext_goes_to_the_app(srv2):
+    r = get(srv2, "/data.unknownext")
+    assert (r.status, r.body) == (404, b"app 404 /data.unknownext")
+
+
+def test_static_safe_allows_a_symlink_into_it(srv2, tree):
+    link = tree / "static" / "to-v2.txt"
+    if not link.exists():
+        os.symlink(tree / "v2" / "assets" / "two.txt", link)
+    r = get(srv2, "/to-v2.txt")
+    assert (r.status, r.body) == (200, b"map2 file")
+    # The other symlink out is still refused.
+    r = get(srv2, "/escape")
+    assert (r.status, r.body) == (404, b"app 404 /escape")
+
+
+def test_bad_static_expires_regexp_exits_2():
+    from support import run_headrace
+
+    p = run_headrace(["--http-socket", f"127.0.0.1:{free_port()}",
+                      "--wsgi-file", app("static_app.py"), "--static-expires", "(oops 60"])
+    assert p.returncode == 2
+    assert 'invalid static-expires "(oops 60"' in p.stderr + p.stdout

@@ -441,7 +441,8 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
 }
 
 fn static_options(r: &Resolved<'_>) -> Result<crate::static_files::StaticConfig, ConfigError> {
-    use crate::static_files::{StaticConfig, StaticMap};
+    use crate::static_files::rules::On;
+    use crate::static_files::{Expires, Gzip, StaticConfig, StaticMap};
     let bad = |opt: Opt, e: &Entry, why: &dyn std::fmt::Display| {
         invalid(OptSpec::of(opt), &e.value, &e.origin, &why.to_string())
     };
@@ -455,21 +456,41 @@ fn static_options(r: &Resolved<'_>) -> Result<crate::static_files::StaticConfig,
         r.all(Opt::CheckStatic)
             .map(|e| StaticMap::docroot(e.value.trim())),
     );
-    let mut expires_type = Vec::new();
-    for e in r.all(Opt::StaticExpiresType) {
-        expires_type.push(
-            StaticConfig::parse_expires(&e.value)
-                .map_err(|why| bad(Opt::StaticExpiresType, e, &why))?,
-        );
+    let mut expires = Vec::new();
+    for (opt, on, mtime) in [
+        (Opt::StaticExpiresType, On::Type, false),
+        (Opt::StaticExpiresTypeMtime, On::Type, true),
+        (Opt::StaticExpires, On::File, false),
+        (Opt::StaticExpiresMtime, On::File, true),
+        (Opt::StaticExpiresUri, On::Uri, false),
+        (Opt::StaticExpiresUriMtime, On::Uri, true),
+        (Opt::StaticExpiresPathInfo, On::PathInfo, false),
+        (Opt::StaticExpiresPathInfoMtime, On::PathInfo, true),
+    ] {
+        for e in r.all(opt) {
+            expires.push(Expires::parse(on, mtime, &e.value).map_err(|why| bad(opt, e, &why))?);
+        }
     }
+    let mut regexes = Vec::new();
+    for e in r.all(Opt::StaticGzip) {
+        regexes.push(Gzip::regex(&e.value).map_err(|why| bad(Opt::StaticGzip, e, &why))?);
+    }
+    let texts = |opt| r.all(opt).map(|e| e.value.trim().to_owned()).collect();
     Ok(StaticConfig {
         maps,
-        index: r
-            .all(Opt::StaticIndex)
-            .map(|e| e.value.trim().to_owned())
+        index: texts(Opt::StaticIndex),
+        gzip: Gzip {
+            all: r.flag(Opt::StaticGzipAll),
+            prefixes: texts(Opt::StaticGzipDir),
+            suffixes: texts(Opt::StaticGzipExt),
+            regexes,
+        },
+        expires,
+        safe: r
+            .all(Opt::StaticSafe)
+            .map(|e| PathBuf::from(e.value.trim()))
             .collect(),
-        gzip_all: r.flag(Opt::StaticGzipAll),
-        expires_type,
+        skip_ext: texts(Opt::StaticSkipExt),
     })
 }
 

@@ -27,9 +27,11 @@ fn shared(cfg: &StaticConfig) -> Arc<StaticConfig> {
 }
 
 fn request<'a>(buf: &'a [u8], head: &RequestHead) -> Request<'a> {
+    let uri = &buf[head.target.clone()];
     let mut r = Request {
         method: &buf[head.method.clone()],
-        path: crate::http::target::split_target(&buf[head.target.clone()]).0,
+        path: crate::http::target::split_target(uri).0,
+        uri,
         ..Request::default()
     };
     for (k, v) in &head.headers {

@@ -7,9 +7,11 @@
 
 mod mime;
 mod reply;
+pub mod rules;
 pub mod send;
 
 pub use reply::{reply, Reply};
+pub use rules::{Expires, Gzip};
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -23,9 +25,12 @@ pub enum StaticError {
     /// `static-map` and friends need `MOUNTPOINT=DIR`.
     #[error("expected MOUNTPOINT=DIR, like /static=/srv/app/static")]
     Map,
-    /// `static-expires-type` needs `TYPE=SECONDS`.
-    #[error("expected CONTENT-TYPE=SECONDS, like text/css=3600")]
+    /// `static-expires*` needs `REGEXP SECONDS` (`TYPE=SECONDS` for `-type`).
+    #[error("expected REGEXP SECONDS (CONTENT-TYPE=SECONDS for static-expires-type*), like \\.css$ 3600")]
     Expires,
+    /// A regexp that does not compile.
+    #[error("bad regexp: {0}")]
+    Regex(String),
 }
 
 /// One mapping from a URL prefix to a directory.
@@ -71,16 +76,21 @@ impl StaticMap {
 }
 
 /// Everything the static-file options say.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct StaticConfig {
     /// Mappings in the order given (`static-map*` first, then `check-static`, as uWSGI tries them).
     pub maps: Vec<StaticMap>,
     /// `static-index`: file names tried, in order, when the path names a directory.
     pub index: Vec<String>,
-    /// `static-gzip-all`: serve FILE.gz instead of FILE when the client accepts gzip.
-    pub gzip_all: bool,
-    /// `static-expires-type`: (Content-Type, seconds) for an `Expires` header.
-    pub expires_type: Vec<(String, u64)>,
+    /// Which files are served as FILE.gz when the client accepts gzip.
+    pub gzip: Gzip,
+    /// `static-expires*`: when an `Expires` header is added.
+    pub expires: Vec<Expires>,
+    /// `static-safe`: a file whose real path is under one of these may be served although it
+    /// lies outside its mapped directory (a symlink out, on purpose).
+    pub safe: Vec<PathBuf>,
+    /// `static-skip-ext`: files with these endings are never static (the app serves them).
+    pub skip_ext: Vec<String>,
 }
 
 impl StaticConfig {
@@ -88,17 +98,6 @@ impl StaticConfig {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.maps.is_empty()
-    }
-
-    /// Parse `static-expires-type = TYPE=SECONDS`.
-    pub fn parse_expires(value: &str) -> Result<(String, u64), StaticError> {
-        let (ty, secs) = value.split_once('=').ok_or(StaticError::Expires)?;
-        let secs = secs.trim().parse().map_err(|_| StaticError::Expires)?;
-        let ty = ty.trim();
-        if ty.is_empty() {
-            return Err(StaticError::Expires);
-        }
-        Ok((ty.to_owned(), secs))
     }
 }
 
@@ -109,6 +108,8 @@ pub struct Request<'a> {
     pub method: &'a [u8],
     /// The path of the request target, still percent-encoded, without the query.
     pub path: &'a [u8],
+    /// The request target as sent (REQUEST_URI), for `static-expires-uri`.
+    pub uri: &'a [u8],
     /// `Range`.
     pub range: Option<&'a [u8]>,
     /// `If-Range`.
@@ -149,7 +150,10 @@ impl<'a> Request<'a> {
             b"HTTP_IF_NONE_MATCH" => self.if_none_match = Some(value),
             b"HTTP_IF_MODIFIED_SINCE" => self.if_modified_since = Some(value),
             b"HTTP_ACCEPT_ENCODING" => self.accept_encoding = Some(value),
-            b"REQUEST_URI" => self.path = crate::http::target::split_target(value).0,
+            b"REQUEST_URI" => {
+                self.uri = value;
+                self.path = crate::http::target::split_target(value).0;
+            }
             // Only when the sender gave no REQUEST_URI (it is decoded already: a second
             // decoding is harmless, since the path is normalized after it).
             b"PATH_INFO" if self.path.is_empty() => self.path = value,
@@ -171,8 +175,8 @@ pub struct Found {
     pub content_type: &'static str,
     /// The `.gz` next to the file is served: `Content-Encoding: gzip`.
     pub gzip: bool,
-    /// Seconds for an `Expires` header.
-    pub expires: Option<u64>,
+    /// When the response expires (`static-expires*`).
+    pub expires: Option<SystemTime>,
 }
 
 /// The decoded path's segments with `.` and empty segments dropped and `..` applied; a `..`
@@ -218,10 +222,15 @@ fn accepts_gzip(header: Option<&[u8]>) -> bool {
     })
 }
 
-/// `path` resolved (symlinks followed) and still under `root`, as a regular file or directory.
-fn contained(path: &Path, root: &Path) -> Option<(PathBuf, std::fs::Metadata)> {
+/// `path` resolved (symlinks followed) and still under `root` (or a `static-safe` path), as a
+/// regular file or directory.
+fn contained(path: &Path, root: &Path, safe: &[PathBuf]) -> Option<(PathBuf, std::fs::Metadata)> {
     let real = std::fs::canonicalize(path).ok()?;
-    if !real.starts_with(root) {
+    if !real.starts_with(root)
+        && !safe
+            .iter()
+            .any(|s| std::fs::canonicalize(s).is_ok_and(|s| real.starts_with(s)))
+    {
         return None;
     }
     let meta = std::fs::metadata(&real).ok()?;
@@ -273,45 +282,63 @@ fn lookup_in(
     for s in rest {
         path.push(OsStr::from_bytes(s));
     }
-    let (mut real, mut meta) = contained(&path, &root)?;
+    let (mut real, mut meta) = contained(&path, &root, &cfg.safe)?;
     if meta.is_dir() {
-        (real, meta) = cfg
-            .index
-            .iter()
-            .find_map(|name| contained(&real.join(name), &root).filter(|(_, m)| m.is_file()))?;
+        (real, meta) = cfg.index.iter().find_map(|name| {
+            contained(&real.join(name), &root, &cfg.safe).filter(|(_, m)| m.is_file())
+        })?;
     }
     if !meta.is_file() {
         return None;
     }
-    let content_type = mime::content_type(real.as_os_str().as_bytes());
-    let expires = cfg
-        .expires_type
+    let real_bytes = real.as_os_str().as_bytes();
+    if cfg
+        .skip_ext
         .iter()
-        .find(|(t, _)| t == content_type)
-        .map(|(_, s)| *s);
-    if cfg.gzip_all && accepts_gzip(req.accept_encoding) {
+        .any(|e| real_bytes.ends_with(e.as_bytes()))
+    {
+        return None;
+    }
+    let content_type = mime::content_type(real_bytes);
+    let mut found = None;
+    if accepts_gzip(req.accept_encoding) && cfg.gzip.wants(real_bytes) {
         let mut gz = real.clone().into_os_string();
         gz.push(".gz");
-        if let Some((gz, gmeta)) = contained(Path::new(&gz), &root).filter(|(_, m)| m.is_file()) {
-            if let Some((file, len, mtime)) = open(&gz, &gmeta) {
-                return Some(Found {
-                    file,
-                    len,
-                    mtime,
-                    content_type,
-                    gzip: true,
-                    expires,
-                });
-            }
+        if let Some((gz, gmeta)) =
+            contained(Path::new(&gz), &root, &cfg.safe).filter(|(_, m)| m.is_file())
+        {
+            found = open(&gz, &gmeta).map(|f| (f, true));
         }
     }
-    let (file, len, mtime) = open(&real, &meta)?;
+    let ((file, len, mtime), gzip) = match found {
+        Some(f) => f,
+        None => (open(&real, &meta)?, false),
+    };
+    let expires = if cfg.expires.is_empty() {
+        None
+    } else {
+        let path_info = crate::http::target::percent_decode(req.path);
+        rules::expires(
+            &cfg.expires,
+            &rules::Subject {
+                file: real_bytes,
+                uri: if req.uri.is_empty() {
+                    req.path
+                } else {
+                    req.uri
+                },
+                path_info: &path_info,
+                content_type,
+                mtime,
+            },
+        )
+    };
     Some(Found {
         file,
         len,
         mtime,
         content_type,
-        gzip: false,
+        gzip,
         expires,
     })
 }
@@ -353,12 +380,6 @@ mod tests {
         assert!(StaticMap::parse("/static", false).is_err());
         assert!(StaticMap::parse("static=/x", false).is_err());
         assert!(StaticMap::parse("/s=", false).is_err());
-        assert_eq!(
-            StaticConfig::parse_expires("text/css=60").unwrap(),
-            ("text/css".to_owned(), 60)
-        );
-        assert!(StaticConfig::parse_expires("text/css").is_err());
-        assert!(StaticConfig::parse_expires("text/css=x").is_err());
     }
 
     #[test]

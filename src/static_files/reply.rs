@@ -129,9 +129,9 @@ pub fn reply(f: &Found, req: &Request<'_>, http11: bool, close: bool) -> Reply {
     let mut head = String::with_capacity(320);
     let _ = write!(head, "HTTP/1.{} {status} {reason}\r\n", u8::from(http11));
     let _ = write!(head, "Last-Modified: {modified}\r\nETag: {tag}\r\n");
-    if let Some(secs) = f.expires {
-        let at = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(secs));
-        let _ = write!(head, "Expires: {at}\r\nCache-Control: max-age={secs}\r\n");
+    if let Some(at) = f.expires {
+        // uWSGI adds Expires only (no Cache-Control).
+        let _ = write!(head, "Expires: {}\r\n", httpdate::fmt_http_date(at));
     }
     if f.gzip {
         head.push_str("Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n");

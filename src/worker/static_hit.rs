@@ -28,7 +28,8 @@ fn request<'a>(conn: &'a Conn, head: &Head) -> Option<Request<'a>> {
                 return None;
             }
             r.method = &buf[h.method.clone()];
-            r.path = crate::http::target::split_target(&buf[h.target.clone()]).0;
+            r.uri = &buf[h.target.clone()];
+            r.path = crate::http::target::split_target(r.uri).0;
             for (k, v) in &h.headers {
                 r.header(&buf[k.clone()], &buf[v.clone()]);
             }
