@@ -331,7 +331,15 @@ def srv2(request, headrace_module, tree):
                  "--static-expires-uri-mtime", "^/app 200",
                  "--static-gzip-ext", ".js",
                  "--static-skip-ext", ".unknownext",
-                 "--static-safe", str(tree / "v2"))
+                 "--static-safe", str(tree / "v2"),
+                 "--honour-range", "--static-cache-paths", "30")
+
+
+def test_accepted_static_options_warn_once(srv2):
+    log = srv2.log()
+    assert "option `honour-range` on the command line" in log, log
+    assert "Range is always honoured" in log
+    assert "option `static-cache-paths` on the command line" in log
 
 
 def test_static_expires_by_file_name(srv2):

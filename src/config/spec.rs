@@ -83,6 +83,8 @@ pub enum Opt {
     StaticGzipExt,
     StaticSafe,
     StaticSkipExt,
+    HonourRange,
+    StaticCachePaths,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -190,7 +192,7 @@ use Ty::{Addr, Flag, KeyValue, Octal, Text};
 pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
-const fn options() -> [OptSpec; 72] {
+const fn options() -> [OptSpec; 74] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
@@ -265,6 +267,8 @@ const fn options() -> [OptSpec; 72] {
     row!(StaticGzipExt, "static-gzip-ext", Text, "serve FILE.gz for static files with this ending, to clients that accept gzip (repeatable)", multi, aliases ["static-gzip-suffix"]),
     row!(StaticSafe, "static-safe", Text, "a static file whose real path is under this directory may be served although a symlink leads there from outside its mapped directory (repeatable)", multi),
     row!(StaticSkipExt, "static-skip-ext", Text, "files with this ending are never served as static files (repeatable)", multi),
+    row!(HonourRange, "honour-range", Flag, "honour Range requests for static files", compat "Range is always honoured for static files"),
+    row!(StaticCachePaths, "static-cache-paths", Text, "cache resolved static paths for N seconds", aliases ["static-cache-paths-name"], compat "static paths are resolved on every request, so a new file is seen at once"),
     ]
     // }
 }
