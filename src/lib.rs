@@ -8,6 +8,7 @@ pub mod log;
 pub mod master;
 pub mod router;
 pub mod scoreboard;
+pub mod static_files;
 pub mod stats;
 pub mod sys;
 pub mod uwsgi_proto;

@@ -128,7 +128,9 @@ RULES: list[tuple[str, str, str]] = [
      r"worker-exec2?"), "Refused",
      "attached daemons are not implemented yet: run them under systemd or supervisord"),
     ((r"static-.*|check-static.*|file-serve-mode|fileserve-mode|mime-file|mimefile|"
-     r"honour-range"), "Refused", NOT_YET + ": serve static files with nginx or the app"),
+     r"honour-range"), "Refused", ("this static-file option is not implemented (static-map, static-map2, "
+     "check-static, static-index, static-safe, static-skip-ext, static-gzip* and static-expires* "
+     "are): serve those files with nginx")),
     ((r"route.*|final-route.*|error-route.*|response-route.*|router-list|routers-list|"
      r"error-page-.*"), "Refused", NOT_YET + ": internal routing changes responses"),
     (r"del-header|rem-header|collect-header|pull-header|response-header-collect",

@@ -101,6 +101,26 @@ pub enum Opt {
     RouteUri,
     Mount,
     ManageScriptName,
+    StaticMap,
+    StaticMap2,
+    CheckStatic,
+    StaticIndex,
+    StaticGzipAll,
+    StaticExpiresType,
+    StaticExpiresTypeMtime,
+    StaticExpires,
+    StaticExpiresMtime,
+    StaticExpiresUri,
+    StaticExpiresUriMtime,
+    StaticExpiresPathInfo,
+    StaticExpiresPathInfoMtime,
+    StaticGzip,
+    StaticGzipDir,
+    StaticGzipExt,
+    StaticSafe,
+    StaticSkipExt,
+    HonourRange,
+    StaticCachePaths,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -208,7 +228,8 @@ use Ty::{Addr, Flag, KeyValue, Octal, Text};
 pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
-const fn options() -> [OptSpec; 90] {
+#[allow(clippy::too_many_lines, reason = "the option table: one row per option")]
+const fn options() -> [OptSpec; 110] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock)", multi),
@@ -301,6 +322,26 @@ const fn options() -> [OptSpec; 90] {
     row!(RouteUri, "route-uri", Text, "REGEXP ACTION on REQUEST_URI; only donotlog: is supported (repeatable)", multi),
     row!(Mount, "mount", Text, "serve another app at a mountpoint: /PATH=FILE.py or /PATH=MODULE[:CALLABLE] (repeatable)", multi),
     row!(ManageScriptName, "manage-script-name", Flag, "choose the mounted app by the longest mountpoint that starts PATH_INFO, and move it to SCRIPT_NAME"),
+    row!(StaticMap, "static-map", Text, "serve files under DIR for paths under MOUNTPOINT, given as MOUNTPOINT=DIR (repeatable)", multi),
+    row!(StaticMap2, "static-map2", Text, "like static-map, but the whole path is appended to DIR (repeatable)", multi),
+    row!(CheckStatic, "check-static", Text, "serve a file under DIR named by the request path, if there is one (repeatable)", multi, aliases ["static-check"]),
+    row!(StaticIndex, "static-index", Text, "file name served for a static path naming a directory (repeatable)", multi),
+    row!(StaticGzipAll, "static-gzip-all", Flag, "serve FILE.gz for a static FILE when the client accepts gzip"),
+    row!(StaticExpiresType, "static-expires-type", Text, "static files of a Content-Type get Expires: now + SECONDS, given as TYPE=SECONDS (repeatable)", multi),
+    row!(StaticExpiresTypeMtime, "static-expires-type-mtime", Text, "like static-expires-type, counted from the file's modification time (repeatable)", multi),
+    row!(StaticExpires, "static-expires", Text, "static files whose path matches REGEXP get Expires: now + SECONDS, given as REGEXP SECONDS (repeatable)", multi),
+    row!(StaticExpiresMtime, "static-expires-mtime", Text, "like static-expires, counted from the file's modification time (repeatable)", multi),
+    row!(StaticExpiresUri, "static-expires-uri", Text, "like static-expires, matching REQUEST_URI (repeatable)", multi),
+    row!(StaticExpiresUriMtime, "static-expires-uri-mtime", Text, "like static-expires-uri, counted from the file's modification time (repeatable)", multi),
+    row!(StaticExpiresPathInfo, "static-expires-path-info", Text, "like static-expires, matching PATH_INFO (repeatable)", multi),
+    row!(StaticExpiresPathInfoMtime, "static-expires-path-info-mtime", Text, "like static-expires-path-info, counted from the file's modification time (repeatable)", multi),
+    row!(StaticGzip, "static-gzip", Text, "serve FILE.gz for static files whose path matches REGEXP, to clients that accept gzip (repeatable)", multi),
+    row!(StaticGzipDir, "static-gzip-dir", Text, "serve FILE.gz for static files under this path prefix, to clients that accept gzip (repeatable)", multi, aliases ["static-gzip-prefix"]),
+    row!(StaticGzipExt, "static-gzip-ext", Text, "serve FILE.gz for static files with this ending, to clients that accept gzip (repeatable)", multi, aliases ["static-gzip-suffix"]),
+    row!(StaticSafe, "static-safe", Text, "a static file whose real path is under this directory may be served although a symlink leads there from outside its mapped directory (repeatable)", multi),
+    row!(StaticSkipExt, "static-skip-ext", Text, "files with this ending are never served as static files (repeatable)", multi),
+    row!(HonourRange, "honour-range", Flag, "honour Range requests for static files", compat "Range is always honoured for static files"),
+    row!(StaticCachePaths, "static-cache-paths", Text, "cache resolved static paths for N seconds", aliases ["static-cache-paths-name"], compat "static paths are resolved on every request, so a new file is seen at once"),
     ]
     // }
 }

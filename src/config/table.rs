@@ -190,7 +190,11 @@ mod tests {
         assert!(matches!(lookup("stats"), Some(Known::Spec(_))));
         assert!(matches!(disp("stats-no-cores"), Some(Disp::Accepted(_))));
         assert!(matches!(disp("if-env"), Some(Disp::Lang(_))));
-        assert!(matches!(disp("static-map"), Some(Disp::Refused(_))));
+        assert!(matches!(lookup("static-map"), Some(Known::Spec(_))));
+        assert!(matches!(
+            disp("check-static-docroot"),
+            Some(Disp::Refused(_))
+        ));
         assert_eq!(lookup("enable-threads").map(Known::arg), Some(Arg::No));
         assert!(lookup("zuid").is_none());
         assert_eq!(suggest("zuid"), Some("uid"));

@@ -12,6 +12,10 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::sections::{
+    add_headers, log_options, logger_file, mounts, octal, routes, static_options, stats_options,
+};
+
 /// uWSGI's `uwsgi_opt_true`: false only for `false`, `off`, `no` (any case) and `0`.
 #[must_use]
 pub fn is_true(v: &str) -> bool {
@@ -169,7 +173,7 @@ pub fn resolve<'a>(
 
 impl Resolved<'_> {
     /// The winning value of a single-valued option: the last given, else its default.
-    fn get(&self, opt: Opt) -> Option<(String, Origin)> {
+    pub(super) fn get(&self, opt: Opt) -> Option<(String, Origin)> {
         let s = OptSpec::of(opt);
         match self.values[opt as usize].last() {
             Some(e) => Some((e.value.clone(), e.origin.clone())),
@@ -177,27 +181,27 @@ impl Resolved<'_> {
         }
     }
 
-    fn position(&self, opt: Opt) -> Option<usize> {
+    pub(super) fn position(&self, opt: Opt) -> Option<usize> {
         self.values[opt as usize]
             .last()
             .map(|e| std::ptr::from_ref(*e) as usize)
     }
 
-    fn all(&self, opt: Opt) -> impl Iterator<Item = &Entry> {
+    pub(super) fn all(&self, opt: Opt) -> impl Iterator<Item = &Entry> {
         self.values[opt as usize].iter().copied()
     }
 
-    fn text(&self, opt: Opt) -> Option<String> {
+    pub(super) fn text(&self, opt: Opt) -> Option<String> {
         self.get(opt).map(|(v, _)| v)
     }
 
-    fn flag(&self, opt: Opt) -> bool {
+    pub(super) fn flag(&self, opt: Opt) -> bool {
         self.get(opt).is_some_and(|(v, _)| is_true(&v))
     }
 
     /// A number with the bounds of its row. A trailing comment after blanks (`4 ; workers`)
     /// is tolerated, as uWSGI's `atoi` reads only the digits.
-    fn count(&self, opt: Opt) -> Result<u64, ConfigError> {
+    pub(super) fn count(&self, opt: Opt) -> Result<u64, ConfigError> {
         let s = OptSpec::of(opt);
         let Ty::Count { min, expect } = s.ty else {
             return Err(ConfigError::Missing("internal: option is not a number"));
@@ -216,12 +220,12 @@ impl Resolved<'_> {
         }
     }
 
-    fn secs(&self, opt: Opt) -> Result<Duration, ConfigError> {
+    pub(super) fn secs(&self, opt: Opt) -> Result<Duration, ConfigError> {
         self.count(opt).map(Duration::from_secs)
     }
 }
 
-fn invalid(s: &OptSpec, value: &str, origin: &Origin, reason: &str) -> ConfigError {
+pub(super) fn invalid(s: &OptSpec, value: &str, origin: &Origin, reason: &str) -> ConfigError {
     ConfigError::Invalid {
         option: s.name,
         value: value.to_owned(),
@@ -471,199 +475,7 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
             append: r.text(Opt::ProcnameAppend).unwrap_or_default(),
         },
         log: log_options(r)?,
-    })
-}
-
-fn log_options(r: &Resolved<'_>) -> Result<crate::config::LogConfig, ConfigError> {
-    // uWSGI's uwsgi_opt_log_date: a boolean-looking value means the ctime date.
-    let date = r.text(Opt::LogDate).map(|v| {
-        let boolean = ["true", "1", "on", "yes"]
-            .iter()
-            .any(|b| v.eq_ignore_ascii_case(b));
-        (!boolean && !v.is_empty()).then_some(v)
-    });
-    Ok(crate::config::LogConfig {
-        format: r.text(Opt::LogFormat),
-        format_strftime: r.flag(Opt::LogFormatStrftime),
-        date,
-        log_4xx: r.flag(Opt::Log4xx),
-        log_5xx: r.flag(Opt::Log5xx),
-        log_zero: r.flag(Opt::LogZero),
-        slow_ms: r.count(Opt::LogSlow)?,
-        big: r.count(Opt::LogBig)?,
-        x_forwarded_for: r.flag(Opt::LogXForwardedFor),
-        micros: r.flag(Opt::LogMicros),
-        memory_report: r.flag(Opt::MemoryReport),
-        req_logger_file: logger_file(r, Opt::ReqLogger)?,
-        max_size: r.count(Opt::LogMaxsize)?,
-        backupname: r.text(Opt::LogBackupname).map(PathBuf::from),
-        reopen: r.flag(Opt::LogReopen),
-        touch_reopen: r
-            .all(Opt::TouchLogreopen)
-            .map(|e| PathBuf::from(&e.value))
-            .collect(),
-        encoders: encoders(r, Opt::LogEncoder)?,
-        encoder_specs: r.all(Opt::LogEncoder).map(|e| e.value.clone()).collect(),
-        req_encoders: encoders(r, Opt::LogReqEncoder)?,
-        req_encoder_specs: r.all(Opt::LogReqEncoder).map(|e| e.value.clone()).collect(),
-    })
-}
-
-fn encoders(r: &Resolved<'_>, opt: Opt) -> Result<Vec<crate::log::encoder::Encoder>, ConfigError> {
-    let mut out = Vec::new();
-    for e in r.all(opt) {
-        match crate::log::encoder::Encoder::parse(&e.value) {
-            Ok(Some(enc)) => out.push(enc),
-            Ok(None) => {}
-            Err(why) => {
-                return Err(invalid(
-                    OptSpec::of(opt),
-                    &e.value,
-                    &e.origin,
-                    &why.to_string(),
-                ))
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// `--logger`/`--req-logger`: uWSGI's `[ID ]PLUGIN[:ARGS]`; headrace has the `file` and
-/// `stdio` loggers. The file, if any (several files are refused: lines go to one place).
-fn logger_file(r: &Resolved<'_>, opt: Opt) -> Result<Option<PathBuf>, ConfigError> {
-    let mut file = None;
-    for e in r.all(opt) {
-        let bad = |why: &str| invalid(OptSpec::of(opt), &e.value, &e.origin, why);
-        let spec = e.value.split_once(' ').map_or(e.value.as_str(), |(_, s)| s);
-        let (name, arg) = spec.split_once(':').unwrap_or((spec, ""));
-        match name {
-            "stdio" => {}
-            "file" => {
-                // The file logger also takes `path=PATH[,...]`.
-                let path = arg
-                    .strip_prefix("path=")
-                    .map_or(arg, |p| p.split(',').next().unwrap_or(""));
-                if path.is_empty() {
-                    return Err(bad("expected file:PATH"));
-                }
-                if file.is_some() {
-                    return Err(bad(
-                        "headrace writes its log to one file: give one file logger",
-                    ));
-                }
-                file = Some(PathBuf::from(path));
-            }
-            _ => {
-                return Err(bad(
-                    "expected file:PATH or stdio: other log plugins are not supported",
-                ))
-            }
-        }
-    }
-    Ok(file)
-}
-
-/// An octal option (`--umask 022`), at most `max`.
-fn octal(r: &Resolved<'_>, opt: Opt, max: u32, expect: &str) -> Result<Option<u32>, ConfigError> {
-    let Some((v, o)) = r.get(opt) else {
-        return Ok(None);
-    };
-    u32::from_str_radix(v.trim(), 8)
-        .ok()
-        .filter(|m| *m <= max)
-        .map(Some)
-        .ok_or_else(|| invalid(OptSpec::of(opt), &v, &o, expect))
-}
-
-/// `--add-header Name: value`: a header field name (RFC 9110 token) and a value without control
-/// characters, as the header line it becomes.
-fn add_headers(r: &Resolved<'_>) -> Result<Vec<String>, ConfigError> {
-    r.all(Opt::AddHeader)
-        .map(|e| {
-            let bad = || {
-                invalid(
-                    OptSpec::of(Opt::AddHeader),
-                    &e.value,
-                    &e.origin,
-                    "expected `Name: value` (a header name, a colon, a value without control characters)",
-                )
-            };
-            let (name, value) = e.value.split_once(':').ok_or_else(bad)?;
-            let name = name.trim();
-            let value = value.trim();
-            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-            if name.is_empty() || !name.chars().all(token) || value.chars().any(char::is_control) {
-                return Err(bad());
-            }
-            Ok(format!("{name}: {value}"))
-        })
-        .collect()
-}
-
-/// `--mount /PATH=APP`: a file when APP names a Python file (`.py`, `.wsgi`, or a path with
-/// `/`), else a `MODULE[:CALLABLE]`, as uWSGI's python plugin decides.
-fn mounts(r: &Resolved<'_>) -> Result<Vec<(String, AppSource)>, ConfigError> {
-    r.all(Opt::Mount)
-        .map(|e| {
-            let Some((point, target)) = e.value.split_once('=') else {
-                return Err(invalid(
-                    OptSpec::of(Opt::Mount),
-                    &e.value,
-                    &e.origin,
-                    "expected /MOUNTPOINT=APP (a Python file or MODULE[:CALLABLE])",
-                ));
-            };
-            let point = point.trim().trim_end_matches('/').to_owned();
-            let target = target.trim();
-            let ext = std::path::Path::new(target).extension();
-            let file_ext =
-                ext.is_some_and(|e| e.eq_ignore_ascii_case("py") || e.eq_ignore_ascii_case("wsgi"));
-            let src = if file_ext || target.contains('/') {
-                AppSource::File(PathBuf::from(target))
-            } else {
-                AppSource::Module(target.to_owned())
-            };
-            Ok((point, src))
-        })
-        .collect()
-}
-
-/// `route = REGEXP ACTION` (PATH_INFO) and `route-uri = REGEXP ACTION` (REQUEST_URI). Only
-/// `donotlog:` is supported: every other action changes responses, so it stops startup.
-fn routes(r: &Resolved<'_>) -> Result<Vec<(bool, String)>, ConfigError> {
-    let mut out = Vec::new();
-    for (opt, uri) in [(Opt::Route, false), (Opt::RouteUri, true)] {
-        for e in r.all(opt) {
-            let bad = |why: &str| invalid(OptSpec::of(opt), &e.value, &e.origin, why);
-            let line = e.value.trim();
-            let Some((regex, action)) = line.rsplit_once(char::is_whitespace) else {
-                return Err(bad("expected `REGEXP ACTION`"));
-            };
-            if action.trim() != "donotlog:" {
-                return Err(bad(&format!(
-                    "route action `{}` is not supported: headrace implements only `donotlog:` (other actions change responses; do them in the app or in nginx)",
-                    action.trim()
-                )));
-            }
-            let regex = regex.trim();
-            regex::Regex::new(regex).map_err(|e| bad(&format!("bad regular expression: {e}")))?;
-            out.push((uri, regex.to_owned()));
-        }
-    }
-    Ok(out)
-}
-
-fn stats_options(r: &Resolved<'_>) -> Result<crate::config::StatsConfig, ConfigError> {
-    let addr = |opt: Opt| {
-        r.get(opt)
-            .map(|(v, o)| parse_addr(&v).map_err(|why| invalid(OptSpec::of(opt), &v, &o, &why)))
-            .transpose()
-    };
-    Ok(crate::config::StatsConfig {
-        addr: addr(Opt::Stats)?,
-        http: r.flag(Opt::StatsHttp),
-        minified: r.flag(Opt::StatsMinified),
-        metrics: addr(Opt::Metrics)?,
+        static_files: static_options(r)?,
     })
 }
 

@@ -76,6 +76,28 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             keep_alive: head.keep_alive && !router.stopping.get(),
             is_head: head.is_head,
         };
+        let hit = super::static_hit::serve(
+            &cfg.static_files,
+            &mut stream,
+            buf.filled(),
+            &head,
+            info.keep_alive,
+            cfg.socket_timeout,
+        )
+        .await;
+        if let super::static_hit::Outcome::Served(keep) = hit {
+            buf.consume(head.len);
+            if !keep {
+                return;
+            }
+            deadline = Instant::now()
+                + if buf.is_empty() {
+                    cfg.keepalive_timeout
+                } else {
+                    cfg.socket_timeout
+                };
+            continue;
+        }
         let mut packet = Vec::with_capacity(head.len + 256);
         uwsgi_proto::begin_packet(&mut packet);
         add_vars(&mut packet, buf.filled(), &head, &peer);

@@ -13,6 +13,7 @@
 mod client;
 mod link;
 mod request;
+mod static_hit;
 
 use crate::config::{Config, SocketKind};
 use crate::scoreboard::Scoreboard;

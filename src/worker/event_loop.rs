@@ -425,6 +425,15 @@ impl Thread<'_, '_> {
             if let Some(reason) = w.recycle.before_request(next) {
                 w.retire(&reason);
             }
+            let ctx = super::static_hit::Ctx { w, core: self.core };
+            if let Some(keep) = super::static_hit::try_serve(py, &ctx, conn, &head) {
+                conn.last_active = Instant::now();
+                conn.head_started = (!conn.buf.is_empty()).then_some(conn.last_active);
+                if !keep {
+                    return false;
+                }
+                continue;
+            }
             let buf = std::mem::take(&mut conn.buf);
             let ex = Exchange {
                 fd: conn.raw(),

@@ -7,6 +7,7 @@ mod conn;
 mod event_loop;
 mod handoff;
 mod recycle;
+mod static_hit;
 
 use crate::config::Config;
 use crate::scoreboard::Scoreboard;
