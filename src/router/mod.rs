@@ -422,6 +422,9 @@ impl Router {
 /// Run the router in a freshly forked child; never returns.
 pub fn run(config: Config, listeners: &[Listener], scoreboard: Arc<Scoreboard>) -> ! {
     let pid = crate::sys::proc::getpid();
+    if let Err(e) = crate::sys::proc::batch_scheduling() {
+        crate::log!("headrace: router cannot use SCHED_BATCH: {e}");
+    }
     match config.titles.child("headrace http 1") {
         Some(title) => crate::sys::proc::set_title(&title),
         None => crate::sys::proc::restore_title(),

@@ -551,6 +551,18 @@ pub fn setsid() {
     unsafe { libc::setsid() };
 }
 
+/// Put this process in `SCHED_BATCH`: its wakeups do not preempt the running task. The router
+/// uses it so that a worker on the same core finishes its batch of pipelined requests before
+/// the router runs to relay the responses (one switch per batch, not per response).
+pub fn batch_scheduling() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscall on this process with a valid parameter struct.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &raw const param) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Let `fd` survive exec (for handing listening sockets to the re-exec'd master).
 pub fn keep_on_exec(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl F_GETFD/F_SETFD on an open fd.
