@@ -90,12 +90,7 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             if !keep {
                 return;
             }
-            deadline = Instant::now()
-                + if buf.is_empty() {
-                    cfg.keepalive_timeout
-                } else {
-                    cfg.socket_timeout
-                };
+            deadline = next_deadline(cfg, &buf);
             continue;
         }
         let mut packet = Vec::with_capacity(head.len + 256);
@@ -151,13 +146,19 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         if !exchange(&router, packet, body, &mut stream, &mut buf, info).await {
             return;
         }
-        deadline = Instant::now()
-            + if buf.is_empty() {
-                cfg.keepalive_timeout
-            } else {
-                cfg.socket_timeout
-            };
+        deadline = next_deadline(cfg, &buf);
     }
+}
+
+/// When the next request head is owed after a response: an idle connection gets
+/// --http-keepalive, one that already holds part of a request --socket-timeout.
+fn next_deadline(cfg: &crate::config::Config, buf: &ReadBuf) -> Instant {
+    Instant::now()
+        + if buf.is_empty() {
+            cfg.keepalive_timeout
+        } else {
+            cfg.socket_timeout
+        }
 }
 
 /// Read the next request head. `None`: the connection ends (closed, timed out, rejected, or

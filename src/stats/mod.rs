@@ -180,21 +180,12 @@ fn unix_now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
 }
 
-/// Resident and virtual size of a process, bytes, from /proc/PID/statm (0, 0 when it is gone).
+/// Resident and virtual size of a process, bytes (0, 0 when it is gone).
 fn memory(pid: i32) -> (u64, u64) {
     if pid <= 0 {
         return (0, 0);
     }
-    let Ok(statm) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
-        return (0, 0);
-    };
-    let page = crate::sys::proc::page_size();
-    let mut fields = statm
-        .split_whitespace()
-        .map(|f| f.parse::<u64>().unwrap_or(0));
-    let vsz = fields.next().unwrap_or(0) * page;
-    let rss = fields.next().unwrap_or(0) * page;
-    (rss, vsz)
+    crate::sys::proc::memory(&format!("/proc/{pid}/statm"))
 }
 
 impl Snapshot {

@@ -563,6 +563,22 @@ pub fn batch_scheduling() -> io::Result<()> {
     Ok(())
 }
 
+/// Resident and virtual size in bytes from a `statm` file (`/proc/self/statm`,
+/// `/proc/PID/statm`; uWSGI's `get_memusage` reads the same figures); (0, 0) when unreadable.
+#[must_use]
+pub fn memory(statm_path: &str) -> (u64, u64) {
+    let Ok(statm) = std::fs::read_to_string(statm_path) else {
+        return (0, 0);
+    };
+    let page = page_size();
+    let mut fields = statm
+        .split_whitespace()
+        .map(|f| f.parse::<u64>().unwrap_or(0));
+    let vsz = fields.next().unwrap_or(0) * page;
+    let rss = fields.next().unwrap_or(0) * page;
+    (rss, vsz)
+}
+
 /// Let `fd` survive exec (for handing listening sockets to the re-exec'd master).
 pub fn keep_on_exec(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl F_GETFD/F_SETFD on an open fd.

@@ -428,7 +428,7 @@ fn log_request(
         _ => r.remote.as_str(),
     };
     let memory = if logging.needs_memory() {
-        own_memory()
+        crate::sys::proc::memory("/proc/self/statm")
     } else {
         (0, 0)
     };
@@ -461,21 +461,6 @@ fn log_request(
         read_error: s.read_error,
     });
     crate::log::request(&line);
-}
-
-/// This process's resident and virtual size in bytes, from /proc/self/statm (uWSGI's
-/// `get_memusage` reads the same figures from /proc/self/stat).
-fn own_memory() -> (u64, u64) {
-    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
-        return (0, 0);
-    };
-    let page = crate::sys::proc::page_size();
-    let mut fields = statm
-        .split_whitespace()
-        .map(|f| f.parse::<u64>().unwrap_or(0));
-    let vsz = fields.next().unwrap_or(0) * page;
-    let rss = fields.next().unwrap_or(0) * page;
-    (rss, vsz)
 }
 
 /// Call the app and write its response. Returns the summary and the body (to drain), or no
