@@ -2,17 +2,22 @@
 //!
 //! This file holds the Python module only; see DESIGN.md for the map.
 
+pub mod asgi;
 pub mod config;
+pub mod hooks;
 pub mod http;
 pub mod log;
 pub mod master;
+pub mod offload;
 pub mod router;
+pub mod routing;
 pub mod scoreboard;
 pub mod static_files;
 pub mod stats;
 pub mod sys;
 pub mod uwsgi_proto;
 pub mod worker;
+pub mod ws;
 pub mod wsgi;
 
 use pyo3::prelude::*;
@@ -32,5 +37,7 @@ fn _headrace(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(run, m)?)?;
     wsgi::register(m)?;
+    offload::register(m)?;
+    asgi::register(m)?;
     Ok(())
 }

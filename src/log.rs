@@ -38,6 +38,13 @@ pub fn raw(bytes: &[u8]) {
 }
 
 fn write_log(bytes: &[u8]) {
+    if let Some((main, _)) = NET.get().filter(|(main, _)| !main.is_empty()) {
+        // With a logger, lines go to it instead of stderr, as uWSGI's log pipe does.
+        for s in main {
+            s.send(bytes);
+        }
+        return;
+    }
     let watched = FILE.get().and_then(Option::as_ref);
     if let Some(w) = watched {
         w.before_write();
@@ -62,7 +69,18 @@ pub fn request(bytes: &[u8]) {
                 _ => crate::sys::fd::write_all(fd, bytes),
             };
         }
-        None => raw(bytes),
+        None => match NET.get().filter(|(_, req)| !req.is_empty()) {
+            Some((_, req)) => {
+                let encoded = match ENCODERS.get() {
+                    Some((_, chain)) if !chain.is_empty() => encoder::apply(chain, bytes),
+                    _ => bytes.to_vec(),
+                };
+                for s in req {
+                    s.send(&encoded);
+                }
+            }
+            None => raw(bytes),
+        },
     }
 }
 
@@ -77,6 +95,7 @@ macro_rules! log {
 pub mod encoder;
 pub mod file;
 pub mod format;
+pub mod net;
 
 /// Request logging settings, fixed at startup (uWSGI's `logging_options`).
 #[derive(Debug, Clone, Default)]
@@ -167,6 +186,8 @@ static FILE: OnceLock<Option<file::Watched>> = OnceLock::new();
 static REQ_FILE: OnceLock<Option<std::os::fd::OwnedFd>> = OnceLock::new();
 static ENCODERS: OnceLock<(Vec<encoder::Encoder>, Vec<encoder::Encoder>)> = OnceLock::new();
 static DATE: OnceLock<Option<DatePrefix>> = OnceLock::new();
+/// `--logger` and `--req-logger` datagram loggers (syslog, socket).
+static NET: OnceLock<(Vec<net::Sender>, Vec<net::Sender>)> = OnceLock::new();
 
 /// `--log-date`: how non-request lines are prefixed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +221,7 @@ pub fn configure_from(c: &crate::config::Config) -> std::io::Result<()> {
         }));
     }
     let _ = ENCODERS.set((l.encoders.clone(), l.req_encoders.clone()));
+    let _ = NET.set((net_senders(&l.net_loggers), net_senders(&l.net_req_loggers)));
     for (what, specs) in [
         ("log-encoder", &l.encoder_specs),
         ("log-req-encoder", &l.req_encoder_specs),
@@ -243,6 +265,30 @@ pub fn configure_from(c: &crate::config::Config) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The senders of the datagram loggers. A syslog logger without a syslog socket (a
+/// container without /dev/log) is left out with one warning line: its lines stay on stderr
+/// and the server starts.
+fn net_senders(targets: &[net::Target]) -> Vec<net::Sender> {
+    let mut out = Vec::new();
+    for t in targets {
+        if let net::Target::Syslog {
+            dest: net::Dest::Unix(path),
+            ..
+        } = t
+        {
+            if !net::reachable(path) {
+                crate::log!(
+                    "headrace: warning: logger syslog: no syslog socket at {} (is a syslog daemon running?): log lines stay on stderr",
+                    path.display()
+                );
+                continue;
+            }
+        }
+        out.push(net::Sender::new(t.clone()));
+    }
+    out
+}
+
 /// The request logging options ([`configure`]d, or uWSGI's defaults).
 #[must_use]
 pub fn requests() -> &'static RequestLogging {
@@ -280,6 +326,8 @@ pub struct RequestLog<'a> {
     pub content_length: u64,
     /// The values of the format's `%(var.X)`, in its order.
     pub request_vars: &'a [Option<String>],
+    /// What the app set with `uwsgi.set_logvar` (`%(NAME)`), in order.
+    pub logvars: &'a [crate::offload::core::Logvar],
     /// CGI variables in the environ, and their size as a uwsgi packet would count it.
     pub vars: usize,
     /// See `vars`.

@@ -435,6 +435,19 @@ impl Scoreboard {
         self.threads
     }
 
+    /// Another mapping of the same scoreboard: an owned handle for code that must outlive a
+    /// borrow (the ASGI serving glue, called back from Python).
+    ///
+    /// # Errors
+    /// The memfd cannot be mapped again.
+    pub fn duplicate(&self) -> std::io::Result<Self> {
+        Ok(Self {
+            region: self.region.duplicate()?,
+            capacity: self.capacity,
+            threads: self.threads,
+        })
+    }
+
     /// Slot `i`.
     #[must_use]
     pub fn slot(&self, i: usize) -> &Slot {

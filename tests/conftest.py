@@ -338,3 +338,17 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes several seconds (still runs by default)")
+
+
+_os_kill = os.kill
+
+
+def _kill_one_process(pid: int, sig: int) -> None:
+    """os.kill for tests: a pid of 0 or below would signal this test run's whole process group
+    (or every process), so a test that read a pid that is not there yet fails instead."""
+    if pid <= 0:
+        raise AssertionError(f"refusing os.kill({pid}, {sig}): not one process")
+    _os_kill(pid, sig)
+
+
+os.kill = _kill_one_process

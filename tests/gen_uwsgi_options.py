@@ -121,12 +121,12 @@ RULES: list[tuple[str, str, str]] = [
     (r"mule.*|mules|farm|touch-mules-reload", "Refused",
      "mules are not implemented yet: run the code as a separate process"),
     (r"cache.*|load-file-in-cache.*|add-cache-item|check-cache", "Refused",
-     "the uWSGI cache is not implemented yet: use redis or memcached from the app"),
+     "this cache option is not implemented (cache2, cache, cache-blocksize, cache-store, cache-store-sync and cache-expire-freq are): see the README's cache section"),
     (r"cron.*|unique-cron|signal.*|timer|rbtimer|signals-bufsize", "Refused",
-     "cron and uWSGI signals are not implemented yet: use cron or systemd timers"),
+     "sending signals to another instance is not implemented (local signals, timers and cron are): raise them from the app with uwsgi.signal()"),
     ((r"attach-daemon.*|smart-attach-daemon.*|attach-control-daemon|daemons-honour-stdin|"
      r"worker-exec2?"), "Refused",
-     "attached daemons are not implemented yet: run them under systemd or supervisord"),
+     "a worker runs the Python app: to run another program beside the server, use attach-daemon"),
     ((r"static-.*|check-static.*|file-serve-mode|fileserve-mode|mime-file|mimefile|"
      r"honour-range"), "Refused", ("this static-file option is not implemented (static-map, static-map2, "
      "check-static, static-index, static-safe, static-skip-ext, static-gzip* and static-expires* "

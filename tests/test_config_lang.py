@@ -125,7 +125,7 @@ def write(tmp_path, text: str, port: int = 0) -> str:
     ("emperor = /etc/vassals\n", 4, "Emperor"),
     ("master = true\nfile-serve-mode = x-accel-redirect\n", 5, "static-file option is not implemented"),
     ("gevent = 100\n", 4, "async"),
-    ("plugins = python3,php\n", 4, "plugin `php`"),
+    ("need-plugins = python3,php\n", 4, "plugin `php`"),
     ("https = :443,cert.pem,key.pem\n", 4, "TLS"),
 ], ids=["emperor", "file-serve-mode", "gevent", "php-plugin", "https"])
 def test_refused_options_exit_2_naming_file_and_line(tmp_path, text, line, needle):

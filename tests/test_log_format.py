@@ -468,7 +468,8 @@ def test_logger_file_takes_everything(headrace, front, tmp_path):
 
 
 @pytest.mark.parametrize(("value", "why"), [
-    ("syslog", "expected file:PATH or stdio: other log plugins are not supported"),
+    ("graylog2:127.0.0.1:12201", ("expected file:PATH, stdio, syslog[:IDENT[,FACILITY]] or "
+     "socket:ADDR: other log plugins are not supported")),
     ("file:", "expected file:PATH"),
 ])
 def test_logger_refuses_what_it_cannot_do(headrace, value, why):

@@ -78,7 +78,8 @@ class Stack:
     (examples/nginx.conf) in front: port `ports['unix']` goes through the unix socket,
     `ports['tcp']` through TCP."""
 
-    def __init__(self, headrace_module, app_file: str, processes: int):
+    def __init__(self, headrace_module, app_file: str, processes: int, extra=(),
+                 workers: int | None = None):
         self.exe = nginx_binary()
         # Not under pytest's tmp_path: its parents are 0700, and nginx's worker (nobody)
         # must reach the socket and its temp folders.
@@ -92,8 +93,8 @@ class Stack:
         self.hr = headrace_module(
             "--socket", f"127.0.0.1:{self.tcp_port}", "--socket", self.sock,
             "--chmod-socket", "666", "--wsgi-file", app(app_file),
-            "--master", "--processes", str(processes),
-            bind=False, port=self.tcp_port, probe=None,
+            "--master", "--processes", str(processes), *extra,
+            bind=False, port=self.tcp_port, probe=None, workers=workers,
         )
 
     def conf(self) -> str:

@@ -25,7 +25,7 @@ def test_donotlog_routes(headrace, tmp_path, front):
     assert uris == ["/logged?x=1"], uris
 
 
-@pytest.mark.parametrize("line", ["^/old redirect:/new", "^/x rewrite:/y", "^/z"])
+@pytest.mark.parametrize("line", ["^/old goto:label", "^/x rewrite:/y", "^/z"])
 def test_other_route_actions_stop_startup(tmp_path, line):
     ini = tmp_path / "app.ini"
     ini.write_text(f"[uwsgi]\nhttp-socket = 127.0.0.1:{free_port()}\nwsgi-file = {BASIC}\n"

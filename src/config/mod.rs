@@ -4,12 +4,15 @@
 //! (`expand`); then every key is resolved against the option tables and the implemented ones
 //! are typed (`typed`). For a single-valued option the last value given wins, as in uWSGI.
 
+pub mod cheaper;
 mod cli;
 mod collect;
 mod expand;
+mod gaps;
 pub mod ini;
 mod json;
 mod logic;
+pub mod offload;
 mod sections;
 pub mod spec;
 pub mod table;
@@ -179,6 +182,8 @@ pub struct Config {
     pub threads: usize,
     /// Load the app in each worker after fork.
     pub lazy_apps: bool,
+    /// `--interface`, `--lifespan`, `--loop`: how an ASGI app is served.
+    pub asgi: AsgiOptions,
     /// Listen backlog.
     pub listen: i32,
     /// Environment variables to set.
@@ -201,6 +206,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Supervision: harakiri, recycling, reloads, privileges.
     pub supervision: Supervision,
+    /// Elastic workers: `--cheaper` and friends, `--idle`.
+    pub elastic: cheaper::Elastic,
     /// The stats server and the metrics listener.
     pub stats: StatsConfig,
     /// Process titles (`--auto-procname`, `--procname*`).
@@ -224,6 +231,12 @@ pub struct Config {
     pub log: LogConfig,
     /// `static-map`, `check-static` and friends.
     pub static_files: crate::static_files::StaticConfig,
+    /// Spoolers, mules, signals, timers, cron, attached daemons, caches and locks.
+    pub offload: offload::OffloadConfig,
+    /// `hook-*` and `exec-*`: actions run at uWSGI's startup phases.
+    pub hooks: crate::hooks::Hooks,
+    /// `route*` lines: uWSGI's internal routing, applied by the worker before the app.
+    pub routes: Vec<crate::routing::Rule>,
 }
 
 /// `--log-format`, `--logformat-strftime`, `--log-date`, `--log-4xx`, `--log-5xx`,
@@ -275,6 +288,10 @@ pub struct LogConfig {
     pub req_encoders: Vec<crate::log::encoder::Encoder>,
     /// See `req_encoders`.
     pub req_encoder_specs: Vec<String>,
+    /// `--logger syslog...` / `socket:...`: datagram loggers of the log lines.
+    pub net_loggers: Vec<crate::log::net::Target>,
+    /// `--req-logger syslog...` / `socket:...`: datagram loggers of the request lines.
+    pub net_req_loggers: Vec<crate::log::net::Target>,
 }
 
 /// `--stats`, `--stats-http`, `--stats-minified`, `--metrics`.
@@ -384,6 +401,20 @@ fn show_config(entries: &[collect::Entry]) -> String {
     out
 }
 
+/// The options as uWSGI exports them to `uwsgi.opt`: every one given, in order; a flag given
+/// on the command line without a value has none (uWSGI's `True`), any other keeps its text.
+fn exported_options(entries: &[collect::Entry]) -> Vec<(String, Option<String>)> {
+    entries
+        .iter()
+        .map(|e| {
+            let bare_flag = e.origin == collect::Origin::Cli
+                && e.value == "true"
+                && table::lookup(&e.key).is_some_and(|k| k.arg() == table::Arg::No);
+            (e.key.clone(), (!bare_flag).then(|| e.value.clone()))
+        })
+        .collect()
+}
+
 impl Config {
     /// Build the configuration from argv (argv[0] is the program) and the environment.
     pub fn load(argv: &[String], env: &[(String, String)]) -> Result<Request, ConfigError> {
@@ -428,6 +459,7 @@ impl Config {
             .iter()
             .any(|(k, v)| k == "LISTEN_FDS" && v.parse::<u32>().is_ok_and(|n| n > 0));
         let mut config = typed::build(&resolved, systemd_sockets)?;
+        config.offload.exported = exported_options(&c.entries);
         let mut warnings = std::mem::take(&mut c.warnings);
         warnings.append(&mut config.warnings);
         config.warnings = warnings;
@@ -558,4 +590,15 @@ mod tests {
         assert!(c.disable_logging && c.lazy_apps);
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     }
+}
+
+/// `--interface`, `--lifespan` and `--loop`, each one of a few words (checked when read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsgiOptions {
+    /// `auto`, `wsgi` or `asgi`.
+    pub interface: String,
+    /// `auto`, `on` or `off`.
+    pub lifespan: String,
+    /// `auto`, `asyncio` or `uvloop`.
+    pub event_loop: String,
 }

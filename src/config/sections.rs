@@ -84,8 +84,12 @@ pub(super) fn log_options(r: &Resolved<'_>) -> Result<crate::config::LogConfig, 
         x_forwarded_for: r.flag(Opt::LogXForwardedFor),
         micros: r.flag(Opt::LogMicros),
         memory_report: r.flag(Opt::MemoryReport),
-        req_logger_file: logger_file(r, Opt::ReqLogger)?,
-        max_size: r.count(Opt::LogMaxsize)?,
+        req_logger_file: logger_file(r, Opt::ReqLogger)?.0,
+        // `log-maxsize`, else the main file logger's own `maxsize=`
+        max_size: match r.count(Opt::LogMaxsize)? {
+            0 => logger_file(r, Opt::Logger)?.1.unwrap_or(0),
+            n => n,
+        },
         backupname: r.text(Opt::LogBackupname).map(PathBuf::from),
         reopen: r.flag(Opt::LogReopen),
         touch_reopen: r
@@ -96,6 +100,8 @@ pub(super) fn log_options(r: &Resolved<'_>) -> Result<crate::config::LogConfig, 
         encoder_specs: r.all(Opt::LogEncoder).map(|e| e.value.clone()).collect(),
         req_encoders: encoders(r, Opt::LogReqEncoder)?,
         req_encoder_specs: r.all(Opt::LogReqEncoder).map(|e| e.value.clone()).collect(),
+        net_loggers: super::gaps::net_loggers(r, Opt::Logger)?,
+        net_req_loggers: super::gaps::net_loggers(r, Opt::ReqLogger)?,
     })
 }
 
@@ -122,20 +128,51 @@ pub(super) fn encoders(
 }
 
 /// `--logger`/`--req-logger`: uWSGI's `[ID ]PLUGIN[:ARGS]`; headrace has the `file` and
-/// `stdio` loggers. The file, if any (several files are refused: lines go to one place).
-pub(super) fn logger_file(r: &Resolved<'_>, opt: Opt) -> Result<Option<PathBuf>, ConfigError> {
+/// `stdio` loggers. The file, if any (several files are refused: lines go to one place), and
+/// the `maxsize=` of the file logger's keyval form (`file:logfile=PATH,maxsize=BYTES`).
+pub(super) fn logger_file(
+    r: &Resolved<'_>,
+    opt: Opt,
+) -> Result<(Option<PathBuf>, Option<u64>), ConfigError> {
     let mut file = None;
+    let mut max_size = None;
+    // Loggers that `log-route` sends lines to take only those lines in uWSGI; headrace does
+    // not route, so such a named logger is not opened (its lines stay in the main log).
+    let routed: Vec<&str> = r
+        .all(Opt::LogRoute)
+        .filter_map(|e| e.value.split_whitespace().next())
+        .collect();
     for e in r.all(opt) {
         let bad = |why: &str| invalid(OptSpec::of(opt), &e.value, &e.origin, why);
-        let spec = e.value.split_once(' ').map_or(e.value.as_str(), |(_, s)| s);
+        let (id, spec) = e
+            .value
+            .split_once(' ')
+            .map_or(("", e.value.as_str()), |(id, s)| (id, s.trim_start()));
+        if !id.is_empty() && routed.contains(&id) {
+            continue;
+        }
         let (name, arg) = spec.split_once(':').unwrap_or((spec, ""));
         match name {
-            "stdio" => {}
+            // The datagram loggers are read by `gaps::net_loggers`.
+            "stdio" | "syslog" | "socket" => {}
             "file" => {
-                // The file logger also takes `path=PATH[,...]`.
-                let path = arg
-                    .strip_prefix("path=")
-                    .map_or(arg, |p| p.split(',').next().unwrap_or(""));
+                // The file logger also takes `path=PATH[,...]` or `logfile=PATH[,maxsize=N]`.
+                let mut path = arg;
+                if arg.starts_with("path=") || arg.starts_with("logfile=") {
+                    path = "";
+                    for kv in arg.split(',') {
+                        match kv.split_once('=') {
+                            Some(("path" | "logfile", p)) => path = p,
+                            Some(("maxsize", n)) => {
+                                max_size =
+                                    Some(n.trim().parse().map_err(|_| {
+                                        bad("expected maxsize=BYTES (a whole number)")
+                                    })?);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
                 if path.is_empty() {
                     return Err(bad("expected file:PATH"));
                 }
@@ -148,12 +185,12 @@ pub(super) fn logger_file(r: &Resolved<'_>, opt: Opt) -> Result<Option<PathBuf>,
             }
             _ => {
                 return Err(bad(
-                    "expected file:PATH or stdio: other log plugins are not supported",
+                    "expected file:PATH, stdio, syslog[:IDENT[,FACILITY]] or socket:ADDR: other log plugins are not supported",
                 ))
             }
         }
     }
-    Ok(file)
+    Ok((file, max_size))
 }
 
 /// An octal option (`--umask 022`), at most `max`.
@@ -234,14 +271,12 @@ pub(super) fn routes(r: &Resolved<'_>) -> Result<Vec<(bool, String)>, ConfigErro
         for e in r.all(opt) {
             let bad = |why: &str| invalid(OptSpec::of(opt), &e.value, &e.origin, why);
             let line = e.value.trim();
-            let Some((regex, action)) = line.rsplit_once(char::is_whitespace) else {
+            // uWSGI splits at the first space; the other actions are `gaps::routes`'.
+            let Some((regex, action)) = line.split_once(' ') else {
                 return Err(bad("expected `REGEXP ACTION`"));
             };
-            if action.trim() != "donotlog:" {
-                return Err(bad(&format!(
-                    "route action `{}` is not supported: headrace implements only `donotlog:` (other actions change responses; do them in the app or in nginx)",
-                    action.trim()
-                )));
+            if !matches!(action.trim(), "donotlog:" | "donotlog") {
+                continue;
             }
             let regex = regex.trim();
             regex::Regex::new(regex).map_err(|e| bad(&format!("bad regular expression: {e}")))?;

@@ -16,6 +16,13 @@ use super::sections::{
     add_headers, log_options, logger_file, mounts, octal, routes, static_options, stats_options,
 };
 
+/// true/false, yes/no, on/off, in any case.
+fn is_bool_word(v: &str) -> bool {
+    ["true", "false", "yes", "no", "on", "off"]
+        .iter()
+        .any(|w| v.trim().eq_ignore_ascii_case(w))
+}
+
 /// uWSGI's `uwsgi_opt_true`: false only for `false`, `off`, `no` (any case) and `0`.
 #[must_use]
 pub fn is_true(v: &str) -> bool {
@@ -92,6 +99,22 @@ pub fn resolve<'a>(
                         ));
                     }
                 }
+                let unit = match s.name {
+                    "log-slow" => Some("milliseconds"),
+                    "post-buffering" => Some("bytes"),
+                    _ => None,
+                };
+                if let Some(unit) = unit.filter(|_| is_bool_word(&e.value)) {
+                    // uWSGI reads these with atoi/strtoul: `log-slow = True` and
+                    // `post-buffering = true` are 0, off.
+                    r.warnings.push(format!(
+                        "option `{}` {}: `{}` is not a number of {unit}; read as 0 (off), as uWSGI does",
+                        e.key,
+                        e.origin.describe(),
+                        e.value.trim()
+                    ));
+                    continue;
+                }
                 r.values[s.opt as usize].push(e);
             }
             Some(Known::Uwsgi(u)) => {
@@ -112,11 +135,23 @@ pub fn resolve<'a>(
                                 .value
                                 .split([',', ' '])
                                 .find(|p| !p.trim().is_empty() && !super::logic::has_plugin(p));
-                            if let Some(p) = bad {
+                            if let Some(p) = bad.filter(|_| u.name.starts_with("need-")) {
                                 return Err(refuse(&format!(
                                     "plugin `{}` is not available: headrace serves Python WSGI apps and has the http router built in",
                                     p.trim()
                                 )));
+                            }
+                            if let Some(p) = bad {
+                                // uWSGI logs `!!! UNABLE to load uWSGI plugin` and goes on
+                                // (need-plugin exits); an option of that plugin is refused
+                                // where it is used.
+                                r.warnings.push(format!(
+                                    "option `{}` {}: plugin `{}` is not available (headrace serves Python WSGI apps and has the http router built in); going on without it, as uWSGI does",
+                                    e.key,
+                                    e.origin.describe(),
+                                    p.trim()
+                                ));
+                                continue;
                             }
                         }
                         if !inert && warned.insert(u.name) {
@@ -265,6 +300,8 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
     // Values with a shape are checked before what is missing, so that
     // `headrace --processes abc` names --processes first.
     let processes = usize_of(r.count(Opt::Processes)?);
+    let mut warnings = r.warnings.clone();
+    let elastic = super::cheaper::build(r, processes, &mut warnings)?;
     let threads = usize_of(r.count(Opt::Threads)?);
     let listen = i32::try_from(r.count(Opt::Listen)?).unwrap_or(i32::MAX);
     let buffer_size = usize_of(r.count(Opt::BufferSize)?);
@@ -430,20 +467,26 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
         processes,
         threads,
         lazy_apps: r.flag(Opt::LazyApps),
+        asgi: super::AsgiOptions {
+            interface: one_of(r, Opt::Interface, &["auto", "wsgi", "asgi"])?,
+            lifespan: one_of(r, Opt::Lifespan, &["auto", "on", "off"])?,
+            event_loop: one_of(r, Opt::Loop, &["auto", "asyncio", "uvloop"])?,
+        },
         listen,
         env,
         disable_logging: r.flag(Opt::DisableLogging),
         logto: match r.text(Opt::Logto) {
             Some(path) => Some(PathBuf::from(path)),
-            None => logger_file(r, Opt::Logger)?,
+            None => logger_file(r, Opt::Logger)?.0,
         },
         pidfile: r.text(Opt::Pidfile).map(PathBuf::from),
         buffer_size,
         limit_post,
         keepalive_timeout,
         socket_timeout,
-        warnings: r.warnings.clone(),
+        warnings,
         supervision,
+        elastic,
         stats: stats_options(r)?,
         daemonize: r
             .text(Opt::Daemonize)
@@ -476,7 +519,27 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
         },
         log: log_options(r)?,
         static_files: static_options(r)?,
+        offload: super::offload::build(r)?,
+        hooks: super::gaps::hooks(r)?,
+        routes: super::gaps::routes(r)?,
     })
+}
+
+/// An option whose value is one of a few words (the ASGI options).
+fn one_of(r: &Resolved<'_>, opt: Opt, words: &[&str]) -> Result<String, ConfigError> {
+    let Some((v, origin)) = r.get(opt) else {
+        return Ok(words[0].to_owned());
+    };
+    let word = v.trim().to_ascii_lowercase();
+    if words.contains(&word.as_str()) {
+        return Ok(word);
+    }
+    Err(invalid(
+        OptSpec::of(opt),
+        &v,
+        &origin,
+        &format!("expected one of {}", words.join(", ")),
+    ))
 }
 
 #[cfg(test)]

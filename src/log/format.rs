@@ -148,9 +148,9 @@ pub enum Part {
     Request(usize),
     /// `%(metric.NAME)`: headrace has no uWSGI metrics, and uWSGI writes 0 for an unknown one.
     Metric,
-    /// Any other name: a "logvar" the app would set through uWSGI's API, which headrace does
-    /// not have, so always `-`.
-    Logvar,
+    /// Any other name: a "logvar" the app sets with `uwsgi.set_logvar(NAME, value)` (`-`
+    /// when it did not).
+    Logvar(String),
 }
 
 /// A compiled `--log-format`.
@@ -232,7 +232,7 @@ impl Format {
         } else if name.starts_with("metric.") {
             Part::Metric
         } else {
-            Part::Logvar
+            Part::Logvar(name.to_owned())
         };
         self.parts.push(part);
     }
@@ -265,7 +265,11 @@ impl Format {
                     .unwrap_or("")
                     .as_bytes(),
                 Part::Metric => b"0",
-                Part::Logvar => b"",
+                Part::Logvar(name) => r
+                    .logvars
+                    .iter()
+                    .find(|(k, _)| k.as_slice() == name.as_bytes())
+                    .map_or(&b""[..], |(_, v)| v.as_slice()),
             };
             // uWSGI writes `-` for any variable that came out empty.
             out.extend_from_slice(if bytes.is_empty() { b"-" } else { bytes });
@@ -383,7 +387,7 @@ mod tests {
                 "%(var.HTTP_X) %(metric.a)",
                 vec![Request(0), text(" "), Metric],
             ),
-            ("%(nope)", vec![Logvar]),
+            ("%(nope)", vec![Logvar("nope".to_owned())]),
             // Unclosed: uWSGI writes the text before it, then the whole format again.
             ("ab %(foo", vec![text("ab "), text("ab %(foo")]),
             // `%()`: no variable; the next character starts one, cutting two bytes.

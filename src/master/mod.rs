@@ -3,18 +3,25 @@
 //! signalfd: respawn with backoff, harakiri, graceful and chain reloads, graceful stop. It never
 //! calls the app.
 
+mod aux;
 mod bind;
+mod cheaper;
+mod control;
+mod daemons;
 mod reload;
+mod spawn;
 mod stats;
+mod supervise;
 mod systemd;
+mod timers;
+mod watch;
 
 use crate::config::{Config, Request};
+use crate::hooks::Phase;
 use crate::scoreboard::Scoreboard;
-use crate::sys::proc::{self, ExitStatus, ForkResult, SignalFd};
-use crate::worker::{self, Listener};
+use crate::sys::proc::{self, ForkResult, SignalFd};
+use crate::worker::Listener;
 use pyo3::prelude::*;
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 /// The id the router has among the master's children (workers are 1..=processes).
@@ -108,6 +115,8 @@ struct Proc {
     stop_deadline: Option<Instant>,
     /// Harakiri in progress: (SIGTERM at, SIGKILL at, SIGTERM sent).
     harakiri: Option<(Instant, Instant, bool)>,
+    /// Stopped by the cheaper (it is also `old`: its id may get a new worker at once).
+    cheaped: bool,
 }
 
 impl Proc {
@@ -159,6 +168,14 @@ pub struct Master<'a> {
     history: Vec<crate::stats::History>,
     /// Seconds the app took to load in the master.
     app_startup: u64,
+    /// Spoolers, mules and attached daemons.
+    aux: aux::Aux,
+    /// Timers, cron and file monitors (uWSGI signals).
+    timers: timers::Timers,
+    /// Attached daemons.
+    daemons: daemons::Daemons,
+    /// Elastic workers: which ids the cheaper keeps stopped.
+    elastic: cheaper::Elastic,
 }
 
 fn unix_now_secs() -> i64 {
@@ -207,6 +224,9 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
     for w in &config.warnings {
         crate::log!("headrace: warning: {w}");
     }
+    if py.detach(|| config.hooks.run(Phase::Asap)).is_err() {
+        return Ok(1);
+    }
     let reexec = reload::ReExec::capture(py).map_err(|e| MasterError::Python(e.to_string()))?;
     let adopted = reload::Adopted::from_env();
     if let Some(dir) = &config.chdir {
@@ -230,16 +250,27 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
         return Ok(2);
     }
     prepare_python(py, config).map_err(|e| MasterError::Python(e.to_string()))?;
+    crate::offload::init_master(py, config).map_err(MasterError::Python)?;
     let sup = &config.supervision;
+    if py.detach(|| config.hooks.run(Phase::AsRoot)).is_err() {
+        return Ok(1);
+    }
     if sup.uid.is_some() || sup.gid.is_some() {
         proc::drop_privileges(sup.uid.as_deref(), sup.gid.as_deref())
             .map_err(MasterError::Privileges)?;
+    }
+    // uWSGI runs the as-user hooks after its privileges step, whether or not it dropped any.
+    if py.detach(|| config.hooks.run(Phase::AsUser)).is_err() {
+        return Ok(1);
     }
     let stats = crate::stats::Server::bind(&config.stats)?;
     let app = if config.lazy_apps {
         crate::log!("lazy-apps: the app is loaded in each worker after fork");
         None
     } else {
+        if py.detach(|| config.hooks.run(Phase::PreApp)).is_err() {
+            return Ok(1);
+        }
         match crate::wsgi::load::load(py, config) {
             Ok(app) => {
                 crate::log!(
@@ -266,6 +297,9 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
         }
     };
     let app_loaded = app.is_some();
+    if app_loaded && py.detach(|| config.hooks.run(Phase::PostApp)).is_err() {
+        return Ok(1);
+    }
     // Forking beside other threads is unsafe: an app that starts threads while it loads
     // cannot be preloaded (sys::proc::fork refuses; say so once and exit).
     proc::ensure_single_threaded()?;
@@ -292,6 +326,7 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
         None => Scoreboard::new(capacity, config.threads)?,
     };
     let scoreboard = std::sync::Arc::new(scoreboard);
+    crate::offload::set_scoreboard(&scoreboard);
     if let Some(path) = &config.pidfile {
         std::fs::write(path, format!("{}\n", proc::getpid())).map_err(|source| {
             MasterError::File {
@@ -341,14 +376,25 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
         } else {
             0
         },
+        aux: aux::Aux::new(crate::offload::aux_specs(config)),
+        timers: timers::Timers::default(),
+        daemons: daemons::Daemons::new(config),
+        elastic: cheaper::Elastic::new(config),
     };
     if let Some(adopted) = adopted {
         master.adopt(adopted);
     }
     master.fill(py);
+    // uWSGI runs these as its master loop starts, the workers spawned; a failure stops the
+    // instance the way SIGINT does.
+    if py.detach(|| config.hooks.run(Phase::MasterStart)).is_err() {
+        proc::kill(proc::getpid(), libc::SIGINT);
+    }
+    // Attached daemons start after the workers, as in uWSGI.
+    master.tick_daemons(py);
     master.notifier.notify(&format!(
         "READY=1\nSTATUS=serving with {} workers\nMAINPID={}",
-        config.processes,
+        master.elastic.target(config.processes),
         proc::getpid()
     ));
     master.supervise(py);
@@ -436,543 +482,4 @@ fn prepare_python(py: Python<'_>, config: &Config) -> PyResult<()> {
     let version: String = sys.getattr("version")?.extract()?;
     crate::log!("Python version: {}", version.replace('\n', " "));
     Ok(())
-}
-
-impl Master<'_> {
-    fn free_slot(&self) -> Option<usize> {
-        (0..self.scoreboard.capacity()).find(|&i| !self.procs.iter().any(|p| p.slot == Some(i)))
-    }
-
-    /// Fork a worker with this id. Returns its pid.
-    fn spawn(&mut self, py: Python<'_>, id: usize) -> Result<i32, MasterError> {
-        if id == ROUTER_ID {
-            return self.spawn_router(py);
-        }
-        let slot = self
-            .free_slot()
-            .ok_or_else(|| MasterError::Python("no free scoreboard slot".to_owned()))?;
-        self.scoreboard.reset(slot);
-        self.scoreboard
-            .slot(slot)
-            .link_nonce
-            .store(self.nonce, Ordering::Relaxed);
-        crate::wsgi::load::flush_stdio(py);
-        match proc::fork()? {
-            ForkResult::Child => {
-                // The stats listeners and clients are the master's: a worker holding them
-                // would keep a client waiting for the close, and the port bound on re-exec.
-                drop(std::mem::take(&mut self.stats));
-                let router = self.has_router();
-                // A worker serves every socket but the router's: close those in it.
-                self.listeners
-                    .retain(|l| l.kind != crate::config::SocketKind::Router);
-                worker::run(
-                    py,
-                    (id, slot),
-                    self.config,
-                    &self.listeners,
-                    &self.scoreboard,
-                    self.app.as_ref(),
-                    router
-                        .then(|| crate::router::socket_name(self.nonce, slot))
-                        .as_deref(),
-                )
-            }
-            ForkResult::Parent(pid) => {
-                self.procs.push(Proc {
-                    id,
-                    slot: Some(slot),
-                    pid,
-                    spawned_at: Instant::now(),
-                    old: false,
-                    stop_deadline: None,
-                    harakiri: None,
-                });
-                self.history(id).spawns += 1;
-                crate::log!(
-                    "spawned headrace worker {id} (pid: {pid}, cores: {})",
-                    self.config.threads
-                );
-                Ok(pid)
-            }
-        }
-    }
-
-    fn has_router(&self) -> bool {
-        self.listeners
-            .iter()
-            .any(|l| l.kind == crate::config::SocketKind::Router)
-    }
-
-    /// Fork the `--http` router.
-    fn spawn_router(&mut self, py: Python<'_>) -> Result<i32, MasterError> {
-        crate::wsgi::load::flush_stdio(py);
-        match proc::fork()? {
-            ForkResult::Child => {
-                // The router serves only its own sockets: close the workers' listeners, and
-                // every other descriptor the master holds (the app's files and sockets).
-                self.listeners
-                    .retain(|l| l.kind == crate::config::SocketKind::Router);
-                let keep: Vec<std::os::fd::RawFd> = self
-                    .listeners
-                    .iter()
-                    .map(|l| std::os::fd::AsRawFd::as_raw_fd(&l.fd))
-                    .chain([self.scoreboard.raw_fd()])
-                    .collect();
-                #[expect(unsafe_code, reason = "closing inherited descriptors: see SAFETY")]
-                // SAFETY: this child runs router::run, which never returns (it ends in
-                // exit_now, running no destructors) and runs no Python: the descriptors closed
-                // here (the interpreter's and the app's, the master's copy of the signalfd) are
-                // never used or dropped in this process again.
-                let closed = unsafe { proc::close_fds_except(&keep) };
-                if let Err(e) = closed {
-                    crate::log!(
-                        "headrace: router cannot close the descriptors it does not need: {e}"
-                    );
-                }
-                crate::router::run(
-                    self.config.clone(),
-                    &self.listeners,
-                    self.scoreboard.clone(),
-                )
-            }
-            ForkResult::Parent(pid) => {
-                self.procs.push(Proc {
-                    id: ROUTER_ID,
-                    slot: None,
-                    pid,
-                    spawned_at: Instant::now(),
-                    old: false,
-                    stop_deadline: None,
-                    harakiri: None,
-                });
-                crate::log!("spawned headrace http 1 (pid: {pid})");
-                Ok(pid)
-            }
-        }
-    }
-
-    /// Make sure every id has a current worker (or a respawn scheduled), except while a chain
-    /// reload replaces them one at a time. The router (id 0) is always kept.
-    fn fill(&mut self, py: Python<'_>) {
-        if self.stopping.is_some() {
-            return;
-        }
-        let now = Instant::now();
-        let chain = self.reload.as_ref().is_some_and(reload::Reload::is_chain);
-        let first = if self.has_router() { ROUTER_ID } else { 1 };
-        let last = if chain {
-            ROUTER_ID
-        } else {
-            self.config.processes
-        };
-        for id in first..=last {
-            let alive = self.procs.iter().any(|p| p.id == id && !p.old);
-            if !alive && !self.pending.iter().any(|(i, _)| *i == id) {
-                self.pending.push((id, now));
-            }
-        }
-        let due: Vec<usize> = self
-            .pending
-            .iter()
-            .filter(|(_, t)| *t <= now)
-            .map(|(i, _)| *i)
-            .collect();
-        self.pending.retain(|(_, t)| *t > now);
-        for id in due {
-            let respawn = self.respawning.get_mut(id).is_some_and(std::mem::take);
-            match self.spawn(py, id) {
-                Ok(pid) if respawn && id == ROUTER_ID => {
-                    crate::log!("Respawned headrace http 1 (new pid: {pid})");
-                }
-                Ok(pid) if respawn => {
-                    crate::log!("Respawned headrace worker {id} (new pid: {pid})");
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    crate::log!("headrace: cannot spawn worker {id}: {e}");
-                    self.pending.push((id, now + Duration::from_secs(1)));
-                }
-            }
-        }
-    }
-
-    fn supervise(&mut self, py: Python<'_>) {
-        let mut last_touch_check = Instant::now();
-        loop {
-            let fd = self.signals.raw();
-            let busy = self.stopping.is_some()
-                || self.reload.is_some()
-                || !self.pending.is_empty()
-                || self
-                    .procs
-                    .iter()
-                    .any(|p| p.harakiri.is_some() || p.stop_deadline.is_some());
-            let wait_ms = if busy {
-                50
-            } else if self.config.supervision.harakiri.is_some() {
-                250
-            } else {
-                1000
-            };
-            let mut fds = vec![proc::PollFd {
-                fd,
-                write: false,
-                ready: false,
-            }];
-            self.stats.poll_fds(&mut fds);
-            let wait_ms = self.stats.wait_ms(wait_ms);
-            py.detach(|| proc::poll_many(&mut fds, wait_ms));
-            while let Some(sig) = self.signals.next() {
-                self.on_signal(py, sig);
-            }
-            if fds.len() > 1 {
-                self.serve_stats(&fds[1..]);
-            }
-            self.reap();
-            self.enforce_deadlines();
-            if let Some((deadline, _)) = self.stopping {
-                if self.procs.is_empty() {
-                    return;
-                }
-                if Instant::now() >= deadline {
-                    for p in &self.procs {
-                        crate::log!(
-                            "{} (pid: {}) did not stop in time: SIGKILL",
-                            p.name(),
-                            p.pid
-                        );
-                        proc::kill(p.pid, libc::SIGKILL);
-                    }
-                    self.stopping = Some((Instant::now() + KILL_MERCY, false));
-                }
-                continue;
-            }
-            self.harakiri();
-            if last_touch_check.elapsed() >= Duration::from_secs(1) {
-                last_touch_check = Instant::now();
-                self.check_touch(py);
-                self.check_saturation();
-            }
-            self.advance_reload(py);
-            self.fill(py);
-        }
-    }
-
-    fn on_signal(&mut self, py: Python<'_>, sig: i32) {
-        match sig {
-            libc::SIGCHLD => {}
-            libc::SIGTERM if self.stopping.is_none() => {
-                let mercy = self.config.supervision.reload_mercy;
-                crate::log!(
-                    "SIGTERM received: graceful shutdown, waiting up to {}s for requests in flight",
-                    mercy.as_secs()
-                );
-                self.signal_all(libc::SIGTERM);
-                self.stopping = Some((Instant::now() + mercy, true));
-            }
-            libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => {
-                crate::log!("{} received: stopping now", proc::signal_name(sig));
-                self.signal_all(libc::SIGINT);
-                self.stopping = Some((Instant::now() + KILL_MERCY, false));
-            }
-            libc::SIGHUP => {
-                let chain = self.config.supervision.chain_reload;
-                crate::log!(
-                    "SIGHUP received: {} reload",
-                    if chain { "chain" } else { "graceful" }
-                );
-                self.begin_reload(py, chain);
-            }
-            libc::SIGUSR1 => self.log_status(),
-            other => crate::log!("{} received: ignored", proc::signal_name(other)),
-        }
-    }
-
-    fn signal_all(&self, sig: i32) {
-        for p in &self.procs {
-            proc::kill(p.pid, sig);
-        }
-    }
-
-    /// SIGUSR1: one line per worker.
-    fn log_status(&self) {
-        let now = unix_now_ms();
-        crate::log!("*** headrace status: {} workers ***", self.procs.len());
-        let mut procs: Vec<&Proc> = self.procs.iter().collect();
-        procs.sort_by_key(|p| (p.id, p.old));
-        for p in procs {
-            let mut line = format!("worker {} (pid: {})", p.id, p.pid);
-            let Some(slot) = p.slot else {
-                line.push_str(" finishing after reload");
-                crate::log!("{line}");
-                continue;
-            };
-            let running: Vec<String> = self
-                .scoreboard
-                .cores(slot)
-                .iter()
-                .enumerate()
-                .filter_map(|(core, c)| {
-                    c.current().map(|(start, req)| {
-                        format!(
-                            "core {core}: {req} for {:.1}s",
-                            Duration::from_millis(now.saturating_sub(start)).as_secs_f64()
-                        )
-                    })
-                })
-                .collect();
-            let served = self.scoreboard.slot(slot).requests.load(Ordering::Relaxed);
-            if running.is_empty() {
-                let _ = write!(line, " idle, {served} requests served");
-            } else {
-                let _ = write!(
-                    line,
-                    " busy {}/{}, {served} requests served; {}",
-                    running.len(),
-                    self.config.threads,
-                    running.join("; ")
-                );
-            }
-            if p.old {
-                line.push_str(" (being replaced)");
-            }
-            crate::log!("{line}");
-        }
-    }
-
-    /// The requests a worker was running, from its scoreboard slot.
-    fn running_requests(&self, slot: Option<usize>) -> Vec<String> {
-        slot.map(|s| {
-            self.scoreboard
-                .cores(s)
-                .iter()
-                .filter_map(|c| c.current().map(|(_, r)| r))
-                .collect()
-        })
-        .unwrap_or_default()
-    }
-
-    fn reap(&mut self) {
-        while let Some((pid, status)) = proc::reap() {
-            let Some(idx) = self.procs.iter().position(|p| p.pid == pid) else {
-                continue;
-            };
-            let p = self.procs.remove(idx);
-            let lost = self.running_requests(p.slot);
-            self.retire_counters(p.id, p.slot);
-            if let Some(slot) = p.slot {
-                self.scoreboard.reset(slot);
-            }
-            let how = match status {
-                ExitStatus::Code(c) => format!("exit code {c}"),
-                ExitStatus::Signal(s) => format!("killed by signal {s} ({})", proc::signal_name(s)),
-            };
-            if self.stopping.is_some() {
-                crate::log!("{} (pid: {pid}) stopped ({how})", p.name());
-                continue;
-            }
-            if p.old {
-                crate::log!(
-                    "{} (pid: {pid}) of the previous generation finished ({how})",
-                    p.name()
-                );
-                continue;
-            }
-            if p.id > self.config.processes {
-                // An id the configuration no longer has (a reload lowered --processes).
-                crate::log!("{} (pid: {pid}) exited ({how}); not replaced", p.name());
-                continue;
-            }
-            if status == ExitStatus::Code(0) && p.stop_deadline.is_none() && p.harakiri.is_none() {
-                // A worker that retired by itself (--max-requests and friends): replace it now.
-                if let Some(d) = self.early_deaths.get_mut(p.id) {
-                    *d = 0;
-                }
-                self.pending.push((p.id, Instant::now()));
-                continue;
-            }
-            let lost_text = if lost.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    ", {} request(s) in flight lost ({})",
-                    lost.len(),
-                    lost.join(", ")
-                )
-            };
-            crate::log!(
-                "DAMN ! {} (pid: {pid}) died, {how}{lost_text} :( trying respawn ...",
-                p.name()
-            );
-            let early = p.spawned_at.elapsed() < EARLY_DEATH && p.harakiri.is_none();
-            let Some(deaths) = self.early_deaths.get_mut(p.id) else {
-                continue;
-            };
-            if early {
-                *deaths += 1;
-            } else {
-                *deaths = 0;
-            }
-            // The first early death is respawned at once; a second in a row starts the backoff.
-            let delay = if *deaths <= 1 {
-                Duration::ZERO
-            } else {
-                let d = Duration::from_millis(250u64 << (*deaths - 1).min(8)).min(MAX_BACKOFF);
-                crate::log!(
-                    "{} died {} time(s) within {}s of spawning: next respawn in {:.1}s",
-                    p.name(),
-                    *deaths,
-                    EARLY_DEATH.as_secs(),
-                    d.as_secs_f64()
-                );
-                d
-            };
-            self.pending.push((p.id, Instant::now() + delay));
-            if let Some(r) = self.respawning.get_mut(p.id) {
-                *r = true;
-            }
-        }
-    }
-
-    /// SIGKILL workers that outlived their stop or harakiri deadlines.
-    fn enforce_deadlines(&mut self) {
-        let now = Instant::now();
-        let mercy = self.config.supervision.reload_mercy.as_secs();
-        for p in &mut self.procs {
-            if let Some((term_at, kill_at, term_sent)) = &mut p.harakiri {
-                if !*term_sent && now >= *term_at && *term_at < *kill_at {
-                    proc::kill(p.pid, libc::SIGTERM);
-                    *term_sent = true;
-                }
-                if now >= *kill_at {
-                    proc::kill(p.pid, libc::SIGKILL);
-                }
-            }
-            if p.stop_deadline.is_some_and(|d| now >= d) {
-                crate::log!(
-                    "{} (pid: {}) did not finish within --worker-reload-mercy {mercy}s: SIGKILL",
-                    p.name(),
-                    p.pid
-                );
-                proc::kill(p.pid, libc::SIGKILL);
-                p.stop_deadline = None;
-            }
-        }
-    }
-
-    /// `--harakiri`: a request older than the limit gets its worker's traceback dumped
-    /// (SIGUSR2, faulthandler), then SIGTERM grace if configured, then SIGKILL.
-    fn harakiri(&mut self) {
-        let Some(limit) = self.config.supervision.harakiri else {
-            return;
-        };
-        let grace = self.config.supervision.harakiri_grace;
-        let now_ms = unix_now_ms();
-        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-        for p in &mut self.procs {
-            let Some(slot) = p.slot else { continue };
-            if p.harakiri.is_some() {
-                continue;
-            }
-            let stuck = self
-                .scoreboard
-                .cores(slot)
-                .iter()
-                .filter_map(super::scoreboard::Core::current)
-                .find(|(start, _)| now_ms.saturating_sub(*start) >= limit_ms);
-            if let Some((start, request)) = stuck {
-                let secs = now_ms.saturating_sub(start) / 1000;
-                crate::log!(
-                    "HARAKIRI: worker {} (pid {}) stuck {secs}s on {request}, killing",
-                    p.id,
-                    p.pid
-                );
-                proc::kill(p.pid, libc::SIGUSR2);
-                if let Some(h) = self.history.get_mut(p.id) {
-                    h.harakiri += 1;
-                }
-                let now = Instant::now();
-                let term_at = now + TRACEBACK_GRACE;
-                let kill_at = term_at + grace;
-                p.harakiri = Some((term_at, kill_at, false));
-            }
-        }
-    }
-
-    fn check_touch(&mut self, py: Python<'_>) {
-        let mut trigger = None;
-        for t in &mut self.touch {
-            let now = mtime(&t.path);
-            if now != t.mtime {
-                t.mtime = now;
-                crate::log!(
-                    "{} was touched: {} reload",
-                    t.path.display(),
-                    if t.chain { "chain" } else { "graceful" }
-                );
-                trigger = Some(t.chain);
-            }
-        }
-        if let Some(chain) = trigger {
-            self.begin_reload(py, chain);
-        }
-    }
-
-    /// Direct and uwsgi-socket modes: when every worker thread is busy and connections wait in
-    /// the kernel's accept queue, say so (the router reports its own queue). The wait is
-    /// bounded by how long every worker has been busy: the latest start among their requests.
-    fn check_saturation(&mut self) {
-        let now_ms = unix_now_ms();
-        let mut workers = 0;
-        let mut all_busy_since = 0u64;
-        for slot in self.procs.iter().filter_map(|p| p.slot) {
-            workers += 1;
-            let starts: Vec<u64> = self
-                .scoreboard
-                .cores(slot)
-                .iter()
-                .filter_map(|c| c.current().map(|(t, _)| t))
-                .collect();
-            if starts.len() < self.config.threads {
-                return;
-            }
-            all_busy_since = all_busy_since.max(starts.into_iter().max().unwrap_or(now_ms));
-        }
-        if workers == 0
-            || self
-                .last_saturation_log
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
-        {
-            return;
-        }
-        let queued: u32 = self
-            .listeners
-            .iter()
-            .filter(|l| l.kind != crate::config::SocketKind::Router)
-            .filter_map(|l| {
-                crate::sys::fd::accept_queue_len(std::os::fd::AsRawFd::as_raw_fd(&l.fd))
-            })
-            .sum();
-        if queued == 0 {
-            return;
-        }
-        self.last_saturation_log = Some(Instant::now());
-        crate::log!(
-            "*** headrace saturated: {workers}/{workers} workers busy, {queued} requests queued (oldest <= {:.1} s) ***",
-            Duration::from_millis(now_ms.saturating_sub(all_busy_since)).as_secs_f64()
-        );
-    }
-
-    /// `--vacuum`: remove what we created on disk.
-    fn vacuum(&self) {
-        if let Some(p) = &self.config.pidfile {
-            let _ = std::fs::remove_file(p);
-        }
-        for l in &self.listeners {
-            if let Some(p) = &l.unix_path {
-                let _ = std::fs::remove_file(p);
-            }
-        }
-    }
 }

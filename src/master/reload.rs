@@ -142,6 +142,11 @@ impl Master<'_> {
             return;
         }
         self.notifier.notify("RELOADING=1");
+        // Spoolers and mules run the app's code too: they restart with the workers (after a
+        // re-exec the new image starts its own; the old ones finish as unknown children).
+        self.reload_aux();
+        // Plain attached daemons restart with the reload, smart ones stay (as in uWSGI).
+        self.reload_daemons();
         if self.app.is_some() {
             self.reexec(py, chain);
             return;
@@ -192,6 +197,7 @@ impl Master<'_> {
         std::env::set_var(super::bind::REEXEC_FDS, fds.join(","));
         std::env::set_var(ENV_MODE, if chain { "chain" } else { "all" });
         std::env::set_var(ENV_OLD, old.join(","));
+        self.hand_over_daemons();
         self.notifier.restore_env();
         let _ = std::env::set_current_dir(&self.reexec.cwd);
         crate::log!(
@@ -229,6 +235,7 @@ impl Master<'_> {
                 old: true,
                 stop_deadline: None,
                 harakiri: None,
+                cheaped: false,
             });
         }
         self.reload = Some(if adopted.chain {
@@ -286,7 +293,7 @@ impl Master<'_> {
                         .iter()
                         .filter(|p| !p.old && p.id != router_id)
                         .collect();
-                    let all_ready = new.len() >= self.config.processes
+                    let all_ready = new.len() >= self.elastic.target(self.config.processes)
                         && new.iter().all(|p| ready(&self.scoreboard, p));
                     if all_ready || started.elapsed() > READY_WAIT {
                         let old: Vec<i32> =

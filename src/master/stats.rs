@@ -41,6 +41,7 @@ impl Master<'_> {
             .filter(|&id| id <= self.config.processes || self.procs.iter().any(|p| p.id == id))
             .map(|id| WorkerView {
                 id,
+                cheap: self.cheaped(id),
                 history: self.history.get(id).cloned().unwrap_or_default(),
                 live: self
                     .procs

@@ -406,6 +406,12 @@ impl Router {
             .iter()
             .filter(|b| b.ready && b.load() >= self.config.threads)
             .count();
+        // With elastic workers: whether the master may still start more.
+        let growth = match self.config.elastic.cheaper {
+            None => "",
+            Some(_) if ready >= self.config.processes => ", max reached",
+            Some(_) => ", growing",
+        };
         let refused = self.refused.replace(0);
         let refused = if refused > 0 {
             format!(", {refused} answered 503 since the last report")
@@ -413,7 +419,7 @@ impl Router {
             String::new()
         };
         crate::log!(
-            "*** headrace saturated: {busy}/{ready} workers busy, {waiting} requests queued (oldest {:.1} s){refused} ***",
+            "*** headrace saturated: {busy}/{ready} workers busy{growth}, {waiting} requests queued (oldest {:.1} s){refused} ***",
             oldest.since.elapsed().as_secs_f64()
         );
     }
@@ -425,6 +431,7 @@ pub fn run(config: Config, listeners: &[Listener], scoreboard: Arc<Scoreboard>) 
     if let Err(e) = crate::sys::proc::batch_scheduling() {
         crate::log!("headrace: router cannot use SCHED_BATCH: {e}");
     }
+    crate::offload::set_role(crate::offload::Role::Router);
     match config.titles.child("headrace http 1") {
         Some(title) => crate::sys::proc::set_title(&title),
         None => crate::sys::proc::restore_title(),

@@ -12,6 +12,10 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 /// Bytes read from the file per trip to the blocking pool.
 const CHUNK: u64 = 256 * 1024;
 
+/// A body up to this size is read with the lookup, in the same trip to the blocking pool, and
+/// written with the head in one write.
+const SMALL: u64 = 64 * 1024;
+
 /// What happened to a request.
 pub enum Outcome {
     /// Not a static request, or no such file: dispatch it to a worker.
@@ -74,14 +78,24 @@ pub async fn serve<S: AsyncWrite + Unpin>(
     let found = tokio::task::spawn_blocking(move || {
         let req = request(&bytes, &h);
         let found = static_files::lookup(&cfg, &req)?;
-        let reply = static_files::reply(&found, &req, http11, !keep_alive);
-        Some((found, reply))
+        let mut reply = static_files::reply(&found, &req, http11, !keep_alive);
+        if reply.len <= SMALL {
+            // Head and body in one buffer; a file that shrank sends nothing (closed below).
+            let (len, at) = (reply.head.len(), reply.offset);
+            reply
+                .head
+                .resize(len + usize::try_from(reply.len).unwrap_or(0), 0);
+            let filled = found.file.read_exact_at(&mut reply.head[len..], at).is_ok();
+            (reply.offset, reply.len) = (0, 0);
+            return Some((found, reply, filled));
+        }
+        Some((found, reply, true))
     })
     .await;
-    let Ok(Some((found, reply))) = found else {
+    let Ok(Some((found, reply, filled))) = found else {
         return Outcome::Miss;
     };
-    if !write(stream, &reply.head, timeout).await {
+    if !filled || !write(stream, &reply.head, timeout).await {
         return Outcome::Served(false);
     }
     let file = Arc::new(found.file);

@@ -99,6 +99,17 @@ pub fn render(snap: &Snapshot, minified: bool) -> String {
     out
 }
 
+/// One spooler process, with uWSGI's keys.
+fn spooler((dir, pid, tasks, respawns, running): (String, u64, u64, u64, u64)) -> J {
+    J::Obj(vec![
+        ("dir", s(dir)),
+        ("pid", n(pid)),
+        ("tasks", n(tasks)),
+        ("respawns", n(respawns)),
+        ("running", n(running)),
+    ])
+}
+
 fn document(snap: &Snapshot) -> J {
     let sockets = snap
         .sockets
@@ -115,7 +126,7 @@ fn document(snap: &Snapshot) -> J {
         })
         .collect();
     let workers = snap.workers.iter().map(|w| worker(snap, w)).collect();
-    J::Obj(vec![
+    let mut doc = vec![
         ("version", s(env!("CARGO_PKG_VERSION"))),
         ("listen_queue", n(snap.listen_queue)),
         // headrace has no socket whose overflow it counts: the kernel drops silently.
@@ -129,9 +140,39 @@ fn document(snap: &Snapshot) -> J {
         ("cwd", s(snap.cwd.clone())),
         // uWSGI lists its shared-memory locks; headrace's scoreboard has none.
         ("locks", J::Arr(Vec::new())),
-        ("sockets", J::Arr(sockets)),
-        ("workers", J::Arr(workers)),
-        ("headrace", headrace(snap)),
+    ];
+    // uWSGI lists its caches after the locks, and only when there are some.
+    let caches = crate::offload::cache::stats();
+    if !caches.is_empty() {
+        doc.push(("caches", J::Arr(caches.iter().map(cache).collect())));
+    }
+    doc.extend([("sockets", J::Arr(sockets)), ("workers", J::Arr(workers))]);
+    // uWSGI lists its spoolers after the workers, only when there are some.
+    let spoolers = crate::offload::spooler::stats();
+    if !spoolers.is_empty() {
+        doc.push((
+            "spoolers",
+            J::Arr(spoolers.into_iter().map(spooler).collect()),
+        ));
+    }
+    doc.push(("headrace", headrace(snap)));
+    J::Obj(doc)
+}
+
+fn cache(c: &crate::offload::cache::CacheStats) -> J {
+    J::Obj(vec![
+        ("name", s(c.name.clone())),
+        ("hash", s(c.hash)),
+        ("hashsize", n(c.hashsize)),
+        ("keysize", n(c.keysize)),
+        ("max_items", n(c.max_items)),
+        ("blocks", n(c.blocks)),
+        ("blocksize", n(c.blocksize)),
+        ("items", n(c.figures.items)),
+        ("hits", n(c.figures.hits)),
+        ("miss", n(c.figures.miss)),
+        ("full", n(c.figures.full)),
+        ("last_modified_at", n(c.figures.last_modified_at)),
     ])
 }
 
@@ -194,7 +235,16 @@ fn worker(snap: &Snapshot, w: &WorkerStats) -> J {
         ("harakiri_count", n(w.harakiri_count)),
         ("signals", n(0u64)),
         ("signal_queue", n(0u64)),
-        ("status", s(if w.busy() { "busy" } else { "idle" })),
+        (
+            "status",
+            s(if w.cheap {
+                "cheap"
+            } else if w.busy() {
+                "busy"
+            } else {
+                "idle"
+            }),
+        ),
         ("rss", n(w.rss)),
         ("vsz", n(w.vsz)),
         ("running_time", n(c.running_us)),

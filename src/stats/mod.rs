@@ -48,6 +48,8 @@ pub struct WorkerView {
     pub history: History,
     /// Its live processes (the current one and, during a reload, the one being replaced).
     pub live: Vec<Live>,
+    /// The cheaper keeps it stopped (`--cheaper`, `--idle`).
+    pub cheap: bool,
 }
 
 /// Everything the master hands the stats.
@@ -119,6 +121,8 @@ pub struct WorkerStats {
     pub vsz: u64,
     /// Its threads.
     pub cores: Vec<CoreStats>,
+    /// Stopped by the cheaper (uWSGI's status `cheap`).
+    pub cheap: bool,
 }
 
 impl WorkerStats {
@@ -335,6 +339,7 @@ fn worker_stats(sb: &Scoreboard, threads: usize, w: &WorkerView) -> WorkerStats 
         rss,
         vsz,
         cores,
+        cheap: w.cheap && pid == 0,
     }
 }
 
@@ -375,6 +380,7 @@ pub(crate) mod tests {
             rss: 10 << 20,
             vsz: 100 << 20,
             cores: vec![core(0, current), core(1, None)],
+            cheap: false,
         };
         let mut wait = HistogramValues::default();
         wait.buckets[0] = 4;

@@ -147,6 +147,9 @@ unsafe impl Shareable for crate::scoreboard::Header {}
 // SAFETY: atomics only (counters and a histogram of atomics); all-zero is "no router yet".
 unsafe impl Shareable for crate::scoreboard::Queue {}
 
+// SAFETY: atomics only (pid, counters, flags); zero means "not started yet".
+unsafe impl Shareable for crate::offload::spooler::SpoolerSlot {}
+
 impl Drop for Region {
     fn drop(&mut self) {
         // SAFETY: unmapping what `map` mapped; no reference into it outlives self.

@@ -6,10 +6,11 @@
 mod conn;
 mod event_loop;
 mod handoff;
-mod recycle;
+pub(crate) mod recycle;
 mod static_hit;
 
 use crate::config::Config;
+use crate::hooks::Phase;
 use crate::scoreboard::Scoreboard;
 use crate::wsgi::{App, Settings};
 use pyo3::prelude::*;
@@ -118,31 +119,16 @@ impl Worker<'_> {
 /// Exit code of a worker whose app failed to load (uWSGI's UWSGI_FAILED_APP_CODE).
 pub const FAILED_APP_CODE: i32 = 22;
 
-/// Run a freshly forked worker until it is told to stop; never returns.
-pub fn run(
+/// The preloaded app, or (`--lazy-apps`) the app loaded now; a worker whose app does not load
+/// exits with [`FAILED_APP_CODE`].
+fn app_of(
     py: Python<'_>,
-    (id, slot): (usize, usize),
     config: &Config,
-    listeners: &[Listener],
-    scoreboard: &Scoreboard,
     preloaded: Option<&Py<PyAny>>,
-    router_socket: Option<&str>,
-) -> ! {
-    let pid = crate::sys::proc::getpid();
-    crate::wsgi::response::set_added_headers(&config.add_headers);
-    crate::wsgi::set_donotlog(&config.donotlog);
-    match config.titles.child(&format!("headrace worker {id}")) {
-        Some(title) => crate::sys::proc::set_title(&title),
-        None => crate::sys::proc::restore_title(),
-    }
-    let Ok((stop_read, stop_write)) = crate::sys::fd::pipe() else {
-        crate::log!("headrace: worker {id} (pid: {pid}) cannot create its stop pipe");
-        crate::sys::proc::exit_now(1);
-    };
-    crate::sys::proc::worker_signals(std::os::fd::AsRawFd::as_raw_fd(&stop_write));
-    scoreboard.slot(slot).pid.store(pid, Ordering::Relaxed);
-    register_traceback_dump(py);
-    let callable = match preloaded {
+    id: usize,
+    pid: i32,
+) -> Py<PyAny> {
+    match preloaded {
         Some(app) => app.clone_ref(py),
         None => match crate::wsgi::load::load(py, config) {
             Ok(app) => {
@@ -156,13 +142,77 @@ pub fn run(
                 crate::sys::proc::exit_now(FAILED_APP_CODE);
             }
         },
+    }
+}
+
+/// [`app_of`], with the pre/post-app hooks around it when the app is loaded here
+/// (`--lazy-apps`), as uWSGI runs them wherever it loads the app.
+fn hooked_app_of(
+    py: Python<'_>,
+    config: &Config,
+    preloaded: Option<&Py<PyAny>>,
+    id: usize,
+    pid: i32,
+) -> Py<PyAny> {
+    let lazy = preloaded.is_none();
+    if lazy {
+        py.detach(|| config.hooks.run_in_worker(Phase::PreApp));
+    }
+    let callable = app_of(py, config, preloaded, id, pid);
+    if lazy {
+        py.detach(|| config.hooks.run_in_worker(Phase::PostApp));
+    }
+    callable
+}
+
+/// uWSGI's accepting hooks: every worker's, then worker 1's.
+fn accepting_hooks(config: &Config, id: usize) {
+    config.hooks.run_in_worker(Phase::Accepting);
+    if id == 1 {
+        config.hooks.run_in_worker(Phase::Accepting1);
+    }
+}
+
+/// Run a freshly forked worker until it is told to stop; never returns.
+#[allow(
+    clippy::too_many_lines,
+    reason = "the worker's start, in order; the ASGI hook added its branch"
+)]
+pub fn run(
+    py: Python<'_>,
+    (id, slot): (usize, usize),
+    config: &Config,
+    listeners: &[Listener],
+    scoreboard: &Scoreboard,
+    preloaded: Option<&Py<PyAny>>,
+    router_socket: Option<&str>,
+) -> ! {
+    let pid = crate::sys::proc::getpid();
+    crate::offload::set_role(crate::offload::Role::Worker(id));
+    crate::wsgi::response::set_added_headers(&config.add_headers);
+    crate::wsgi::set_donotlog(&config.donotlog);
+    crate::routing::set_rules(py, &config.routes);
+    match config.titles.child(&format!("headrace worker {id}")) {
+        Some(title) => crate::sys::proc::set_title(&title),
+        None => crate::sys::proc::restore_title(),
+    }
+    let Ok((stop_read, stop_write)) = crate::sys::fd::pipe() else {
+        crate::log!("headrace: worker {id} (pid: {pid}) cannot create its stop pipe");
+        crate::sys::proc::exit_now(1);
     };
+    crate::sys::proc::worker_signals(std::os::fd::AsRawFd::as_raw_fd(&stop_write));
+    scoreboard.slot(slot).pid.store(pid, Ordering::Relaxed);
+    crate::offload::core::worker_started(id, slot, pid);
+    register_traceback_dump(py);
+    let callable = hooked_app_of(py, config, preloaded, id, pid);
+    crate::offload::after_fork(py);
     let (autoreload, ignore) = &config.py_autoreload;
     if *autoreload > 0 {
         if let Err(e) = crate::wsgi::load::start_autoreload(py, *autoreload, ignore) {
             crate::log!("headrace: worker {id} cannot start --py-autoreload: {e}");
         }
     }
+    py.detach(|| accepting_hooks(config, id));
     // The router's sockets are the router's; a worker serves the others and, when there is a
     // router, its own private socket for it.
     let private = bind_links(router_socket, config, id, pid);
@@ -176,6 +226,18 @@ pub fn run(
         .chain(private.iter())
         .collect();
     let links: Vec<usize> = (listeners.len() - private.len()..listeners.len()).collect();
+    if crate::wsgi::load::is_asgi(py, callable.bind(py), config) {
+        let fds = (stop_read, stop_write);
+        serve_asgi(
+            py,
+            (id, slot, pid),
+            config,
+            (&listeners, &links),
+            scoreboard,
+            callable,
+            fds,
+        );
+    }
     let servers: Vec<(String, String)> = listeners
         .iter()
         .map(|l| (l.server_name.clone(), l.server_port.clone()))
@@ -227,9 +289,59 @@ pub fn run(
             Python::attach(|py| event_loop::run(py, &worker, 0));
         });
     });
+    py.detach(crate::offload::signals::finish_handlers);
     run_atexit(py);
     drop(stop_write);
     crate::sys::proc::exit_now(0);
+}
+
+/// Serve an ASGI app: one event loop in this thread (see `crate::asgi`); never returns.
+fn serve_asgi(
+    py: Python<'_>,
+    (id, slot, pid): (usize, usize, i32),
+    config: &Config,
+    (listeners, links): (&[&Listener], &[usize]),
+    scoreboard: &Scoreboard,
+    app: Py<PyAny>,
+    (stop_read, stop_write): (OwnedFd, OwnedFd),
+) -> ! {
+    let scoreboard = match scoreboard.duplicate() {
+        Ok(s) => s,
+        Err(e) => {
+            crate::log!("headrace: worker {id} (pid: {pid}) cannot map the scoreboard: {e}");
+            crate::sys::proc::exit_now(1);
+        }
+    };
+    let ctx = crate::asgi::Ctx {
+        id,
+        slot,
+        pid,
+        master: crate::sys::proc::getppid(),
+        scoreboard,
+        recycle: recycle::Recycle::new(&config.supervision),
+        settings: Settings::for_worker(config, id),
+        stop_write: std::os::fd::AsRawFd::as_raw_fd(&stop_write),
+        inflight: std::sync::atomic::AtomicUsize::new(0),
+    };
+    let socks: Vec<(&Listener, bool)> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (*l, links.contains(&i)))
+        .collect();
+    let stop_fd = std::os::fd::AsRawFd::as_raw_fd(&stop_read);
+    let code = match crate::asgi::serve(py, ctx, app, &socks, stop_fd, config) {
+        Ok(code) => code,
+        Err(err) => {
+            err.print(py);
+            1
+        }
+    };
+    if code == 0 {
+        run_atexit(py);
+    }
+    crate::wsgi::load::flush_stdio(py);
+    drop(stop_write);
+    crate::sys::proc::exit_now(code);
 }
 
 /// One epoll and hand-off share per serving thread; a worker without them cannot serve.
@@ -323,8 +435,9 @@ fn register_traceback_dump(py: Python<'_>) {
 }
 
 /// A worker that stops gracefully runs the app's atexit handlers, as a normal interpreter
-/// exit would.
+/// exit would (`uwsgi.atexit` first, as uWSGI).
 fn run_atexit(py: Python<'_>) {
+    crate::offload::core::run_uwsgi_atexit(py);
     if let Ok(atexit) = py.import("atexit") {
         if let Err(e) = atexit.call_method0("_run_exitfuncs") {
             e.print(py);

@@ -100,18 +100,16 @@ fn log(
 ) {
     let w = ctx.w;
     let elapsed = start.elapsed();
-    let counts = w.scoreboard.record(
-        w.slot,
-        ctx.core,
-        &crate::scoreboard::Outcome {
-            status: reply.status,
-            tx: reply.head.len() as u64 + sent.unwrap_or(0),
-            elapsed_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            exception: false,
-            write_error: sent.is_none(),
-            read_error: false,
-        },
-    );
+    let outcome = crate::scoreboard::Outcome {
+        status: reply.status,
+        tx: reply.head.len() as u64 + sent.unwrap_or(0),
+        elapsed_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        exception: false,
+        write_error: sent.is_none(),
+        read_error: false,
+    };
+    let counts = w.scoreboard.record(w.slot, ctx.core, &outcome);
+    crate::offload::core::count_request(&outcome);
     if w.config.disable_logging {
         return;
     }
@@ -160,6 +158,7 @@ fn log(
         referer: "",
         content_length: 0,
         request_vars: &[],
+        logvars: &[],
         vars,
         vars_bytes: head_len(head),
         start_micros,

@@ -78,38 +78,50 @@ pub fn start_autoreload(py: Python<'_>, interval: u64, ignore: &[String]) -> PyR
 
 /// Import the app and return its callable.
 pub fn load(py: Python<'_>, config: &Config) -> PyResult<Py<PyAny>> {
+    crate::offload::core::import_app_modules(py, config);
     let main = config
         .app
         .as_ref()
-        .map(|a| load_source(py, a, &config.callable))
+        .map(|a| load_source(py, a, &config.callable, config.manage_script_name))
         .transpose()?;
     if config.mounts.is_empty() {
-        return main.ok_or_else(|| PyTypeError::new_err("no app to serve"));
+        let app = main.ok_or_else(|| PyTypeError::new_err("no app to serve"))?;
+        // An ASGI 2 app, or a forced interface the app does not fit, is a load failure.
+        interface(py, app.bind(py), &config.asgi.interface)?;
+        return Ok(app);
     }
     // Several apps by mountpoint: one dispatching callable, built once.
-    let apps = pyo3::types::PyList::empty(py);
+    let mut apps = Vec::new();
     if let Some(m) = main {
-        apps.append(("", m))?;
+        apps.push((String::new(), m));
     }
     for (i, (point, src)) in config.mounts.iter().enumerate() {
-        let app = load_source(py, src, &config.callable)?;
+        let app = load_source(py, src, &config.callable, config.manage_script_name)?;
         crate::log!(
             "WSGI app {} (mountpoint='{point}') ready (pid: {})",
             i + 1,
             crate::sys::proc::getpid()
         );
-        apps.append((point, app))?;
+        apps.push((point.clone(), app));
     }
+    dispatcher(py, apps, config.manage_script_name)
+}
+
+/// One callable that hands each request to the app of its mountpoint (see mount.py).
+fn dispatcher(py: Python<'_>, apps: Vec<(String, Py<PyAny>)>, manage: bool) -> PyResult<Py<PyAny>> {
     let code = std::ffi::CString::new(include_str!("mount.py"))
         .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
     let module = PyModule::from_code(py, &code, c"headrace_mount.py", c"headrace_mount")?;
-    Ok(module
-        .call_method1("make", (apps, config.manage_script_name))?
-        .unbind())
+    Ok(module.call_method1("make", (apps, manage))?.unbind())
 }
 
 /// Import one app (a file or `MODULE[:CALLABLE]`) and return its callable.
-fn load_source(py: Python<'_>, source: &AppSource, default_callable: &str) -> PyResult<Py<PyAny>> {
+fn load_source(
+    py: Python<'_>,
+    source: &AppSource,
+    default_callable: &str,
+    manage: bool,
+) -> PyResult<Py<PyAny>> {
     let (module, callable, what) = match source {
         AppSource::File(file) => {
             let abs = std::path::absolute(file).unwrap_or_else(|_| file.clone());
@@ -150,6 +162,10 @@ fn load_source(py: Python<'_>, source: &AppSource, default_callable: &str) -> Py
             (module, c.to_owned(), m.to_owned())
         }
     };
+    // uWSGI's `uwsgi.applications` (or the module's `applications`): {mountpoint: app}.
+    if let Some(apps) = crate::offload::core::applications(py, &module)? {
+        return dispatcher(py, apps, manage);
+    }
     let app = module.getattr(callable.as_str()).map_err(|_| {
         PyAttributeError::new_err(format!("callable \"{callable}\" not found in {what}"))
     })?;
@@ -169,6 +185,96 @@ pub fn flush_stdio(py: Python<'_>) {
             if let Ok(stream) = sys.getattr(name) {
                 let _ = stream.call_method0("flush");
             }
+        }
+    }
+}
+
+/// What the loaded callable speaks, `"wsgi"` or `"asgi"` (`forced` is `--interface`): an
+/// `async def app(scope, receive, send)`, or an object whose `__call__` is one, is ASGI 3. An
+/// ASGI 2 app (a class taking the scope) is an error. Decided from the code objects, without
+/// importing anything: a WSGI app loads exactly as before (even after `--uid` dropped the
+/// rights to read the standard library).
+pub fn interface(py: Python<'_>, app: &Bound<'_, PyAny>, forced: &str) -> PyResult<String> {
+    if forced == "wsgi" {
+        return Ok("wsgi".to_owned());
+    }
+    let is_class = app.is_instance_of::<pyo3::types::PyType>();
+    let call = if is_class {
+        app.getattr("__call__").ok()
+    } else {
+        app.get_type().getattr("__call__").ok()
+    };
+    let async_call = call.as_ref().is_some_and(is_coroutine_function);
+    if is_class {
+        if async_call {
+            return Err(PyTypeError::new_err(format!(
+                "{} is an ASGI 2 application (a class instantiated with the scope); headrace \
+                 serves ASGI 3: wrap it with asgiref.compatibility.guarantee_single_callable",
+                app.repr()?
+            )));
+        }
+        return Ok(if forced == "asgi" { "asgi" } else { "wsgi" }.to_owned());
+    }
+    if is_coroutine_function(app) || async_call {
+        return Ok("asgi".to_owned());
+    }
+    if forced == "asgi" {
+        let argcount = app
+            .getattr("__code__")
+            .and_then(|c| c.getattr("co_argcount"))
+            .and_then(|n| n.extract::<usize>())
+            .ok();
+        if argcount == Some(1) {
+            return Err(PyTypeError::new_err(format!(
+                "{} takes only the scope: an ASGI 2 application; headrace serves ASGI 3",
+                app.repr()?
+            )));
+        }
+        return Ok("asgi".to_owned());
+    }
+    let _ = py;
+    Ok("wsgi".to_owned())
+}
+
+/// `inspect.iscoroutinefunction` without importing `inspect`: the code object's
+/// `CO_COROUTINE` flag, through bound methods and `functools.partial`, or the marker that
+/// `inspect.markcoroutinefunction` / asgiref set.
+fn is_coroutine_function(obj: &Bound<'_, PyAny>) -> bool {
+    const CO_COROUTINE: u32 = 0x80;
+    let mut f = obj.clone();
+    for _ in 0..8 {
+        let partial = f.get_type().name().is_ok_and(|n| n == "partial");
+        let inner = if partial {
+            f.getattr("func")
+        } else {
+            f.getattr("__func__")
+        };
+        if let Ok(inner) = inner {
+            f = inner;
+        } else {
+            break;
+        }
+    }
+    if f.hasattr("_is_coroutine_marker").unwrap_or(false) {
+        return true;
+    }
+    f.getattr("__code__")
+        .and_then(|c| c.getattr("co_flags"))
+        .and_then(|n| n.extract::<u32>())
+        .is_ok_and(|flags| flags & CO_COROUTINE != 0)
+}
+
+/// The app is served as ASGI (see [`interface`]; the load already refused what cannot be).
+#[must_use]
+pub fn is_asgi(py: Python<'_>, app: &Bound<'_, PyAny>, config: &Config) -> bool {
+    if !config.mounts.is_empty() {
+        return false;
+    }
+    match interface(py, app, &config.asgi.interface) {
+        Ok(kind) => kind == "asgi",
+        Err(e) => {
+            e.print(py);
+            false
         }
     }
 }

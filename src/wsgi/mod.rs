@@ -303,7 +303,11 @@ pub fn serve(
         .as_ref()
         .map(|_| RequestVars::read(&environ, crate::log::requests().needs_request_vars()));
     slot.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (summary, body) = call_app(py, app, &environ, body, response, peer, server);
+    crate::offload::core::begin_request(server.slot, server.core, fd);
+    // `route*` rules may answer in the app's place or change its headers (uWSGI's routing).
+    let routed = crate::routing::route(&environ, app.callable.bind(py));
+    let callable = routed.as_ref().unwrap_or_else(|| app.callable.bind(py));
+    let (summary, body) = call_app(py, (app, callable), &environ, body, response, peer, server);
     slot.busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     core.end();
 
@@ -314,25 +318,23 @@ pub fn serve(
             py.detach(|| b.finish())
         }
     });
-    let counts = server.scoreboard.record(
-        server.slot,
-        server.core,
-        &crate::scoreboard::Outcome {
-            status: summary.status,
-            tx: summary.body_bytes + summary.head_bytes as u64,
-            elapsed_us: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
-            exception: summary.exception,
-            write_error: summary.write_error,
-            read_error: summary.read_error,
-        },
-    );
+    let outcome = crate::scoreboard::Outcome {
+        status: summary.status,
+        tx: summary.body_bytes + summary.head_bytes as u64,
+        elapsed_us: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+        exception: summary.exception,
+        write_error: summary.write_error,
+        read_error: summary.read_error,
+    };
+    let counts = server.scoreboard.record(server.slot, server.core, &outcome);
+    let logvars = crate::offload::core::end_request(&outcome);
     if let Some(fields) = log_fields {
         log_request(
             server,
             settings.worker_id,
             counts,
             &fields,
-            request_vars.as_ref(),
+            (request_vars.as_ref(), &logvars),
             &stats,
             (start, start_micros),
             &summary,
@@ -410,7 +412,7 @@ fn log_request(
     wid: usize,
     (mine, all): (u64, u64),
     r: &LogFields,
-    vars: Option<&RequestVars>,
+    (vars, logvars): (Option<&RequestVars>, &[crate::offload::core::Logvar]),
     stats: &VarStats,
     (start, start_micros): (Instant, u64),
     s: &Summary,
@@ -444,6 +446,7 @@ fn log_request(
         referer: &v.referer,
         content_length: v.content_length,
         request_vars: &v.vars,
+        logvars,
         vars: stats.count,
         vars_bytes: stats.bytes,
         start_micros,
@@ -467,7 +470,7 @@ fn log_request(
 /// body when the connection must close.
 fn call_app(
     py: Python<'_>,
-    app: &App,
+    (app, callable): (&App, &Bound<'_, PyAny>),
     environ: &Bound<'_, PyDict>,
     body: Body,
     state: ResponseState,
@@ -493,7 +496,7 @@ fn call_app(
         );
     };
     let _ = environ.set_item(app.environ.keys().wsgi_input.bind(py), &input);
-    let result = app.callable.bind(py).call1((environ, &sr));
+    let result = callable.call1((environ, &sr));
     let outcome = match result {
         Ok(iterable) => {
             if let Some(hook) = server.after_app {
