@@ -17,9 +17,15 @@ impl Master<'_> {
                 self.begin_reload(py, true);
             }
             Control::Stop if self.stopping.is_none() => {
-                crate::log!("uwsgi.stop() called: stopping now");
-                self.signal_all(libc::SIGINT);
-                self.stopping = Some((Instant::now() + super::KILL_MERCY, false));
+                // The request that called stop() is still running: workers stop as on
+                // SIGTERM (finish what they serve), but get only the short mercy of an
+                // immediate stop, so a busy server still ends within seconds.
+                crate::log!(
+                    "uwsgi.stop() called: stopping, requests in flight get {}s",
+                    super::KILL_MERCY.as_secs()
+                );
+                self.signal_all(libc::SIGTERM);
+                self.stopping = Some((Instant::now() + super::KILL_MERCY, true));
             }
             Control::Stop => {}
             &Control::Signal(n) => self.raise_signal(py, n),

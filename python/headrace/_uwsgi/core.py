@@ -162,7 +162,7 @@ def reload():
 
 
 def stop():
-    """Stop the server (as SIGINT to the master: in-flight requests are not waited for)."""
+    """Stop the server: workers finish the requests they serve (this one too), for 3 s at most."""
     _headrace.control("stop")
     return True
 
