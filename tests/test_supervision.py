@@ -11,6 +11,7 @@ close: every failed or reset request is a server fault and fails the test; nothi
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import re
@@ -1029,3 +1030,41 @@ def test_example_systemd_unit_runs(headrace, tmp_path):
     finally:
         sock.close()
         shutil.rmtree(d, ignore_errors=True)
+
+
+ENV_APP = """
+import json, os
+
+HEADRACE_AT_IMPORT = sorted(k for k in os.environ if k.startswith(("HEADRACE_", "LISTEN_")))
+
+
+def application(environ, start_response):
+    now = sorted(k for k in os.environ if k.startswith(("HEADRACE_", "LISTEN_")))
+    body = json.dumps({"import": HEADRACE_AT_IMPORT, "now": now, "pid": os.getpid()}).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+"""
+
+
+def test_reexec_reload_hides_the_handover_variables(headrace, tmp_path):
+    """A re-exec reload hands the sockets, old workers and daemons over in HEADRACE_*
+    variables; the new image's app must not see them in os.environ."""
+    appfile = tmp_path / "envapp.py"
+    appfile.write_text(ENV_APP)
+    srv = headrace("--wsgi-file", str(appfile), "--processes", "1",
+                   "--attach-daemon", "sleep 30", workers=1)
+    master = srv.proc.pid
+    old = live_children(master)
+    first = json.loads(fetch(srv, "/").body)
+    assert first["import"] == [] and first["now"] == []
+    os.kill(master, signal.SIGHUP)
+
+    def reloaded():
+        # The daemon (sleep) is a child too: wait for a worker with a new pid to answer.
+        try:
+            d = json.loads(fetch(srv, "/").body)
+        except OSError:
+            return None
+        return d if d["pid"] not in old and d["pid"] != first["pid"] else None
+    after = wait_until(reloaded, 20, "a worker of the re-exec'd image answers")
+    assert after["import"] == [] and after["now"] == [], after

@@ -22,7 +22,7 @@ use pyo3::prelude::*;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Pids of daemons a re-exec'd master must see gone before it starts its own.
-const ENV_RETIRING: &str = "HEADRACE_RETIRING_DAEMONS";
+pub(super) const ENV_RETIRING: &str = "HEADRACE_RETIRING_DAEMONS";
 /// A daemon that needs a respawn this soon after its spawn is throttled (uWSGI's 3 s).
 const QUICK_DEATH: Duration = Duration::from_secs(3);
 /// uWSGI's cap on the throttle when `max_throttle` is not set.
@@ -133,20 +133,31 @@ impl Daemon {
     }
 }
 
+/// The pids of the daemons a previous master image left running (a re-exec reload hands
+/// them over in the environment), taken out of the environment.
+#[must_use]
+pub fn take_inherited() -> Vec<i32> {
+    let pids = std::env::var(ENV_RETIRING)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|p| p.parse::<i32>().ok())
+        .collect();
+    std::env::remove_var(ENV_RETIRING);
+    pids
+}
+
 impl Daemons {
     /// The daemons of `config` (none started yet), and the ones a previous master image left
     /// stopping.
     #[must_use]
-    pub fn new(config: &crate::config::Config) -> Self {
+    pub fn new(config: &crate::config::Config, inherited: &[i32]) -> Self {
         // Validated when the configuration was read.
         let specs = crate::offload::daemon::specs(&config.offload.daemons).unwrap_or_default();
         let list = specs.into_iter().map(Daemon::new).collect();
         let deadline = Instant::now() + config.supervision.reload_mercy;
-        let retiring = std::env::var(ENV_RETIRING)
-            .unwrap_or_default()
-            .split(',')
-            .filter_map(|p| p.parse::<i32>().ok())
-            .map(|pid| Retiring {
+        let retiring = inherited
+            .iter()
+            .map(|&pid| Retiring {
                 pid,
                 command: "(a daemon of the previous master image)".to_owned(),
                 deadline,
@@ -154,7 +165,6 @@ impl Daemons {
                 blocks_spawn: true,
             })
             .collect();
-        std::env::remove_var(ENV_RETIRING);
         Self {
             list,
             retiring,

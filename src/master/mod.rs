@@ -229,6 +229,7 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
     }
     let reexec = reload::ReExec::capture(py).map_err(|e| MasterError::Python(e.to_string()))?;
     let adopted = reload::Adopted::from_env();
+    let inherited_daemons = daemons::take_inherited();
     if let Some(dir) = &config.chdir {
         std::env::set_current_dir(dir).map_err(|source| MasterError::File {
             what: "--chdir",
@@ -378,7 +379,7 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
         },
         aux: aux::Aux::new(crate::offload::aux_specs(config)),
         timers: timers::Timers::default(),
-        daemons: daemons::Daemons::new(config),
+        daemons: daemons::Daemons::new(config, &inherited_daemons),
         elastic: cheaper::Elastic::new(config),
     };
     if let Some(adopted) = adopted {
@@ -469,12 +470,19 @@ fn prepare_python(py: Python<'_>, config: &Config) -> PyResult<()> {
     for (k, v) in &config.env {
         environ.set_item(k, v)?;
     }
-    // Variables consumed by the master (systemd, re-exec) are not the app's business.
+    // Variables consumed by the master (systemd, re-exec: all read by now) are not the
+    // app's business. Python copied the environment at startup, so removing them from the
+    // process's environment did not remove them from `os.environ`.
     for k in [
         "LISTEN_PID",
         "LISTEN_FDS",
         "LISTEN_FDNAMES",
         "NOTIFY_SOCKET",
+        bind::REEXEC_FDS,
+        reload::ENV_MODE,
+        reload::ENV_OLD,
+        reload::ENV_SCOREBOARD,
+        daemons::ENV_RETIRING,
     ] {
         environ.call_method1("pop", (k, py.None()))?;
     }

@@ -12,9 +12,9 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-const ENV_MODE: &str = "HEADRACE_REEXEC";
-const ENV_OLD: &str = "HEADRACE_OLD_WORKERS";
-const ENV_SCOREBOARD: &str = "HEADRACE_SCOREBOARD";
+pub(super) const ENV_MODE: &str = "HEADRACE_REEXEC";
+pub(super) const ENV_OLD: &str = "HEADRACE_OLD_WORKERS";
+pub(super) const ENV_SCOREBOARD: &str = "HEADRACE_SCOREBOARD";
 /// Longest wait for new workers to report ready before the old ones are told to stop anyway.
 const READY_WAIT: Duration = Duration::from_secs(60);
 
