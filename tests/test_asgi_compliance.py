@@ -32,6 +32,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -160,20 +161,28 @@ def serve(factory, front: str, mode: str, *args: str, probe: str = "/health") ->
     return Bed(srv, port, front, mode)
 
 
+def served(factory, front: str, mode: str, *args: str, probe: str = "/health"):
+    """A fixture body: serve, hand the bed out, then stop it (so a module's servers do not
+    all run at once); a server that ignores SIGTERM fails the teardown."""
+    bed = serve(factory, front, mode, *args, probe=probe)
+    yield bed
+    assert bed.srv.stop() is not None, f"headrace ignored SIGTERM; log:\n{bed.srv.tail()}"
+
+
 BEDS = [("direct", "preloaded"), ("router", "preloaded"), ("direct", "lazy"), ("router", "lazy")]
 
 
 @pytest.fixture(scope="module", params=BEDS, ids=["-".join(b) for b in BEDS])
-def bed(request, headrace_module) -> Bed:
+def bed(request, headrace_module) -> Iterator[Bed]:
     """The raw testbed on every front, preloaded and lazy (shared by the module's tests)."""
     front, mode = request.param
-    return serve(headrace_module, front, mode, "--wsgi-file", TESTBED)
+    yield from served(headrace_module, front, mode, "--wsgi-file", TESTBED)
 
 
 @pytest.fixture(scope="module", params=list(FRONT_OPT))
-def front_bed(request, headrace_module) -> Bed:
+def front_bed(request, headrace_module) -> Iterator[Bed]:
     """The raw testbed, preloaded, on each front (for the heavier checks)."""
-    return serve(headrace_module, request.param, "preloaded", "--wsgi-file", TESTBED)
+    yield from served(headrace_module, request.param, "preloaded", "--wsgi-file", TESTBED)
 
 
 @pytest.fixture(scope="module")
@@ -297,10 +306,13 @@ class TestRequestHeaders:
                      headers={"Content-Type": "application/octet-stream"})
         assert r.json()["content-type"] == "application/octet-stream"
 
-    def test_repeated_header_kept_in_order(self, bed):
-        # Not in gunicorn's list, but its app handles it: both values reach the scope.
-        r = bed.raw(build_request("GET", "/http/headers", headers=[("X-Dup", "a"), ("X-Dup", "b")]))
-        assert json.loads(r.body)["x-dup"] == ["a", "b"]
+
+def test_repeated_request_header_reaches_the_scope_twice(bed):
+    """Not in gunicorn's list (its app handles repeats): ASGI 2.5, HTTP connection scope,
+    `headers`: "Duplicates are possible and must be preserved in the message as received",
+    in order."""
+    r = bed.raw(build_request("GET", "/http/headers", headers=[("X-Dup", "a"), ("X-Dup", "b")]))
+    assert json.loads(r.body)["x-dup"] == ["a", "b"]
 
 
 class TestResponseHeaders:
@@ -767,10 +779,10 @@ FRAMEWORK_BEDS = [("direct", "preloaded"), ("router", "preloaded"), ("direct", "
 
 
 @pytest.fixture(scope="module", params=FRAMEWORK_BEDS, ids=["-".join(b) for b in FRAMEWORK_BEDS])
-def fw(request, headrace_module) -> Bed:
+def fw(request, headrace_module) -> Iterator[Bed]:
     front, mode = request.param
-    return serve(headrace_module, front, mode, "--pythonpath", str(APPS),
-                 "--module", "asgi_compliance_frameworks:app")
+    yield from served(headrace_module, front, mode, "--pythonpath", str(APPS),
+                      "--module", "asgi_compliance_frameworks:app")
 
 
 class TestFrameworks:
@@ -1021,12 +1033,13 @@ class TestWebSocket:
 
 
 def disconnect_record(bed: Bed, tag: str, body: bytes = b"abc") -> str:
-    """POST to /disconnect (the app reads the body, then awaits receive()), close the client
-    socket while the app is still running, and return what the app recorded."""
+    """POST to /disconnect (the app reads the body, then awaits receive() for at most 5 s),
+    close the client socket while the app is still running, and return what the app recorded:
+    [body length, what receive() returned ("timeout" if nothing came), what send() did]."""
     record = bed.srv.record / f"disconnect-{tag}"
     s = socket.create_connection(("127.0.0.1", bed.port), timeout=TIMEOUT)
     try:
-        s.sendall(build_request("POST", f"/disconnect?tag={tag}", body=body))
+        s.sendall(build_request("POST", f"/disconnect?tag={tag}&wait=5", body=body))
         time.sleep(0.3)
         assert not record.exists(), "the app ended before the client went away"
     finally:
@@ -1036,21 +1049,40 @@ def disconnect_record(bed: Bed, tag: str, body: bytes = b"abc") -> str:
     return record.read_text().split()
 
 
-def test_client_disconnect_is_seen_mid_request(bed):
-    tag = f"seen-{bed.front}-{bed.mode}"
-    body_len, event, _after = disconnect_record(bed, tag)
+@pytest.fixture(scope="module", params=list(MODES))
+def direct_bed(request, headrace_module) -> Iterator[Bed]:
+    """The raw testbed on the direct front, preloaded and lazy."""
+    yield from served(headrace_module, "direct", request.param, "--wsgi-file", TESTBED)
+
+
+@pytest.fixture(scope="module", params=list(MODES))
+def router_bed(request, headrace_module) -> Iterator[Bed]:
+    """The raw testbed behind the router, preloaded and lazy."""
+    yield from served(headrace_module, "router", request.param, "--wsgi-file", TESTBED)
+
+
+def test_client_disconnect_is_seen_mid_request(direct_bed):
+    """Issue #15: the app, still running and awaiting receive() after the body, gets
+    `http.disconnect` when the client closes; send() then raises an OSError subclass (ASGI
+    2.5); the worker serves on."""
+    bed = direct_bed
+    body_len, event, after = disconnect_record(bed, f"direct-{bed.mode}")
     assert body_len == "3"
     assert event == "http.disconnect"
-    # The worker serves on.
+    assert after.startswith("send-raised-"), after
     assert bed.get("/health").text == "OK"
 
 
-def test_send_after_disconnect_raises_oserror(front_bed):
-    """ASGI 2.5 (and issue #15): send() on a connection the client closed raises an OSError
-    subclass, so the app can stop work nobody will read."""
-    _len, event, after = disconnect_record(front_bed, f"send-{front_bed.front}")
+def test_router_passes_a_client_disconnect_to_the_app(router_bed):
+    """The same through the `--http` router: the client closes its connection to the router
+    while the app awaits receive(); the app must get `http.disconnect` (the router has to end
+    or flag the request on its link to the worker)."""
+    bed = router_bed
+    body_len, event, after = disconnect_record(bed, f"router-{bed.mode}")
+    assert body_len == "3"
     assert event == "http.disconnect"
     assert after.startswith("send-raised-"), after
+    assert bed.get("/health").text == "OK"
 
 
 FAIL_APP = """
@@ -1098,10 +1130,10 @@ DJANGO_BEDS = [("direct", "preloaded"), ("router", "preloaded"), ("direct", "laz
 
 
 @pytest.fixture(scope="module", params=DJANGO_BEDS, ids=["-".join(b) for b in DJANGO_BEDS])
-def dj(request, headrace_module) -> Bed:
+def dj(request, headrace_module) -> Iterator[Bed]:
     front, mode = request.param
-    return serve(headrace_module, front, mode, "--pythonpath", str(APPS / "django_asgi"),
-                 "--module", "djasgi.asgi:application", probe="/pid/")
+    yield from served(headrace_module, front, mode, "--pythonpath", str(APPS / "django_asgi"),
+                      "--module", "djasgi.asgi:application", probe="/pid/")
 
 
 class TestDjango:

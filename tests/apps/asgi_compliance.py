@@ -343,12 +343,13 @@ async def lifespan_app(scope, receive, send, path):
 
 
 async def wait_disconnect(scope, receive, send):
-    """Read the body, then wait (at most 30 s) for the client to go away; record what
+    """Read the body, then wait (?wait= seconds, at most 30) for the client to go away; record what
     receive() returned and whether send() then raises, in $HR_RECORD/disconnect-<tag>."""
-    tag = query(scope).get("tag", "x")
+    q = query(scope)
+    tag = q.get("tag", "x")
     body = await read_body(receive)
     try:
-        msg = await asyncio.wait_for(receive(), 30)
+        msg = await asyncio.wait_for(receive(), min(float(q.get("wait", "30")), 30.0))
     except asyncio.TimeoutError:
         msg = {"type": "timeout"}
     try:
