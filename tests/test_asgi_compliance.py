@@ -185,6 +185,18 @@ def front_bed(request, headrace_module) -> Iterator[Bed]:
     yield from served(headrace_module, request.param, "preloaded", "--wsgi-file", TESTBED)
 
 
+@pytest.fixture(scope="module", params=list(MODES))
+def direct_bed(request, headrace_module) -> Iterator[Bed]:
+    """The raw testbed on the direct front, preloaded and lazy."""
+    yield from served(headrace_module, "direct", request.param, "--wsgi-file", TESTBED)
+
+
+@pytest.fixture(scope="module", params=list(MODES))
+def router_bed(request, headrace_module) -> Iterator[Bed]:
+    """The raw testbed behind the router, preloaded and lazy."""
+    yield from served(headrace_module, "router", request.param, "--wsgi-file", TESTBED)
+
+
 @pytest.fixture(scope="module")
 def ws_beds(headrace_module) -> dict[str, Bed]:
     """The raw testbed on each front that speaks WebSocket (started on first use)."""
@@ -577,6 +589,63 @@ class TestEchoStreaming:
         assert r.status_code == 200 and b"Total chunks received" in r.content
         # Every byte came back once, whatever pieces the server delivered it in.
         assert r.content.count(b"x") == len(body)
+
+
+def read_chunk(rfile) -> bytes:
+    """One chunk of a chunked response body (b"" for the last-chunk)."""
+    size = int(rfile.readline(65537).split(b";")[0], 16)
+    data = rfile.read(size)
+    assert rfile.readline() == b"\r\n"
+    return data
+
+
+def test_one_mib_echo_streams_while_the_body_arrives(direct_bed):
+    """Issue #15's streamed 1 MiB echo, full duplex: the app's first response piece reaches
+    the client while the request body is still being sent (gunicorn's echo-stream endpoint,
+    here with a body that is not all there yet). Direct front only: the `--http` router reads
+    a whole request before it hands it to a worker (DESIGN.md, "http router"), so there the
+    response cannot start first; tests/test_asgi.py streams 1 MiB through it."""
+    import threading
+
+    bed = direct_bed
+    # Letters only: no "[" or "]" in the data, so the echo's "[chunk N]: " frames parse.
+    pieces = [bytes([97 + i]) * (64 * 1024) for i in range(16)]
+    with socket.create_connection(("127.0.0.1", bed.port), timeout=TIMEOUT) as s:
+        rfile = s.makefile("rb")
+        s.sendall(build_request("POST", "/stream/echo-stream",
+                                headers=[("Transfer-Encoding", "chunked")], content_length=False)
+                  + b"%x\r\n%s\r\n" % (len(pieces[0]), pieces[0]))
+        status = rfile.readline()
+        assert status.startswith(b"HTTP/1.1 200"), status
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += rfile.readline()
+        assert b"chunked" in head.lower()
+        # The first echoed piece arrives before the client sent anything more.
+        got = bytearray(read_chunk(rfile))
+        while len(got) < len(pieces[0]) + 12:
+            got += read_chunk(rfile)
+        assert got.startswith(b"[chunk 1]: " + pieces[0][:1000])
+
+        def send_rest():
+            for p in pieces[1:]:
+                s.sendall(b"%x\r\n%s\r\n" % (len(p), p))
+            s.sendall(b"0\r\n\r\n")
+
+        sender = threading.Thread(target=send_rest)
+        sender.start()
+        while True:
+            c = read_chunk(rfile)
+            if not c:
+                break
+            got += c
+        sender.join(TIMEOUT)
+    text = bytes(got)
+    assert text.endswith(b"Total chunks received: %d\n" % text.count(b"]: "))
+    # Every byte of the 1 MiB came back, in order, whatever pieces the server made of it.
+    frames = text[: text.rindex(b"Total chunks received")]
+    echoed = b"".join(part.split(b"]: ", 1)[1][:-1] for part in frames.split(b"[chunk ")[1:])
+    assert echoed == b"".join(pieces)
 
 
 class TestStreamingEdgeCases:
@@ -1010,6 +1079,13 @@ class TestWebSocket:
 
         assert all(parallel(one, range(20)))
 
+    def test_ping_is_answered(self, ws_beds, front):
+        # RFC 6455 section 5.5.2: a ping gets a pong with the same payload, at protocol level.
+        with ws_connect(ws_beds[front].ws("/ws/echo")) as ws:
+            assert ws.ping(b"are you there").wait(TIMEOUT)
+            ws.send("still talking")
+            assert ws.recv(timeout=TIMEOUT) == "still talking"
+
     def test_rapid_close_reconnect(self, ws_beds, front):
         for i in range(5):
             with ws_connect(ws_beds[front].ws("/ws/echo")) as ws:
@@ -1047,18 +1123,6 @@ def disconnect_record(bed: Bed, tag: str, body: bytes = b"abc") -> str:
     wait_until(record.exists, 10, "the app to record the disconnect")
     wait_until(lambda: record.read_text().endswith("\n"), 5, "the record to be written")
     return record.read_text().split()
-
-
-@pytest.fixture(scope="module", params=list(MODES))
-def direct_bed(request, headrace_module) -> Iterator[Bed]:
-    """The raw testbed on the direct front, preloaded and lazy."""
-    yield from served(headrace_module, "direct", request.param, "--wsgi-file", TESTBED)
-
-
-@pytest.fixture(scope="module", params=list(MODES))
-def router_bed(request, headrace_module) -> Iterator[Bed]:
-    """The raw testbed behind the router, preloaded and lazy."""
-    yield from served(headrace_module, "router", request.param, "--wsgi-file", TESTBED)
 
 
 def test_client_disconnect_is_seen_mid_request(direct_bed):

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket as StarletteWebSocket
+from starlette.websockets import WebSocketDisconnect
 
 
 def plain_scope(scope) -> dict:
@@ -76,9 +77,10 @@ async def st_state(request: Request):
 
 async def st_ws_echo(ws: StarletteWebSocket):
     await ws.accept()
-    while True:
-        text = await ws.receive_text()
-        await ws.send_text(f"Starlette echo: {text}")
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            text = await ws.receive_text()
+            await ws.send_text(f"Starlette echo: {text}")
 
 
 starlette_sub = Starlette(
@@ -161,9 +163,10 @@ async def fa_create(item: Item):
 @fastapi_sub.websocket("/ws/echo")
 async def fa_ws_echo(ws: WebSocket):
     await ws.accept()
-    while True:
-        text = await ws.receive_text()
-        await ws.send_text(f"FastAPI echo: {text}")
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            text = await ws.receive_text()
+            await ws.send_text(f"FastAPI echo: {text}")
 
 
 # --- the outer app -----------------------------------------------------------------------
