@@ -714,6 +714,23 @@ class TestLifespan:
 # =========================================================================================
 
 
+def test_one_worker_runs_requests_concurrently(direct_bed):
+    """Issue #15: every request is a Task on the worker's loop, so one worker holds many
+    requests at once. Two requests meet inside the app (no timing involved)."""
+    name = f"direct-{direct_bed.mode}"
+    got = parallel(lambda _: direct_bed.get(f"/rendezvous?name={name}&n=2").text, range(2))
+    assert got == ["met", "met"]
+
+
+def test_router_gives_one_asgi_worker_concurrent_requests(router_bed):
+    """The same behind the `--http` router: with one worker, two requests must be inside the
+    app at once. (Measured on this branch: ten concurrent 1 s requests take 1 s direct and
+    10 s through the router, one at a time.)"""
+    name = f"router-{router_bed.mode}"
+    got = parallel(lambda _: router_bed.get(f"/rendezvous?name={name}&n=2").text, range(2))
+    assert got == ["met", "met"]
+
+
 class TestConcurrency:
     def test_concurrent_simple_requests(self, front_bed):
         assert parallel(lambda _: front_bed.get("/http/").status_code, range(50)) == [200] * 50
@@ -916,6 +933,203 @@ class TestFrameworks:
 
     def test_unknown_path_is_404(self, fw):
         assert fw.get("/nowhere").status_code == 404
+
+
+# =========================================================================================
+# gunicorn's framework contract (tests/docker/asgi_framework_compat/tests/: test_http_scope.py,
+# test_http_messages.py, test_lifespan_scope.py, test_streaming.py, test_websocket_scope.py):
+# the same endpoints in Starlette, FastAPI and Django, each on both fronts
+# =========================================================================================
+
+CONTRACT_APPS = {
+    "starlette": ("--pythonpath", str(APPS), "--module", "asgi_compat_contract:starlette_app"),
+    "fastapi": ("--pythonpath", str(APPS), "--module", "asgi_compat_contract:fastapi_app"),
+    "django": ("--pythonpath", str(APPS / "django_asgi"), "--module",
+               "djasgi.contract:application"),
+}
+CONTRACT_BEDS = [(fw_, front) for fw_ in CONTRACT_APPS for front in FRONT_OPT]
+ASGI_HTTP_SCOPE_KEYS = ["type", "asgi", "http_version", "method", "scheme", "path",
+                        "query_string", "headers", "server"]
+ASGI_WEBSOCKET_SCOPE_KEYS = ["type", "asgi", "http_version", "scheme", "path", "query_string",
+                             "headers", "server"]
+
+
+@pytest.fixture(scope="module", params=CONTRACT_BEDS, ids=["-".join(b) for b in CONTRACT_BEDS])
+def contract(request, headrace_module) -> Iterator[Bed]:
+    framework, front = request.param
+    yield from served(headrace_module, front, "preloaded", *CONTRACT_APPS[framework])
+
+
+class TestContractHttpScope:
+    def scope(self, contract, path="/scope", **kw):
+        r = contract.get(path, **kw)
+        assert r.status_code == 200 and "application/json" in r.headers["content-type"]
+        return r.json()
+
+    def test_scope_basics(self, contract):
+        s = self.scope(contract)
+        assert s["type"] == "http"
+        assert s["asgi"]["version"].startswith("3.")
+        assert s["http_version"] in ("1.0", "1.1", "2", "3")
+        assert s["method"] == "GET" and s["scheme"] in ("http", "https")
+        assert s["path"] == "/scope" and s["root_path"] == ""
+
+    def test_scope_query_string(self, contract):
+        assert self.scope(contract, "/scope?foo=bar")["query_string"] == "foo=bar"
+        assert self.scope(contract)["query_string"] == ""
+
+    def test_scope_headers(self, contract):
+        s = self.scope(contract, headers={"X-Custom-Header": "test"})
+        assert all(isinstance(h, list) and len(h) == 2 for h in s["headers"])
+        assert ["x-custom-header", "test"] in s["headers"]
+
+    def test_headers_endpoint_returns_all_headers(self, contract):
+        data = contract.get("/headers", headers={"X-Test-One": "value1",
+                                                 "X-Test-Two": "value2"}).json()
+        assert data["x-test-one"] == "value1" and data["x-test-two"] == "value2"
+
+    def test_scope_server_and_client(self, contract):
+        s = self.scope(contract)
+        assert isinstance(s["server"], list) and len(s["server"]) == 2
+        assert s["client"][0] == "127.0.0.1"
+
+    def test_all_required_keys_present(self, contract):
+        s = self.scope(contract)
+        assert [k for k in ASGI_HTTP_SCOPE_KEYS if k not in s] == []
+
+
+class TestContractHttpMessages:
+    @pytest.mark.parametrize(
+        ("body", "ctype"),
+        [(b"", None), (b"Hello, World!", "text/plain"),
+         (b"\x00\x01\x02\x03\xff\xfe", "application/octet-stream"),
+         (b'{"key": "value", "number": 42}', "application/json")],
+        ids=["empty", "text", "binary", "json"],
+    )
+    def test_echo(self, contract, body, ctype):
+        headers = {"Content-Type": ctype} if ctype else {}
+        r = contract.post("/echo", data=body, headers=headers)
+        assert r.status_code == 200 and r.content == body
+
+    def test_echo_large_body(self, contract):
+        body = os.urandom(100 * 1024)
+        r = contract.post("/echo", data=body, headers={"Content-Type": "application/octet-stream"})
+        assert r.content == body
+
+    @pytest.mark.parametrize("code", [200, 201, 204, 301, 400, 404, 500, 503])
+    def test_status_codes(self, contract, code):
+        assert contract.get(f"/status/{code}", allow_redirects=False).status_code == code
+
+    def test_client_timeout_leaves_the_server_serving(self, contract):
+        # gunicorn: a client that gives up on a slow response is handled gracefully.
+        with pytest.raises(requests.Timeout):
+            contract.get("/delay?seconds=3", timeout=0.5)
+        assert contract.get("/health").text == "OK"
+
+    @pytest.mark.parametrize("size", [100 * 1024, 1 << 20])
+    def test_large_response_body(self, contract, size):
+        assert len(contract.get(f"/large?size={size}").content) == size
+
+
+class TestContractLifespan:
+    def test_startup_ran_and_its_state_reaches_requests(self, contract):
+        data = contract.get("/lifespan/state").json()
+        assert data["startup_called"] is True
+        assert isinstance(data["startup_time"], (int, float))
+        assert data["custom_data"] == {"initialized": True}
+
+    def test_counter_increments_by_one(self, contract):
+        initial = contract.get("/lifespan/state").json()["counter"]
+        values = [contract.get("/lifespan/counter").json()["counter"] for _ in range(3)]
+        assert values == [initial + 1, initial + 2, initial + 3]
+        assert contract.get("/lifespan/state").json()["counter"] == initial + 3
+
+
+class TestContractStreaming:
+    def test_streaming_response(self, contract):
+        r = contract.raw(build_request("GET", "/streaming"))
+        assert r.status == 200 and r.chunked and r.complete
+        assert "text/plain" in r.header("content-type")
+        assert r.body.decode().split() == [f"chunk-{i}" for i in range(10)]
+
+    def test_sse(self, contract):
+        r = contract.get("/sse")
+        assert "text/event-stream" in r.headers["content-type"]
+        events = parse_sse(r.text)
+        assert [e["event"] for e in events] == ["message"] * 5 + ["done"]
+        assert [json.loads(e["data"]) for e in events[:5]] == [{"count": i} for i in range(5)]
+
+
+def contract_ws_beds() -> list:
+    return [
+        pytest.param(
+            framework, front,
+            marks=pytest.mark.skipif(
+                not WS_SUPPORT[front],
+                reason=f"headrace does not answer a WebSocket handshake with 101 on {front} yet",
+            ),
+        )
+        # Django's contract has no WebSocket routes (they need Channels, not installed here).
+        for framework in ("starlette", "fastapi")
+        for front in FRONT_OPT
+    ]
+
+
+@pytest.fixture(scope="module")
+def contract_ws(headrace_module):
+    started: dict = {}
+
+    def get(framework: str, front: str) -> Bed:
+        if (framework, front) not in started:
+            started[framework, front] = serve(headrace_module, front, "preloaded",
+                                              *CONTRACT_APPS[framework])
+        return started[framework, front]
+
+    return get
+
+
+@pytest.mark.parametrize(("framework", "front"), contract_ws_beds())
+class TestContractWebSocket:
+    def test_echo_text_and_binary(self, contract_ws, framework, front):
+        bed = contract_ws(framework, front)
+        with ws_connect(bed.ws("/ws/echo")) as ws:
+            for msg in ("Hello, WebSocket!", "one", "two", "three"):
+                ws.send(msg)
+                assert ws.recv(timeout=TIMEOUT) == msg
+        with ws_connect(bed.ws("/ws/echo-binary")) as ws:
+            for data in (b"\x00\x01\x02\xff", os.urandom(64 * 1024)):
+                ws.send(data)
+                assert ws.recv(timeout=TIMEOUT) == data
+
+    def test_scope(self, contract_ws, framework, front):
+        with ws_connect(contract_ws(framework, front).ws("/ws/scope")) as ws:
+            s = json.loads(ws.recv(timeout=TIMEOUT))
+        assert s["type"] == "websocket" and s["path"] == "/ws/scope"
+        assert isinstance(s["headers"], list)
+        assert [k for k in ASGI_WEBSOCKET_SCOPE_KEYS if k not in s] == []
+
+    def test_subprotocols(self, contract_ws, framework, front):
+        bed = contract_ws(framework, front)
+        with ws_connect(bed.ws("/ws/subprotocol"), subprotocols=["proto1", "proto2"]) as ws:
+            assert json.loads(ws.recv(timeout=TIMEOUT))["requested"] == ["proto1", "proto2"]
+        with ws_connect(bed.ws("/ws/subprotocol"), subprotocols=["myproto"]) as ws:
+            assert json.loads(ws.recv(timeout=TIMEOUT))["selected"] == "myproto"
+            assert ws.subprotocol == "myproto"
+
+    @pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1008, 1011])
+    def test_close_codes(self, contract_ws, framework, front, code):
+        rcvd = ws_closed_code(contract_ws(framework, front), f"/ws/close?code={code}")
+        assert rcvd is not None and rcvd.code == code
+
+    def test_client_close(self, contract_ws, framework, front):
+        from websockets.protocol import State
+
+        ws = ws_connect(contract_ws(framework, front).ws("/ws/echo"))
+        ws.send("test")
+        assert ws.recv(timeout=TIMEOUT) == "test"
+        ws.close(code=1000)
+        assert ws.protocol.state == State.CLOSED
+        assert ws.close_code == 1000
 
 
 # =========================================================================================

@@ -5,7 +5,8 @@ afresh for headrace.
 Routes: `/`, `/health`, `/info`; `/http/...` (echo, headers, scope, status, large, method,
 query, post-json, delay, cookies, redirect); `/stream/...` (streaming, sse, chunked,
 slow-stream, large-stream, echo-stream, ndjson); `/lifespan/...` (state, lifespan-info,
-counter); `/disconnect` (waits for `http.disconnect` and records it in $HR_RECORD);
+counter); `/disconnect` (waits for `http.disconnect` and records it in $HR_RECORD); `/rendezvous`
+(answers once N requests are in the app at once);
 `/ws/...` (WebSocket endpoints: echo, echo-binary, subprotocol, close, scope, reject,
 broadcast, large, fragmented, delay, and anything else is accepted then closed)."""
 
@@ -339,6 +340,32 @@ async def lifespan_app(scope, receive, send, path):
         await respond(send, 404, b"Not Found")
 
 
+# --- /rendezvous --------------------------------------------------------------------------
+
+RENDEZVOUS: dict[str, list] = {}
+
+
+async def rendezvous(scope, receive, send):
+    """`/rendezvous?name=X&n=N`: wait (at most ?wait= s, default 5) until N requests named X
+    are inside the app at once; answer "met" or "alone". Says whether a worker runs requests
+    concurrently without timing anything."""
+    q = query(scope)
+    await read_body(receive)
+    name, n = q.get("name", "x"), int(q.get("n", "2"))
+    group = RENDEZVOUS.setdefault(name, [])
+    event = asyncio.Event()
+    group.append(event)
+    if len(group) >= n:
+        for e in group:
+            e.set()
+    try:
+        await asyncio.wait_for(event.wait(), min(float(q.get("wait", "5")), 30.0))
+        body = b"met"
+    except asyncio.TimeoutError:
+        body = b"alone"
+    await respond(send, 200, body)
+
+
 # --- /disconnect -------------------------------------------------------------------------
 
 
@@ -483,6 +510,8 @@ async def application(scope, receive, send):
         )
     elif path == "/disconnect":
         await wait_disconnect(scope, receive, send)
+    elif path == "/rendezvous":
+        await rendezvous(scope, receive, send)
     elif path.startswith("/ws/"):
         await read_body(receive)
         await respond(send, 426, b"WebSocket endpoint", extra=[(b"upgrade", b"websocket")])
