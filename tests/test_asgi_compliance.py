@@ -849,6 +849,26 @@ class TestProxy:
                          timeout=TIMEOUT)
         assert "Slow chunk 3/3" in r.text
 
+    def test_proxy_path_query_body_and_keepalive(self, nginx_bed, kind):
+        # gunicorn's tests/docker/test_asgi_uwsgi/test_uwsgi.sh (ASGI over the uwsgi protocol
+        # behind nginx): path, query string, a form POST, then many requests.
+        s = requests.get(nginx_bed.url(kind, "/http/scope?q=test&page=1"), timeout=TIMEOUT).json()
+        assert s["path"] == "/http/scope" and s["query_string"] == "q=test&page=1"
+        r = requests.post(nginx_bed.url(kind, "/http/echo"), data={"hello": "world"},
+                          timeout=TIMEOUT)
+        assert r.content == b"hello=world"
+        with requests.Session() as session:
+            for i in range(10):
+                q = session.get(nginx_bed.url(kind, f"/http/query?request={i}"), timeout=TIMEOUT)
+                assert q.json()["params"] == {"request": str(i)}
+
+    def test_proxy_repeated_header(self, nginx_bed, kind):
+        r = nginx_bed.connect(kind)
+        with r:
+            r.send(build_request("GET", "/http/headers", headers=[("X-Dup", "a"), ("X-Dup", "b")]))
+            h = json.loads(r.read_response().body)
+        assert h["x-dup"] == ["a", "b"]
+
     def test_proxy_lifespan(self, nginx_bed, kind):
         assert requests.get(nginx_bed.url(kind, "/health"), timeout=TIMEOUT).text == "OK"
         st = requests.get(nginx_bed.url(kind, "/lifespan/state"), timeout=TIMEOUT).json()
@@ -1390,7 +1410,7 @@ def test_lifespan_on_startup_failure_exits_with_the_apps_message(tmp_path, how, 
     r = run_headrace(
         ["--http-socket", f"127.0.0.1:{port}", "--wsgi-file", str(path), "--lifespan", "on",
          *MODES[mode]],
-        timeout=20,
+        timeout=15,
         env={"FAIL_HOW": how},
     )
     out = r.stdout + r.stderr
