@@ -5,7 +5,11 @@ Source of the ported checks: the gunicorn repository, https://github.com/benoitc
 commit 65ac1a3a4c0aa00960968c720d6e6bd2ac32f1b9, directory tests/docker/asgi_compliance/:
 test_http_compliance.py, test_streaming_compliance.py, test_lifespan_compliance.py,
 test_websocket_compliance.py, test_concurrency.py and test_framework_integration.py (with their
-apps in apps/). The checks were read there and written again here for headrace (MIT-licensed
+apps in apps/); also tests/docker/asgi_framework_compat/tests/ (the same contract in every
+framework: test_http_scope.py, test_http_messages.py, test_lifespan_scope.py, test_streaming.py,
+test_websocket_scope.py; run here with Starlette, FastAPI and Django) and
+tests/docker/test_asgi_uwsgi/test_uwsgi.sh (ASGI over the uwsgi protocol behind nginx). The
+checks were read there and written again here for headrace (MIT-licensed
 upstream; no code copied): gunicorn runs them in Docker against gunicorn and nginx; here they
 run against headrace on the direct front (`--http-socket`) and the router (`--http`), with the
 app preloaded and with `--lazy-apps`, and (for the proxy checks) behind nginx's `uwsgi_pass`.
@@ -19,8 +23,16 @@ REMOTE_ADDR instead, which the scope's `client` shows), and the duplicated async
 The WebSocket checks run only when the server answers a WebSocket handshake with 101 (the
 module-level probe below, per front): they are written now and run once WebSockets land.
 
+Beyond gunicorn's list, issue #15's acceptance items: client disconnect seen mid-request,
+`--lifespan on` startup failure, a full-duplex 1 MiB echo, one worker holding concurrent
+requests, and a real Django project. Checks that found a bug in this branch are separate test
+functions named for the behaviour they expect (the router ones: repeated request headers,
+concurrency and client disconnects through `--http`; the lifespan-failure exit).
+
 Apps: tests/apps/asgi_compliance.py (the raw ASGI testbed), asgi_compliance_frameworks.py
-(Starlette and FastAPI mounted side by side) and django_asgi/ (a Django project)."""
+(Starlette and FastAPI mounted side by side), asgi_compat_contract.py (the framework contract
+in Starlette and FastAPI) and django_asgi/ (a Django project, with the contract in
+djasgi.contract)."""
 
 from __future__ import annotations
 
