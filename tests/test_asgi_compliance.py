@@ -1156,12 +1156,13 @@ class TestContractWebSocket:
     def test_client_close(self, contract_ws, framework, front):
         from websockets.protocol import State
 
-        ws = ws_connect(contract_ws(framework, front).ws("/ws/echo"))
-        ws.send("test")
-        assert ws.recv(timeout=TIMEOUT) == "test"
-        ws.close(code=1000)
-        assert ws.protocol.state == State.CLOSED
-        assert ws.close_code == 1000
+        with ws_connect(contract_ws(framework, front).ws("/ws/echo")) as ws:
+            ws.send("test")
+            assert ws.recv(timeout=TIMEOUT) == "test"
+            ws.close(code=1000)
+            # The server answered the close: the closing handshake completed.
+            assert ws.protocol.state == State.CLOSED
+            assert ws.close_code == 1000
 
 
 # =========================================================================================
