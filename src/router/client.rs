@@ -5,7 +5,7 @@
 use super::request::{Body, Job, Peer, Queued, Refusal, Reply, ReqInfo, Stage};
 use super::Router;
 use crate::http::parse::parse_head;
-use crate::http::target::{app_headers, cgi_key, percent_decode, split_target};
+use crate::http::target::{app_header_fields, app_headers, cgi_key, percent_decode, split_target};
 use crate::http::{ChunkedDecoder, Framing, HttpError, Limits, ReadBuf, RequestHead, Version};
 use crate::uwsgi_proto;
 use std::cell::Cell;
@@ -229,16 +229,21 @@ fn add_vars(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, peer: &Peer) {
     push(out, b"SERVER_PORT", peer.server.1.as_bytes());
     push(out, b"REMOTE_ADDR", peer.remote.0.as_bytes());
     push(out, b"REMOTE_PORT", peer.remote.1.as_bytes());
-    // The same headers the workers' environ would have.
+    // The same headers the workers' environ would have. A repeated header goes as repeated
+    // variables, as nginx sends it: an ASGI scope keeps them apart, a WSGI environ joins them.
     for (name, value) in app_headers(buf, &head.headers) {
         if name.eq_ignore_ascii_case(b"content-type") {
             push(out, b"CONTENT_TYPE", &value);
-        } else if name.eq_ignore_ascii_case(b"content-length")
+        }
+    }
+    for (name, value) in app_header_fields(buf, &head.headers) {
+        if name.eq_ignore_ascii_case(b"content-type")
+            || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"transfer-encoding")
         {
             // The router sends the body de-chunked with its own CONTENT_LENGTH.
         } else {
-            push(out, cgi_key(name).as_bytes(), &value);
+            push(out, cgi_key(name).as_bytes(), value);
         }
     }
 }
