@@ -16,6 +16,7 @@ import time
 import zlib
 
 import pytest
+import requests
 from support import app, free_port, wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -174,7 +175,7 @@ def test_echo_fragments_large_deflate_subprotocol(headrace, front, mode):
 
 @pytest.mark.parametrize("front", FRONTS)
 def test_without_compression_or_subprotocol(headrace, front):
-    srv, port = start(headrace, front)
+    _srv, port = start(headrace, front)
     with connect(f"ws://127.0.0.1:{port}/echo", compression=None) as ws:
         assert ws.subprotocol is None
         assert "sec-websocket-extensions" not in ws.response.headers
@@ -184,7 +185,7 @@ def test_without_compression_or_subprotocol(headrace, front):
 
 @pytest.mark.parametrize("front", FRONTS)
 def test_scope_and_lifespan_state(headrace, front):
-    srv, port = start(headrace, front)
+    _srv, port = start(headrace, front)
     with connect(
         f"ws://127.0.0.1:{port}/scope?x=%201", subprotocols=["a", "b"], compression=None
     ) as ws:
@@ -322,7 +323,7 @@ def test_message_too_big_1009(headrace, front):
 
 @pytest.mark.parametrize("front", FRONTS)
 def test_permessage_deflate_on_the_wire(headrace, front):
-    srv, port = start(headrace, front)
+    _srv, port = start(headrace, front)
     s, head = raw_open(port, "/echo", "Sec-WebSocket-Extensions: permessage-deflate\r\n")
     assert b"permessage-deflate" in head.lower(), head
     text = ("compress me " * 500).encode()
@@ -339,7 +340,7 @@ def test_permessage_deflate_on_the_wire(headrace, front):
 
 @pytest.mark.parametrize("front", FRONTS)
 def test_bad_handshakes_get_a_clear_answer(headrace, front):
-    srv, port = start(headrace, front)
+    _srv, port = start(headrace, front)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(
             b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -418,6 +419,21 @@ def test_reload_closes_open_websockets_with_1012(headrace, front):
             return False
 
     wait_until(reconnects, 15, "a WebSocket to the reloaded worker")
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_max_requests_retirement_closes_open_websockets_with_1001(headrace, front):
+    srv, port = start(headrace, front, "--max-requests", "2")
+    # Request 1 was the readiness probe; a WebSocket counts when it ends.
+    with connect(f"ws://127.0.0.1:{port}/echo?id=retire") as ws:
+        ws.send("x")
+        assert ws.recv(timeout=10) == "x"
+        # Request 2 is the worker's last: it retires, and the open socket hears 1001.
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+        with pytest.raises(ConnectionClosed) as e:
+            ws.recv(timeout=10)
+        assert e.value.rcvd.code == 1001
+    assert code_of(srv, "retire") == 1001
 
 
 def test_harakiri_spares_open_websockets(headrace):

@@ -84,23 +84,16 @@ fn _ws_going_code() -> PyResult<u16> {
 }
 
 /// A WebSocket session begins (the handshake was read): counted in flight like a request
-/// (busy counter, max-requests), but without the harakiri clock, which a long-lived socket
-/// must not trip. `True`: this is the worker's last request. It ends with `_asgi_end`.
+/// (busy counter), but without the harakiri clock, which a long-lived socket must not trip. It
+/// ends with `_asgi_end`, which counts it as a request; `--max-requests` is checked when an
+/// HTTP request starts (a WebSocket that retired its own worker would be closed at once).
 #[pyfunction]
-fn _ws_begin() -> PyResult<bool> {
+fn _ws_begin() -> PyResult<()> {
     let c = ctx()?;
-    let slot = c.scoreboard.slot(c.slot);
     if c.inflight.fetch_add(1, Ordering::Relaxed) == 0 {
-        slot.busy.fetch_add(1, Ordering::Relaxed);
+        c.scoreboard.slot(c.slot).busy.fetch_add(1, Ordering::Relaxed);
     }
-    let next = slot.requests.load(Ordering::Relaxed) + 1;
-    Ok(match c.recycle.before_request(next) {
-        Some(reason) => {
-            super::retire(c, &reason);
-            true
-        }
-        None => false,
-    })
+    Ok(())
 }
 
 /// A valid Upgrade request waiting for the app's `websocket.accept`.
