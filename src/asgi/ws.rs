@@ -91,7 +91,10 @@ fn _ws_going_code() -> PyResult<u16> {
 fn _ws_begin() -> PyResult<()> {
     let c = ctx()?;
     if c.inflight.fetch_add(1, Ordering::Relaxed) == 0 {
-        c.scoreboard.slot(c.slot).busy.fetch_add(1, Ordering::Relaxed);
+        c.scoreboard
+            .slot(c.slot)
+            .busy
+            .fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
 }
