@@ -363,10 +363,10 @@ def test_bad_handshakes_get_a_clear_answer(headrace, front):
 
 @pytest.mark.parametrize("front", FRONTS)
 def test_ping_interval(headrace, front):
-    srv, port = start(headrace, front, "--ws-ping-interval", "1")
+    srv, port = start(headrace, front, "--ws-ping-interval", "2")
     # A client that answers pings (the websockets library does) stays connected.
     with connect(f"ws://127.0.0.1:{port}/echo", ping_interval=None) as ws:
-        time.sleep(2.5)
+        time.sleep(5)
         ws.send("alive")
         assert ws.recv(timeout=10) == "alive"
     # A silent raw client sees the server's ping, does not answer, and is dropped: the app
