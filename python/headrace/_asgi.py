@@ -340,11 +340,13 @@ class Conn:
             return
         del self.buf[: parsed[0]]
         self.head_started = None
-        if _asgi_ws.is_upgrade(parsed[4]):
+        if _asgi_ws.is_upgrade(parsed[4]) and not (self.link and parsed[5][2]):
             # WebSocket (ASGI `websocket` scope): the socket leaves this Conn for good and
-            # belongs to headrace._asgi_ws from here on. Port note: the handoff takes plain
-            # things: (server, socket object, listener, client address, parsed head tuple,
-            # bytes read after the head); the socket must no longer be registered on the loop.
+            # belongs to headrace._asgi_ws from here on (never a pooled router link, which
+            # says keep-alive: the router tunnels upgrades over a connection of their own).
+            # Port note: the handoff takes plain things: (server, socket object, listener,
+            # client address, parsed head tuple, bytes read after the head); the socket must
+            # no longer be registered on the loop.
             sock, leftover = self.sock, bytes(self.buf)
             if self.reading:
                 self.loop.remove_reader(self.fd)
