@@ -585,3 +585,29 @@ pub(super) async fn answer<S: AsyncWrite + Unpin>(
 fn gone(queued: &Queued) {
     queued.room.notify_one();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &[u8]) -> RequestHead {
+        let limits = Limits {
+            head: 65536,
+            body: 0,
+        };
+        parse_head(raw, limits).unwrap().unwrap()
+    }
+
+    #[test]
+    fn websocket_upgrades_are_recognised() {
+        let ws =
+            b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n";
+        assert!(is_websocket(ws, &head(ws)));
+        let listed = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: foo, websocket\r\n\r\n";
+        assert!(is_websocket(listed, &head(listed)));
+        let h2c = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n";
+        assert!(!is_websocket(h2c, &head(h2c)));
+        let plain = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(!is_websocket(plain, &head(plain)));
+    }
+}
