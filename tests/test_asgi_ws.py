@@ -6,6 +6,7 @@ accept headers, denials and every close code; raw sockets for what a library wil
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -18,6 +19,7 @@ import zlib
 import pytest
 import requests
 from support import app, free_port, wait_until
+from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -219,6 +221,29 @@ def test_starlette_websocket_endpoint(headrace, front):
     with pytest.raises(InvalidStatus) as e:
         connect(f"ws://127.0.0.1:{port}/starlette/deny")
     assert e.value.response.status_code == 403
+    with pytest.raises(InvalidStatus) as e:
+        connect(f"ws://127.0.0.1:{port}/starlette/deny-response")
+    assert e.value.response.status_code == 401
+    assert e.value.response.body == b"members only\n"
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_many_concurrent_sockets_on_one_worker(headrace, front):
+    srv, port = start(headrace, front)
+
+    async def client(i: int) -> int:
+        async with aconnect(f"ws://127.0.0.1:{port}/echo", compression=None) as ws:
+            for j in range(20):
+                await ws.send(f"{i}:{j}")
+                assert await ws.recv() == f"{i}:{j}"
+        return i
+
+    async def main():
+        return await asyncio.wait_for(asyncio.gather(*(client(i) for i in range(50))), 60)
+
+    assert sorted(asyncio.run(main())) == list(range(50))
+    lines = srv.wait_request_lines(51)
+    assert sum(1 for m in lines if m["status"] == "101") == 50
 
 
 @pytest.mark.parametrize("front", FRONTS)

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -137,9 +138,14 @@ async def starlette_deny(ws: WebSocket) -> None:
     await ws.close(code=1008)
 
 
+async def starlette_deny_response(ws: WebSocket) -> None:
+    await ws.send_denial_response(PlainTextResponse("members only\n", status_code=401))
+
+
 starlette_app = Starlette(
     routes=[
         WebSocketRoute("/starlette/echo", starlette_echo),
         WebSocketRoute("/starlette/deny", starlette_deny),
+        WebSocketRoute("/starlette/deny-response", starlette_deny_response),
     ]
 )
