@@ -83,6 +83,7 @@ class Session:
         "fd",
         "going",
         "head_bytes",
+        "header_count",
         "headers",
         "last_recv",
         "listener",
@@ -137,6 +138,7 @@ class Session:
         self.ended = False
         self.status = 0
         self.head_bytes = 0
+        self.header_count = 0
         self.body_bytes = 0
         self.exception = False
         self.write_error = False
@@ -252,7 +254,7 @@ class Session:
                     self.status or 500,
                     self.head_bytes,
                     self.body_bytes,
-                    0,
+                    self.header_count,
                     len(self.headers),
                     int((time.monotonic() - self.t0) * 1_000_000),
                     self.start_micros,
@@ -573,6 +575,7 @@ class Session:
         self.state = OPEN
         self.status = 101
         self.head_bytes = len(head)
+        self.header_count = head.count(b"\r\n") - 2
         self.write(head)
         if self.sock is None:
             return
@@ -598,6 +601,9 @@ class Session:
         """A whole HTTP answer instead of the 101; the connection closes after it."""
         self.state = DONE
         self.status = status
-        self.head_bytes = len(response)
+        head = response[: response.find(b"\r\n\r\n") + 4]
+        self.head_bytes = len(head)
+        self.body_bytes = len(response) - len(head)
+        self.header_count = head.count(b"\r\n") - 2
         self.write(response)
         self.close_when_flushed()
