@@ -406,6 +406,17 @@ def test_ping_interval(headrace, front):
     assert "no pong within --ws-ping-interval" in srv.log()
 
 
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_client_that_stops_reading_is_dropped_after_socket_timeout(headrace, front):
+    srv, port = start(headrace, front, "--socket-timeout", "2")
+    s, head = raw_open(port, "/flood?id=flood")
+    with s:
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        # Nothing is read: the app's send() blocks, then fails once the socket stalled.
+        assert recorded(srv, "flood", timeout=30) == "OSError WebSocketDisconnected"
+    srv.wait_log("client stalled for more than --socket-timeout")
+
+
 # -- the worker stopping
 
 

@@ -455,9 +455,20 @@ class Session:
                 self.drained.set_result(None)
 
     async def drain(self) -> None:
+        """Wait until the queued output is written. A peer that takes nothing for
+        --socket-timeout is dropped (1006), as the HTTP side drops a stalled client."""
         while self.out and self.sock is not None:
             self.drained = self.loop.create_future()
-            await self.drained
+            pending = len(self.out)
+            try:
+                await asyncio.wait_for(self.drained, self.server.socket_timeout)
+            except asyncio.TimeoutError:
+                if self.sock is not None and len(self.out) >= pending:
+                    log(
+                        f"headrace: WebSocket {self.raw_target.decode('latin-1')}: client "
+                        f"stalled for more than --socket-timeout, closing"
+                    )
+                    self.drop()
         self.drained = None
 
     # -- the ping timer (--ws-ping-interval)

@@ -124,13 +124,53 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         return;
     }
     if status_of(&head[..end]) == Some(101) {
-        // Both ways until either side closes (each side's EOF is passed on as a shutdown).
-        let _ = tokio::io::copy_bidirectional(client, &mut worker).await;
+        splice(client, &mut worker, cfg.socket_timeout).await;
     } else {
         // Any other answer: relayed until the worker closes (no keep-alive was asked).
-        let _ = tokio::io::copy(&mut worker, client).await;
+        let _ = pump(&mut worker, &mut *client, cfg.socket_timeout).await;
     }
-    let _ = client.shutdown().await;
+}
+
+/// Copy `r` to `w` until `r` ends (then shut `w` down). A write that makes no progress for
+/// `stall` fails: a peer that stops reading does not hold the tunnel forever. Reads have no
+/// limit (an idle WebSocket is normal; `--ws-ping-interval` is the worker's liveness check).
+async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut r: R,
+    mut w: W,
+    stall: Duration,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return w.shutdown().await;
+        }
+        tokio::time::timeout(stall, w.write_all(&buf[..n]))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    }
+}
+
+/// Bytes both ways until either side closes; the other direction then gets `stall` to finish
+/// (the closing handshake's last frames), and a failed direction ends both.
+async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut S,
+    worker: &mut UnixStream,
+    stall: Duration,
+) {
+    let (client_r, client_w) = tokio::io::split(client);
+    let (worker_r, worker_w) = worker.split();
+    let up = pump(client_r, worker_w, stall);
+    let down = pump(worker_r, client_w, stall);
+    tokio::pin!(up, down);
+    tokio::select! {
+        r = &mut up => if r.is_ok() {
+            let _ = tokio::time::timeout(stall, down).await;
+        },
+        r = &mut down => if r.is_ok() {
+            let _ = tokio::time::timeout(stall, up).await;
+        },
+    }
 }
 
 #[cfg(test)]
@@ -151,5 +191,32 @@ mod tests {
         assert_eq!(status_of(b"HTTP/1.0 403 Forbidden\r\n\r\n"), Some(403));
         assert_eq!(status_of(b"HTTP/2 200\r\n"), None);
         assert_eq!(status_of(b"HTTP/1.1 1x1 ?\r\n"), None);
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a test runtime")
+    }
+
+    #[test]
+    fn pump_copies_to_the_end_and_gives_up_on_a_stalled_writer() {
+        runtime().block_on(async {
+            let (mut from, r) = tokio::io::duplex(64);
+            let (w, mut to) = tokio::io::duplex(64);
+            from.write_all(b"hello").await.unwrap();
+            drop(from);
+            pump(r, w, Duration::from_secs(5)).await.unwrap();
+            let mut out = Vec::new();
+            to.read_to_end(&mut out).await.unwrap();
+            assert_eq!(out, b"hello");
+            // The far end never reads: the write times out.
+            let (mut from, r) = tokio::io::duplex(1 << 16);
+            let (w, _to) = tokio::io::duplex(16);
+            from.write_all(&[0u8; 4096]).await.unwrap();
+            let err = pump(r, w, Duration::from_millis(50)).await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        });
     }
 }

@@ -93,6 +93,16 @@ async def websocket(scope, receive, send) -> None:
             await send({"type": "websocket.send", "text": "too late"})
         except OSError as e:
             record(scope, f"OSError {type(e).__name__}")
+    elif path == "/flood":
+        await send({"type": "websocket.accept"})
+        chunk = b"x" * 65536
+        sent = 0
+        try:
+            while sent < 1 << 30:
+                await send({"type": "websocket.send", "bytes": chunk})
+                sent += len(chunk)
+        except OSError as e:
+            record(scope, f"OSError {type(e).__name__}")
     else:
         await send({"type": "websocket.close", "code": 1008})
 
