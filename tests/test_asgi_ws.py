@@ -417,6 +417,48 @@ def test_a_client_that_stops_reading_is_dropped_after_socket_timeout(headrace, f
     srv.wait_log("client stalled for more than --socket-timeout")
 
 
+def test_upgrade_over_the_uwsgi_protocol(headrace):
+    """What the router sends a worker (and what any uwsgi-protocol peer could): the handshake
+    as CGI variables (`HTTP_UPGRADE`...), then frames on the same connection."""
+    port = free_port()
+    srv = headrace(
+        "--socket", f"127.0.0.1:{port}", "--wsgi-file", WS, probe=None, port=port, bind=False
+    )
+    pairs = [
+        (b"REQUEST_METHOD", b"GET"),
+        (b"REQUEST_URI", b"/scope?id=uw"),
+        (b"PATH_INFO", b"/scope"),
+        (b"QUERY_STRING", b"id=uw"),
+        (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+        (b"SERVER_NAME", b"example.org"),
+        (b"SERVER_PORT", b"8080"),
+        (b"REMOTE_ADDR", b"10.0.0.7"),
+        (b"REMOTE_PORT", b"40000"),
+        (b"HTTP_HOST", b"example.org"),
+        (b"HTTP_UPGRADE", b"websocket"),
+        (b"HTTP_CONNECTION", b"Upgrade"),
+        (b"HTTP_SEC_WEBSOCKET_KEY", b"dGhlIHNhbXBsZSBub25jZQ=="),
+        (b"HTTP_SEC_WEBSOCKET_VERSION", b"13"),
+    ]
+    body = b"".join(struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v for k, v in pairs)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(struct.pack("<BHB", 0, len(body), 0) + body)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head
+        f = Frames(s, head.split(b"\r\n\r\n", 1)[1])
+        scope = json.loads(f.next()[3])
+        assert scope["client"] == ["10.0.0.7", 40000]
+        assert scope["server"] == ["example.org", 8080]
+        s.sendall(frame(0x1, b"over uwsgi"))
+        assert f.next()[3] == b"over uwsgi"
+        s.sendall(frame(0x8, struct.pack("!H", 1000)))
+        assert f.close_code() == 1000
+    assert code_of(srv, "uw") == 1000
+
+
 # -- the worker stopping
 
 
