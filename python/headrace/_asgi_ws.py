@@ -59,9 +59,9 @@ def handoff(server, sock, listener, client, parsed, leftover: bytes) -> None:
 def going_away(server) -> None:
     """The worker stops: open WebSockets get a close frame, 1012 on a reload, else 1001.
     Must run before the stop path clears the worker's `ready` flag."""
-    if not server.websockets:
-        return
     code = native._ws_going_code()
+    # A WebSocket handed over later (a router link drained during the stop) gets the same.
+    server.ws_going = code
     for s in list(server.websockets):
         s.going_away(code)
 
@@ -193,7 +193,7 @@ class Session:
         self.server.websockets.add(self)
         native._ws_begin()
         if self.server.stopping:
-            self.going = native._ws_going_code()
+            self.going = getattr(self.server, "ws_going", 1001)
         self.reading = True
         self.loop.add_reader(self.fd, self.on_readable)
         self.loop.create_task(self.run())
