@@ -504,9 +504,10 @@ class Session:
                 data = self.events.popleft()
                 if not self.reading and len(self.events) < MAX_PENDING // 2:
                     self.resume()
+                # One key, as uvicorn sends it: apps test `"text" in message`.
                 if isinstance(data, str):
-                    return {"type": "websocket.receive", "bytes": None, "text": data}
-                return {"type": "websocket.receive", "bytes": data, "text": None}
+                    return {"type": "websocket.receive", "text": data}
+                return {"type": "websocket.receive", "bytes": data}
             if self.disconnect is not None:
                 code, reason = self.disconnect
                 return {"type": "websocket.disconnect", "code": code, "reason": reason}
