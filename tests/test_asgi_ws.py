@@ -523,6 +523,19 @@ def test_harakiri_spares_open_websockets(headrace):
     assert "HARAKIRI" not in srv.log()
 
 
+def test_harakiri_still_kills_a_stuck_http_request_beside_a_websocket(headrace):
+    srv, port = start(headrace, "direct", "--harakiri", "2")
+    with connect(f"ws://127.0.0.1:{port}/echo") as ws:
+        ws.send("x")
+        assert ws.recv(timeout=10) == "x"
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(b"GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n")
+            srv.wait_log("HARAKIRI", timeout=20)
+        # The worker was killed under the open socket.
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+
+
 @pytest.mark.parametrize("front", FRONTS)
 def test_wsgi_app_answers_an_upgrade_as_plain_http(headrace, front):
     port = free_port()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -124,6 +125,8 @@ async def application(scope, receive, send) -> None:
         await websocket(scope, receive, send)
         return
     await receive()
+    if scope["path"] == "/stuck":
+        time.sleep(30)  # noqa: ASYNC251 - blocks the loop on purpose: only harakiri ends it
     await send(
         {
             "type": "http.response.start",
