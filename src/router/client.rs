@@ -96,6 +96,14 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         let mut packet = Vec::with_capacity(head.len + 256);
         uwsgi_proto::begin_packet(&mut packet);
         add_vars(&mut packet, buf.filled(), &head, &peer);
+        if head.framing == Framing::None && is_websocket(buf.filled(), &head) {
+            buf.consume(head.len);
+            // The connection becomes a tunnel to one worker and ends with it.
+            if uwsgi_proto::finish_packet(&mut packet, 0).is_some() {
+                super::tunnel::run(&router, packet, &mut stream, &mut buf, info).await;
+            }
+            return;
+        }
         buf.consume(head.len);
         if head.expect_continue
             && buf.is_empty()
@@ -210,6 +218,16 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// The request asks for a WebSocket (`Upgrade: websocket`): it is tunnelled to a worker
+/// instead of being buffered and pooled (the worker checks the rest of the handshake).
+fn is_websocket(buf: &[u8], head: &RequestHead) -> bool {
+    crate::ws::handshake::is_upgrade(
+        head.headers
+            .iter()
+            .map(|(n, v)| (&buf[n.clone()], &buf[v.clone()])),
+    )
 }
 
 /// The CGI variables of a request: what the environ builder would make of the head, for the
@@ -475,7 +493,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Send the client the answer to its request. Returns whether the connection stays open.
-async fn answer<S: AsyncWrite + Unpin>(
+pub(super) async fn answer<S: AsyncWrite + Unpin>(
     router: &Router,
     reply: Reply,
     client: &mut S,
@@ -571,4 +589,30 @@ async fn answer<S: AsyncWrite + Unpin>(
 /// sees the closed channel and drops the rest of the body.
 fn gone(queued: &Queued) {
     queued.room.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &[u8]) -> RequestHead {
+        let limits = Limits {
+            head: 65536,
+            body: 0,
+        };
+        parse_head(raw, limits).unwrap().unwrap()
+    }
+
+    #[test]
+    fn websocket_upgrades_are_recognised() {
+        let ws =
+            b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n";
+        assert!(is_websocket(ws, &head(ws)));
+        let listed = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: foo, websocket\r\n\r\n";
+        assert!(is_websocket(listed, &head(listed)));
+        let h2c = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n";
+        assert!(!is_websocket(h2c, &head(h2c)));
+        let plain = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(!is_websocket(plain, &head(plain)));
+    }
 }
