@@ -111,6 +111,9 @@ class Server:
             if not startup.result():
                 return FAILED_APP_CODE
         if self.stopping:
+            # Stopped while starting up: what started up still shuts down.
+            if self.lifespan is not None:
+                await self.lifespan.shutdown()
             return 0
         native._asgi_ready(True)
         for l in self.listeners:
@@ -235,9 +238,11 @@ class Lifespan:
         if kind == "lifespan.startup.failed":
             log(f"headrace: ASGI lifespan startup failed: {msg.get('message', '')}")
             return False
-        if kind == "lifespan.unsupported" and self.server.lifespan_mode == "auto":
-            self.server.lifespan = None
-            return True
+        if kind == "lifespan.unsupported":
+            if self.server.lifespan_mode == "auto":
+                self.server.lifespan = None
+                return True
+            return False  # `run` logged the app's failure
         log(f"headrace: ASGI lifespan startup failed: unexpected {kind!r}")
         return False
 
