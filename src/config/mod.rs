@@ -601,4 +601,6 @@ pub struct AsgiOptions {
     pub lifespan: String,
     /// `auto`, `asyncio` or `uvloop`.
     pub event_loop: String,
+    /// `--limit-concurrency`: requests one ASGI worker runs at once (0 = no limit).
+    pub limit_concurrency: u64,
 }

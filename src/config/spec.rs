@@ -210,6 +210,7 @@ pub enum Opt {
     Interface,
     Lifespan,
     Loop,
+    LimitConcurrency,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -319,7 +320,7 @@ pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
 #[allow(clippy::too_many_lines, clippy::large_stack_arrays, reason = "the option table: one row per option, built at compile time")]
-const fn options() -> [OptSpec; 192] {
+const fn options() -> [OptSpec; 193] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock); HTTP/1.1 with keep-alive", multi, aliases ["http11-socket"]),
@@ -521,6 +522,7 @@ const fn options() -> [OptSpec; 192] {
     row!(Interface, "interface", Text, "what the app speaks: auto (an async callable is ASGI 3), wsgi or asgi", default "auto"),
     row!(Lifespan, "lifespan", Text, "ASGI lifespan protocol: auto (used unless the app refuses it), on or off", default "auto"),
     row!(Loop, "loop", Text, "ASGI event loop: auto (uvloop when installed), asyncio or uvloop", default "auto"),
+    row!(LimitConcurrency, "limit-concurrency", count(0, "a number of requests (0 = no limit)"), "ASGI: requests one worker runs at once; more get 503 with Retry-After (0 = no limit)", default "0"),
     ]
     // }
 }

@@ -471,6 +471,7 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
             interface: one_of(r, Opt::Interface, &["auto", "wsgi", "asgi"])?,
             lifespan: one_of(r, Opt::Lifespan, &["auto", "on", "off"])?,
             event_loop: one_of(r, Opt::Loop, &["auto", "asyncio", "uvloop"])?,
+            limit_concurrency: r.count(Opt::LimitConcurrency)?,
         },
         listen,
         env,

@@ -557,3 +557,16 @@ pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
     // SAFETY: listen on an open socket.
     cvt(unsafe { libc::listen(fd, backlog) }).map(drop)
 }
+
+/// Take ownership of a descriptor handed over from Python (`socket.detach()`), so that it is
+/// closed when the owner drops it.
+pub fn own(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller passes a descriptor it owns and will not use or close again (the
+    // Python socket object was detached from it).
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Close a raw descriptor nobody else owns (a hand-off that failed).
+pub fn close_raw(fd: RawFd) {
+    drop(own(fd));
+}
