@@ -242,7 +242,12 @@ impl AsgiHub {
         let sh = &self.shared;
         sh.stopping.set(true);
         sh.stop_since.set(Some(Instant::now()));
-        let conns: Vec<Py<AsgiConn>> = sh.conns.borrow().values().map(|c| c.clone_ref(py)).collect();
+        let conns: Vec<Py<AsgiConn>> = sh
+            .conns
+            .borrow()
+            .values()
+            .map(|c| c.clone_ref(py))
+            .collect();
         for c in conns {
             if let Ok(mut c) = c.bind(py).try_borrow_mut() {
                 if c.req.is_none() && !c.link {
@@ -505,47 +510,52 @@ impl AsgiConn {
 
     /// Start the next request in the buffer, if its head is complete.
     fn process(&mut self, py: Python<'_>, me: &Py<Self>) -> Option<Action> {
-        if self.closed || self.req.is_some() {
-            return None;
-        }
         let sh = Rc::clone(&self.shared);
-        if self.pending().is_empty() {
-            self.head_started = None;
-            if sh.stopping.get() && !self.link {
-                self.close(py);
-            }
-            return None;
-        }
-        if sh.stopping.get() && !self.link {
-            self.close(py);
-            return None;
-        }
-        let parsed = match super::parse(py, self.pending(), self.uwsgi, sh.limits, sh.log_requests)
-        {
-            Ok(Some(p)) => p,
-            Ok(None) => return None,
-            Err(e) => {
-                self.reject(py, e.status(), &e.response(), &e.to_string());
+        loop {
+            if self.closed || self.req.is_some() {
                 return None;
             }
-        };
-        if parsed.websocket && sh.websocket.get() {
-            return self.hand_off(py, parsed);
-        }
-        self.consume(parsed.len);
-        self.head_started = None;
-        self.resume(py);
-        if sh.limit > 0 && sh.running.borrow().len() >= sh.limit {
-            self.refuse(py, &parsed);
-            return None;
-        }
-        match self.begin(py, &sh, parsed, me) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                e.print(py);
-                self.close(py);
-                None
+            if self.pending().is_empty() {
+                self.head_started = None;
+                if sh.stopping.get() && !self.link {
+                    self.close(py);
+                }
+                return None;
             }
+            if sh.stopping.get() && !self.link {
+                self.close(py);
+                return None;
+            }
+            let parsed =
+                match super::parse(py, self.pending(), self.uwsgi, sh.limits, sh.log_requests) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => return None,
+                    Err(e) => {
+                        self.reject(py, e.status(), &e.response(), &e.to_string());
+                        return None;
+                    }
+                };
+            if parsed.websocket && sh.websocket.get() {
+                return self.hand_off(py, parsed);
+            }
+            self.consume(parsed.len);
+            self.head_started = None;
+            self.resume(py);
+            if sh.limit > 0 && sh.running.borrow().len() >= sh.limit {
+                if self.refuse(py, &parsed) {
+                    // Kept alive: a pipelined request may already be buffered.
+                    continue;
+                }
+                return None;
+            }
+            return match self.begin(py, &sh, parsed, me) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    e.print(py);
+                    self.close(py);
+                    None
+                }
+            };
         }
     }
 
@@ -573,9 +583,11 @@ impl AsgiConn {
         Some(Action::Upgrade(fd, self.listener, head, leftover))
     }
 
-    /// `--limit-concurrency` reached: 503 with `Retry-After`, then close (the body, if any,
-    /// is not read).
-    fn refuse(&mut self, py: Python<'_>, parsed: &Parsed<'_>) {
+    /// `--limit-concurrency` reached: 503 with `Retry-After`, as uvicorn does. A request
+    /// without a body on a persistent connection keeps it (`true`: go on reading); otherwise
+    /// the connection closes once the answer is written (an unread body would be taken for
+    /// the next request).
+    fn refuse(&mut self, py: Python<'_>, parsed: &Parsed<'_>) -> bool {
         crate::log!(
             "headrace: worker {} 503 for {} {}: --limit-concurrency {} reached",
             ctx().map_or(0, |c| c.id),
@@ -588,15 +600,38 @@ impl AsgiConn {
         } else {
             &b"HTTP/1.1"[..]
         };
-        let response = crate::http::response::plain(
+        let plain_uwsgi = self.uwsgi && !parsed.keep_alive;
+        let keep = parsed.keep_alive
+            && parsed.body_kind == 0
+            && !(self.shared.stopping.get() && !self.link);
+        let mut response = crate::http::response::plain(
             503,
             version,
             "Retry-After: 1\r\n",
             "503 Service Unavailable: too many requests\n",
-            !self.uwsgi,
+            !keep && !plain_uwsgi,
         );
-        let _ = self.write(py, &[&response]);
+        if keep && parsed.version == "1.0" {
+            // `plain` ends the head with the blank line: insert before it.
+            let at = response
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(response.len(), |i| i + 2);
+            response.splice(at..at, b"Connection: keep-alive\r\n".iter().copied());
+        }
+        if self.write(py, &[&response]).is_err() {
+            return false;
+        }
+        if keep {
+            self.last_active = Instant::now();
+            if !self.out.is_empty() {
+                self.after_flush = AfterFlush::Next;
+                return false;
+            }
+            return true;
+        }
         self.finish_connection(py);
+        false
     }
 
     fn begin(
@@ -675,7 +710,10 @@ impl AsgiConn {
         };
         if path.starts_with(b"http://") || path.starts_with(b"https://") {
             // absolute-form: the path starts after the authority.
-            let after = path.windows(2).position(|w| w == b"//").map_or(0, |i| i + 2);
+            let after = path
+                .windows(2)
+                .position(|w| w == b"//")
+                .map_or(0, |i| i + 2);
             path = match path[after..].iter().position(|&c| c == b'/') {
                 Some(slash) => &path[after + slash..],
                 None => b"/",
@@ -728,7 +766,10 @@ impl AsgiConn {
         } else {
             self.remote.as_str()
         };
-        crate::log!("headrace: {status} {} for {addr}: {reason}", reason_phrase(status));
+        crate::log!(
+            "headrace: {status} {} for {addr}: {reason}",
+            reason_phrase(status)
+        );
         if let Some(fd) = &self.fd {
             let _ = fd::send(fd.as_raw_fd(), response);
             fd::shutdown_write(fd.as_raw_fd());
@@ -742,10 +783,7 @@ impl AsgiConn {
         if let Some(r) = &self.req {
             // A body or a response stalled past --socket-timeout ends the connection, as the
             // WSGI front's read and write timeouts do.
-            let waiting = r
-                .waiter
-                .as_ref()
-                .is_some_and(|w| !is_done(py, w.bind(py)));
+            let waiting = r.waiter.as_ref().is_some_and(|w| !is_done(py, w.bind(py)));
             let stalled = !self.out.is_empty() || (waiting && !r.body_done());
             if stalled && idle > sh.socket_timeout {
                 crate::log!(
@@ -770,7 +808,10 @@ impl AsgiConn {
                 );
             }
         } else if sh.stopping.get() {
-            let since = sh.stop_since.get().map_or(self.last_active, |s| s.max(self.last_active));
+            let since = sh
+                .stop_since
+                .get()
+                .map_or(self.last_active, |s| s.max(self.last_active));
             if now.saturating_duration_since(since) > LINK_IDLE_ON_STOP {
                 self.close(py);
             }
@@ -1017,9 +1058,10 @@ impl AsgiConn {
                 }
             }
         }
-        let send_continue = self.req.as_ref().is_some_and(|r| {
-            r.expect_continue && !r.continue_sent && r.head_bytes == 0
-        });
+        let send_continue = self
+            .req
+            .as_ref()
+            .is_some_and(|r| r.expect_continue && !r.continue_sent && r.head_bytes == 0);
         if send_continue {
             if let Some(r) = self.req.as_mut() {
                 r.continue_sent = true;
@@ -1074,12 +1116,7 @@ impl AsgiConn {
     }
 
     /// The response head for the first body message.
-    fn build_head(
-        &mut self,
-        py: Python<'_>,
-        first_len: usize,
-        more: bool,
-    ) -> PyResult<Vec<u8>> {
+    fn build_head(&mut self, py: Python<'_>, first_len: usize, more: bool) -> PyResult<Vec<u8>> {
         let stopping = self.shared.stopping.get() && !self.link;
         let uwsgi = self.uwsgi;
         let Some(r) = self.req.as_mut() else {
@@ -1315,10 +1352,9 @@ impl AsgiConn {
                 .map(|o| (o.start_ms, o.method.clone(), o.uri.clone()))
         };
         let protocol = format!("HTTP/{}", r.version);
-        let (host, ua, referer) = r
-            .log
-            .as_ref()
-            .map_or(("", "", ""), |(h, u, f)| (h.as_str(), u.as_str(), f.as_str()));
+        let (host, ua, referer) = r.log.as_ref().map_or(("", "", ""), |(h, u, f)| {
+            (h.as_str(), u.as_str(), f.as_str())
+        });
         let rec = EndRecord {
             status: if r.status == 0 { 500 } else { r.status },
             head_bytes: r.head_bytes,

@@ -487,7 +487,9 @@ fn _asgi_end(
     end(
         ctx()?,
         &r,
-        oldest.as_ref().map(|(s, m, u)| (*s, m.as_slice(), u.as_slice())),
+        oldest
+            .as_ref()
+            .map(|(s, m, u)| (*s, m.as_slice(), u.as_slice())),
     );
     Ok(())
 }
