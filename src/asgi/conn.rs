@@ -51,8 +51,11 @@ struct Shared {
     server: Py<PyAny>,
     /// `ClientDisconnected`, the `OSError` subclass raised by a send after the client left.
     disconnected: Py<PyAny>,
-    /// `{"version": "3.0", "spec_version": "2.5"}`, shared by every scope.
-    asgi: Py<PyDict>,
+    /// A scope with every key in place (`asgi` is one dict shared by every scope): each request's scope starts as a copy of it, which
+    /// costs one allocation instead of a dict growing key by key.
+    template: Py<PyDict>,
+    /// The finished awaitable with no value, returned by every `send` that did not wait.
+    done: Py<PyAny>,
     /// The lifespan state; each scope gets a shallow copy.
     state: RefCell<Py<PyDict>>,
     listeners: Vec<ListenerInfo>,
@@ -147,7 +150,8 @@ impl AsgiHub {
                 app,
                 server,
                 disconnected,
-                asgi: asgi.unbind(),
+                template: scope_template(py, &asgi)?.unbind(),
+                done: Py::new(py, Ready { value: None })?.into_any(),
                 state: RefCell::new(PyDict::new(py).unbind()),
                 listeners: listeners
                     .into_iter()
@@ -233,7 +237,8 @@ impl AsgiHub {
         }
         sh.conns.borrow_mut().insert(fd, conn.clone_ref(py));
         // The request may already be there (a router link or a quick client).
-        AsgiConn::readable(b)
+        AsgiConn::readable(b);
+        Ok(())
     }
 
     /// Stop: no new requests; idle connections close (router links stay, they carry the
@@ -303,6 +308,10 @@ enum Body {
 }
 
 /// One request's state, owned by its connection.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "the independent facts of one HTTP exchange, as the ASGI spec names them"
+)]
 struct Req {
     id: u64,
     method: String,
@@ -353,6 +362,10 @@ enum Action {
 
 /// One client connection (or router link) on the event loop.
 #[pyclass(unsendable, module = "headrace._headrace", name = "AsgiConn")]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "reader, writer and close states are independent"
+)]
 pub struct AsgiConn {
     fd: Option<OwnedFd>,
     raw: RawFd,
@@ -407,8 +420,8 @@ fn perform(py: Python<'_>, sh: &Shared, action: Option<Action>) {
 #[pymethods]
 impl AsgiConn {
     /// The loop's reader callback.
-    fn on_readable(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::readable(slf)
+    fn on_readable(slf: &Bound<'_, Self>) {
+        Self::readable(slf);
     }
 
     /// The loop's writer callback: flush what the socket did not take.
@@ -424,13 +437,13 @@ impl AsgiConn {
 }
 
 impl AsgiConn {
-    fn readable(slf: &Bound<'_, Self>) -> PyResult<()> {
+    fn readable(slf: &Bound<'_, Self>) {
         let py = slf.py();
         let sh = Rc::clone(&slf.borrow().shared);
         let action = {
             let mut c = slf.borrow_mut();
             if c.closed {
-                return Ok(());
+                return;
             }
             let got = SCRATCH.with_borrow_mut(|scratch| match fd::read(c.raw, scratch) {
                 Ok(0) => Err(None),
@@ -443,10 +456,10 @@ impl AsgiConn {
                 Err(_) => Err(None),
             });
             match got {
-                Err(Some(())) => return Ok(()),
+                Err(Some(())) => return,
                 Err(None) => {
                     c.lost(py);
-                    return Ok(());
+                    return;
                 }
                 Ok(()) => {}
             }
@@ -466,7 +479,12 @@ impl AsgiConn {
             }
         };
         perform(py, &sh, action);
-        Ok(())
+    }
+
+    /// The worker stops and this is not a router link: the connection ends after its
+    /// request (a link stays: the router still sends what it queued here).
+    fn draining(&self) -> bool {
+        self.shared.stopping.get() && !self.link
     }
 
     fn append(&mut self, data: &[u8]) {
@@ -601,9 +619,7 @@ impl AsgiConn {
             &b"HTTP/1.1"[..]
         };
         let plain_uwsgi = self.uwsgi && !parsed.keep_alive;
-        let keep = parsed.keep_alive
-            && parsed.body_kind == 0
-            && !(self.shared.stopping.get() && !self.link);
+        let keep = parsed.keep_alive && parsed.body_kind == 0 && !self.draining();
         let mut response = crate::http::response::plain(
             503,
             version,
@@ -655,7 +671,7 @@ impl AsgiConn {
             method: p.method.as_bytes().to_vec(),
             uri: p.target.clone(),
         });
-        let keep_alive = p.keep_alive && !(sh.stopping.get() && !self.link) && !last;
+        let keep_alive = p.keep_alive && !self.draining() && !last;
         let scope = self.scope(py, sh, &p)?;
         let body = match p.body_kind {
             1 => Body::Length(p.content_length),
@@ -725,9 +741,7 @@ impl AsgiConn {
             Err(_) => PyBytes::new(py, &decoded)
                 .call_method1(intern!(py, "decode"), ("utf-8", "surrogateescape"))?,
         };
-        let d = PyDict::new(py);
-        d.set_item(intern!(py, "type"), intern!(py, "http"))?;
-        d.set_item(intern!(py, "asgi"), sh.asgi.bind(py))?;
+        let d = sh.template.bind(py).copy()?;
         let version = match p.version.as_str() {
             "1.1" => intern!(py, "1.1").clone(),
             "1.0" => intern!(py, "1.0").clone(),
@@ -1117,7 +1131,7 @@ impl AsgiConn {
 
     /// The response head for the first body message.
     fn build_head(&mut self, py: Python<'_>, first_len: usize, more: bool) -> PyResult<Vec<u8>> {
-        let stopping = self.shared.stopping.get() && !self.link;
+        let stopping = self.draining();
         let uwsgi = self.uwsgi;
         let Some(r) = self.req.as_mut() else {
             return Ok(Vec::new());
@@ -1342,16 +1356,23 @@ impl AsgiConn {
             return;
         };
         let sh = &self.shared;
-        let oldest = {
-            let mut running = sh.running.borrow_mut();
-            if let Some(at) = running.iter().position(|x| x.id == r.id) {
-                running.remove(at);
+        // Held to the end of this function: `end` calls no Python code.
+        let mut running = sh.running.borrow_mut();
+        if let Some(at) = running.iter().position(|x| x.id == r.id) {
+            running.remove(at);
+        }
+        let oldest = running
+            .first()
+            .map(|o| (o.start_ms, o.method.as_slice(), o.uri.as_slice()));
+        let other;
+        let protocol = match r.version.as_str() {
+            "1.1" => "HTTP/1.1",
+            "1.0" => "HTTP/1.0",
+            v => {
+                other = format!("HTTP/{v}");
+                other.as_str()
             }
-            running
-                .first()
-                .map(|o| (o.start_ms, o.method.clone(), o.uri.clone()))
         };
-        let protocol = format!("HTTP/{}", r.version);
         let (host, ua, referer) = r.log.as_ref().map_or(("", "", ""), |(h, u, f)| {
             (h.as_str(), u.as_str(), f.as_str())
         });
@@ -1368,20 +1389,14 @@ impl AsgiConn {
             read_error: r.gone && !r.complete,
             method: r.method.as_bytes(),
             uri: &r.target,
-            protocol: &protocol,
+            protocol,
             remote: &self.remote,
             host,
             user_agent: ua,
             referer,
             content_length: r.content_length,
         };
-        super::end(
-            c,
-            &rec,
-            oldest
-                .as_ref()
-                .map(|(s, m, u)| (*s, m.as_slice(), u.as_slice())),
-        );
+        super::end(c, &rec, oldest);
     }
 }
 
@@ -1435,7 +1450,7 @@ impl AsgiChannel {
             r.started = true;
             r.status = message.get_item(intern!(py, "status"))?.extract()?;
             r.headers = get(message, intern!(py, "headers"))?.map(Bound::unbind);
-            return ready(py, py.None());
+            return Ok(c.shared.done.clone_ref(py));
         }
         if kind != "http.response.body" {
             return Err(PyRuntimeError::new_err(format!(
@@ -1465,7 +1480,7 @@ impl AsgiChannel {
             _ => c.send_body(py, b"", more)?,
         };
         match written {
-            Ok(true) => ready(py, py.None()),
+            Ok(true) => Ok(c.shared.done.clone_ref(py)),
             Ok(false) => {
                 if let Some(f) = &c.drained {
                     return Ok(f.clone_ref(py));
@@ -1522,6 +1537,30 @@ fn client_gone(py: Python<'_>, exc: &Py<PyAny>) -> PyErr {
         Ok(v) => PyErr::from_value(v.into_bound(py)),
         Err(e) => e,
     }
+}
+
+/// The keys of an HTTP scope, in the order the spec lists them, with the constant values.
+fn scope_template<'py>(py: Python<'py>, asgi: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "type"), intern!(py, "http"))?;
+    d.set_item(intern!(py, "asgi"), asgi)?;
+    for k in [
+        intern!(py, "http_version"),
+        intern!(py, "method"),
+        intern!(py, "scheme"),
+        intern!(py, "path"),
+        intern!(py, "raw_path"),
+        intern!(py, "query_string"),
+        intern!(py, "root_path"),
+        intern!(py, "headers"),
+        intern!(py, "client"),
+        intern!(py, "server"),
+        intern!(py, "state"),
+        intern!(py, "extensions"),
+    ] {
+        d.set_item(k, py.None())?;
+    }
+    Ok(d)
 }
 
 fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {

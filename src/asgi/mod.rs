@@ -252,6 +252,10 @@ fn parse_http<'py>(
     }))
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one packet's variables mapped to the scope in order"
+)]
 fn parse_uwsgi<'py>(
     py: Python<'py>,
     buf: &[u8],

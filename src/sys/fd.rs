@@ -560,6 +560,7 @@ pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
 
 /// Take ownership of a descriptor handed over from Python (`socket.detach()`), so that it is
 /// closed when the owner drops it.
+#[must_use]
 pub fn own(fd: RawFd) -> OwnedFd {
     // SAFETY: the caller passes a descriptor it owns and will not use or close again (the
     // Python socket object was detached from it).
