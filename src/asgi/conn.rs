@@ -25,6 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Bytes read from a socket at a time.
 const READ_SIZE: usize = 65536;
+/// Bytes read at a time while a request body streams in.
+const BODY_READ_SIZE: usize = 256 * 1024;
 /// Unconsumed bytes (body or pipelined requests) above which a connection stops being read
 /// until the app takes them.
 const PAUSE_ABOVE: usize = 1 << 20;
@@ -445,23 +447,35 @@ impl AsgiConn {
             if c.closed {
                 return;
             }
-            let got = SCRATCH.with_borrow_mut(|scratch| match fd::read(c.raw, scratch) {
-                Ok(0) => Err(None),
-                Ok(n) => {
-                    c.append(&scratch[..n]);
-                    Ok(())
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Some(())),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(Some(())),
-                Err(_) => Err(None),
-            });
+            let got = if c.req.is_some() {
+                // A body is streaming: read straight into the connection's buffer, in
+                // large pieces (fewer receive messages and task wakeups per megabyte).
+                c.compact();
+                let raw = c.raw;
+                fd::read_append(raw, &mut c.buf, BODY_READ_SIZE)
+            } else {
+                SCRATCH.with_borrow_mut(|scratch| {
+                    fd::read(c.raw, scratch).inspect(|&n| c.append(&scratch[..n]))
+                })
+            };
             match got {
-                Err(Some(())) => return,
-                Err(None) => {
+                Ok(0) => {
                     c.lost(py);
                     return;
                 }
-                Ok(()) => {}
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    return;
+                }
+                Err(_) => {
+                    c.lost(py);
+                    return;
+                }
             }
             let now = Instant::now();
             c.last_active = now;
@@ -487,7 +501,8 @@ impl AsgiConn {
         self.shared.stopping.get() && !self.link
     }
 
-    fn append(&mut self, data: &[u8]) {
+    /// Drop the consumed prefix when it is worth moving the rest.
+    fn compact(&mut self) {
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
@@ -495,6 +510,10 @@ impl AsgiConn {
             self.buf.drain(..self.start);
             self.start = 0;
         }
+    }
+
+    fn append(&mut self, data: &[u8]) {
+        self.compact();
         self.buf.extend_from_slice(data);
     }
 
@@ -992,6 +1011,9 @@ impl AsgiConn {
         if !self.out.is_empty() {
             return None;
         }
+        if self.out.capacity() > PAUSE_ABOVE {
+            self.out = Vec::new();
+        }
         self.writer_off(py);
         self.resolve_drained(py);
         match std::mem::replace(&mut self.after_flush, AfterFlush::Nothing) {
@@ -1341,6 +1363,11 @@ impl AsgiConn {
             return None;
         }
         self.last_active = Instant::now();
+        if self.pending().is_empty() && self.buf.capacity() > READ_SIZE {
+            // A large body passed through: an idle connection keeps no large buffer.
+            self.buf = Vec::new();
+            self.start = 0;
+        }
         self.resume(py);
         if self.out.is_empty() {
             self.process(py, me)

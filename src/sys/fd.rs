@@ -571,3 +571,17 @@ pub fn own(fd: RawFd) -> OwnedFd {
 pub fn close_raw(fd: RawFd) {
     drop(own(fd));
 }
+
+/// Read up to `max` bytes without blocking, appending them to `buf` (no zero-filling and no
+/// copy through a scratch buffer). `Ok(0)` is end of stream.
+pub fn read_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let want = spare.len().min(max);
+    // SAFETY: `spare` is writable, uninitialised capacity of at least `want` bytes; read(2)
+    // writes at most `want` bytes into it.
+    let n = cvt_size(unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) })?;
+    // SAFETY: read(2) initialised exactly `n <= want` bytes after the current length.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
