@@ -94,6 +94,8 @@ pub fn serve(
     opts.set_item("socket_timeout", config.socket_timeout.as_secs_f64())?;
     opts.set_item("worker_id", CTX.get().map_or(0, |c| c.id))?;
     opts.set_item("limit_concurrency", config.asgi.limit_concurrency)?;
+    // Streamed bodies allocate and free buffers of a few hundred KiB per chunk.
+    crate::sys::proc::keep_freed_heap(16 << 20);
     let module = py.import("headrace._asgi")?;
     module
         .call_method1("serve", (app, socks, stop_fd, opts))?
