@@ -123,3 +123,14 @@ def test_backpressure_against_a_client_that_does_not_read(headrace, front, path)
         assert len(r.body) == 16777216
         assert r.body.count(r.body[:1]) == 16777216
     assert get(srv.port, "/after").body == b"/after"
+
+
+@pytest.mark.parametrize("front", ["direct", "router"])
+def test_send_and_buffered_receive_do_not_suspend(headrace, front):
+    srv = start(headrace, front, "--wsgi-file", PERF)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        c = Conn(s)
+        c.send(build_request("POST", "/no-suspend", body=b"abc"))
+        r = c.read_response("POST")
+    assert r.status == 200
+    assert r.body == b"x" * 1000 + b"dict NoneType NoneType"

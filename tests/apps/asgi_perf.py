@@ -30,6 +30,23 @@ async def application(scope, receive, send):
             sent += n
         await send({"type": "http.response.body", "body": b""})
         return
+    elif path == "/no-suspend":
+        # send() on a writable socket and receive() of a buffered body finish without
+        # suspending: their awaitables stop at the first step.
+        steps = []
+        for aw in (
+            receive(),
+            send({"type": "http.response.start", "status": 200, "headers": []}),
+            send({"type": "http.response.body", "body": b"x" * 1000, "more_body": True}),
+        ):
+            it = aw.__await__()
+            try:
+                next(it)
+                steps.append("suspended")
+            except StopIteration as stop:
+                steps.append(type(stop.value).__name__)
+        await send({"type": "http.response.body", "body": " ".join(steps).encode()})
+        return
     elif path == "/big-once":
         size = int(scope["query_string"] or b"8388608")
         body = b"y" * size
