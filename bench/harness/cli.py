@@ -182,7 +182,7 @@ def main(argv: list[str]) -> int:
     log(f"results: {out_md}; server logs: {opts.logdir}")
     try:
         for sc in scenarios:
-            applicable = [s for s in servers if s.applies_to(sc.key)]
+            applicable = [s for s in servers if s.applies_to(sc.key, sc.interface)]
             gave_up: set[str] = set()
             for s in applicable:
                 reason = server_reason(st, s)
