@@ -132,6 +132,7 @@ def main(argv: list[str]) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_md = args.out or RESULTS / f"{date}.md"
     out_json = out_md.with_suffix(".json")
+    out_md.parent.mkdir(parents=True, exist_ok=True)
     st = prepare(args)
     if args.setup_only:
         log(

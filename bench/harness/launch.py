@@ -179,7 +179,9 @@ def launched(
             run.launch.sock = str(tmp / "backend.sock")
         t0 = time.perf_counter()
         log_path = logdir / f"{tag}.log"
-        run.procs.append((server.id, spawn(st, server.argv(st, run.launch), log_path, pinned), log_path))
+        run.procs.append(
+            (server.id, spawn(st, server.argv(st, run.launch), log_path, pinned), log_path)
+        )
         if server.mode == "nginx":
             assert st.nginx
             for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):

@@ -162,8 +162,8 @@ def wrk_section(
                 "32-byte masked text frame and waits for the echo, over and over. messages/s = "
                 "echoes completed in the measured window / its length; p50/p99 are per round "
                 "trip; errors = failed handshakes, socket errors and wrong echoes. A server that "
-                "answers the upgrade with anything but 101 is reported as \"WebSocket not "
-                "supported\"."
+                'answers the upgrade with anything but 101 is reported as "WebSocket not '
+                'supported".'
             ),
         ]
     if "Connection: close" in sc.headers:

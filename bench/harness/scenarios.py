@@ -107,7 +107,9 @@ def asgi_pair(key: str, title: str, kind: str, app: str, **kw: object) -> list[S
 
 WS_CLIENTS = 50
 SCENARIOS += [
-    *asgi_pair("hello", "ASGI hello world (raw ASGI app), 1 worker, 64 connections", "wrk", "asgi_hello"),
+    *asgi_pair(
+        "hello", "ASGI hello world (raw ASGI app), 1 worker, 64 connections", "wrk", "asgi_hello"
+    ),
     *asgi_pair(
         "echo",
         "ASGI streamed echo: POST of 1 MiB sent back chunk by chunk as it arrives, 1 worker, "

@@ -211,7 +211,7 @@ def uvicorn_cmd(st: Setup, ln: Launch) -> list[str]:
         "--loop",
         "uvloop",
         "--ws",
-        "websockets" if ln.ws else "none",
+        "auto" if ln.ws else "none",  # auto: websockets-sansio, its fastest
         "--backlog",
         str(LISTEN_BACKLOG),
         "--app-dir",
@@ -377,7 +377,7 @@ SERVERS += [
         "http",
         uvicorn_cmd,
         "`--http httptools --loop uvloop --workers N --ws none --backlog 1024 --no-access-log` "
-        "(`--ws websockets` in asgi-ws)",
+        "(`--ws auto` in asgi-ws: websockets-sansio)",
         requires=("peers",),
         interfaces=("asgi",),
     ),

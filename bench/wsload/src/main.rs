@@ -56,12 +56,14 @@ fn io_failure(e: &std::io::Error, read: bool) -> Failure {
 fn handshake(port: u16) -> Result<TcpStream, Failure> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|_| Failure::Connect)?;
     s.set_nodelay(true).map_err(|_| Failure::Connect)?;
-    s.set_read_timeout(Some(READ_TIMEOUT)).map_err(|_| Failure::Connect)?;
+    s.set_read_timeout(Some(READ_TIMEOUT))
+        .map_err(|_| Failure::Connect)?;
     let req = format!(
         "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    s.write_all(req.as_bytes()).map_err(|e| io_failure(&e, false))?;
+    s.write_all(req.as_bytes())
+        .map_err(|e| io_failure(&e, false))?;
     // Read the head byte by byte: nothing after it may be consumed (the server sends no frame
     // before the client's first message, but be exact anyway).
     let mut head = Vec::with_capacity(256);
@@ -69,7 +71,11 @@ fn handshake(port: u16) -> Result<TcpStream, Failure> {
     while !head.ends_with(b"\r\n\r\n") {
         match s.read(&mut b) {
             Ok(0) => {
-                let line = String::from_utf8_lossy(&head).lines().next().unwrap_or("").to_string();
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
                 return Err(if line.is_empty() {
                     Failure::Read
                 } else {
@@ -202,7 +208,8 @@ fn client(
         }
         let done = Instant::now();
         if done >= measure_from && done < deadline {
-            t.latencies_us.push((done - sent).as_micros().min(u128::from(u32::MAX)) as u32);
+            t.latencies_us
+                .push((done - sent).as_micros().min(u128::from(u32::MAX)) as u32);
             t.bytes += (buf.len() + 2) as u64;
         }
     }
