@@ -296,6 +296,8 @@ def render(
     meta: dict[str, Any],
 ) -> str:
     quick = meta.get("quick", "--quick" in meta.get("argv", []))
+    # only the servers that some scenario of this run applies to (WSGI or ASGI)
+    servers = [s for s in servers if any(s.applies_to(sc.key, sc.interface) for sc in scenarios)]
     out = [f"# headrace benchmarks — {meta['date']}{' (quick)' if quick else ''}", ""]
     out += [
         f"Produced by `bench/run {' '.join(meta['argv'])}`".rstrip() + " — see bench/README.md "

@@ -27,6 +27,7 @@ class Scenario:
     headers: tuple[str, ...] = ()
     interface: str = "wsgi"  # the servers it runs: those with this interface (Server.interfaces)
     pinned: bool = True  # servers on the server core; False: on every core (wrk stays pinned)
+    min_response: int = 0  # bytes every response must have had (a short echo fails the run)
 
 
 HELLO = App("hello")
@@ -117,6 +118,7 @@ SCENARIOS += [
         "wrk",
         "asgi_echo",
         script="post_1mib.lua",
+        min_response=1024 * 1024,  # wrk counts every byte it read: each echo must be whole
     ),
     *asgi_pair(
         "fastapi",
@@ -184,6 +186,11 @@ def run_once(
                         rec.scrapes, rec.scrape_errors = scraper.stop()
                 run.check_alive()
                 rec.numbers = WrkRun.from_wrk(raw)
+                if sc.min_response and raw["bytes"] < raw["requests"] * sc.min_response:
+                    raise RunError(
+                        f"short responses: {raw['bytes']:,} bytes for {raw['requests']:,} "
+                        f"responses of at least {sc.min_response:,} bytes"
+                    )
                 if rec.scrape_errors:
                     raise RunError(f"{rec.scrape_errors} of {rec.scrapes} scrapes failed")
         elif sc.kind == "ws":
