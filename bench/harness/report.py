@@ -158,8 +158,9 @@ def wrk_section(
         out += [
             "",
             (
-                "bench/wsload: one thread and one connection per client; each client sends a "
-                "32-byte masked text frame and waits for the echo, over and over. messages/s = "
+                "bench/wsload: one connection per client, all driven by one epoll loop on the "
+                "client core; each client sends a 32-byte masked text frame and waits for the "
+                "echo, over and over. messages/s = "
                 "echoes completed in the measured window / its length; p50/p99 are per round "
                 "trip; errors = failed handshakes, socket errors and wrong echoes. A server that "
                 'answers the upgrade with anything but 101 is reported as "WebSocket not '
