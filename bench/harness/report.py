@@ -138,12 +138,17 @@ def wrk_section(
             f"{n.p99_ms:.2f} ms",
             fmt_errors(n),
             fmt_ratio(n.rps, base and base.rps),
+            fmt_ratio(n.ratio_by_round(base) if base else None, 1.0),
         ]
 
     unit = "messages/s" if sc.kind == "ws" else "req/s"
     header = ["server", "mode", f"{unit} (median)", "best", "spread", "p50", "p99", "errors"]
     out = figures_table(
-        [*header, "÷ headrace", "runs ok"], servers, sums, numbers_of(WrkSummary), figures
+        [*header, "÷ headrace", "÷ headrace per round", "runs ok"],
+        servers,
+        sums,
+        numbers_of(WrkSummary),
+        figures,
     )
     if not sc.pinned:
         out += [
@@ -363,6 +368,11 @@ def render(
             "- `÷ headrace` divides the peer's number by headrace's in the same mode (direct HTTP vs "
             "direct HTTP, router vs router, nginx+uwsgi vs nginx+uwsgi): for req/s above 1 means the "
             "peer is faster; for times and memory above 1 means the peer is slower or bigger"
+        ),
+        (
+            "- `÷ headrace per round`: the median over the rounds of the peer's req/s divided by "
+            "headrace's in the same round (runs seconds apart), steadier than the ratio of the "
+            "medians when the machine's load drifts"
         ),
         (
             "- best = the highest req/s of any round (noise from other work on the machine only "
