@@ -104,6 +104,9 @@ pub struct Slot {
     pub classes: [AtomicU64; STATUS_CLASSES],
     /// Request durations.
     pub duration: Histogram,
+    /// Requests an ASGI worker's loop is running now, WebSockets included (a WSGI worker
+    /// leaves it 0: its threads' `Core::current` say the same).
+    pub in_flight: AtomicU32,
 }
 
 /// What one finished request adds to the counters.

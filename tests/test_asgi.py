@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -497,3 +498,33 @@ def test_behind_nginx_uwsgi_pass(headrace, kind):
 def test_detection_sees_through_callable_shapes(headrace, target, extra, body):
     srv = headrace("--pythonpath", app(""), "--module", f"asgi_callables:{target}", *extra)
     assert requests.get(srv.url("/")).text == body
+
+
+@pytest.mark.parametrize("front", ["direct", "router"])
+def test_stats_show_requests_in_flight_per_worker(headrace, front):
+    """An ASGI worker runs many requests at once: the stats JSON (headrace.in_flight) and the
+    metrics (headrace_worker_in_flight) say how many."""
+    from test_stats import metrics, stats
+
+    sport = free_port()
+    _srv, port = start(headrace, front, "--wsgi-file", RAW, "--stats", f"127.0.0.1:{sport}",
+                      "--stats-http")
+    done = []
+
+    def slow():
+        done.append(requests.get(f"http://127.0.0.1:{port}/sleep?3", timeout=30).status_code)
+    threads = [threading.Thread(target=slow) for _ in range(3)]
+    for t in threads:
+        t.start()
+
+    def in_flight():
+        d = stats(("127.0.0.1", sport))["headrace"]["in_flight"]
+        return d[0]["requests"] if d[0]["requests"] == 3 else None
+    wait_until(in_flight, 10, "3 requests in flight in the stats")
+    m = metrics(sport)
+    assert m['headrace_worker_in_flight{worker="1"}'] == 3
+    for t in threads:
+        t.join()
+    assert done == [200] * 3
+    wait_until(lambda: stats(("127.0.0.1", sport))["headrace"]["in_flight"][0]["requests"] == 0,
+               10, "no request in flight once they ended")

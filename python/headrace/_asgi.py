@@ -50,7 +50,11 @@ def serve(app, listeners, stop_fd: int, opts: dict) -> int:
         loop.set_task_factory(eager)
     server = Server(loop, app, listeners, stop_fd, opts)
     kind = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
-    log(f"headrace: worker {opts['worker_id']} (pid: {os.getpid()}) serves ASGI on an {kind} loop")
+    article = "an" if kind == "asyncio" else "a"
+    log(
+        f"headrace: worker {opts['worker_id']} (pid: {os.getpid()}) serves ASGI on "
+        f"{article} {kind} loop"
+    )
     try:
         return loop.run_until_complete(server.main())
     finally:

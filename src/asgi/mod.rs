@@ -408,9 +408,14 @@ fn _asgi_begin(method: &[u8], uri: &[u8]) -> PyResult<bool> {
 /// See `_asgi_begin`.
 pub(crate) fn begin(c: &Ctx, method: &[u8], uri: &[u8]) -> bool {
     let slot = c.scoreboard.slot(c.slot);
-    if c.inflight.fetch_add(1, Ordering::Relaxed) == 0 {
+    let before = c.inflight.fetch_add(1, Ordering::Relaxed);
+    if before == 0 {
         slot.busy.fetch_add(1, Ordering::Relaxed);
     }
+    slot.in_flight.store(
+        u32::try_from(before + 1).unwrap_or(u32::MAX),
+        Ordering::Relaxed,
+    );
     // The clock follows the oldest running HTTP request; open WebSockets (in flight too) do
     // not hold it.
     let core = c.scoreboard.core(c.slot, 0);
@@ -516,7 +521,12 @@ fn _asgi_end(
 pub(crate) fn end(c: &Ctx, r: &EndRecord<'_>, oldest: Option<(u64, &[u8], &[u8])>) {
     let slot = c.scoreboard.slot(c.slot);
     let core = c.scoreboard.core(c.slot, 0);
-    if c.inflight.fetch_sub(1, Ordering::Relaxed) <= 1 {
+    let before = c.inflight.fetch_sub(1, Ordering::Relaxed);
+    slot.in_flight.store(
+        u32::try_from(before.saturating_sub(1)).unwrap_or(u32::MAX),
+        Ordering::Relaxed,
+    );
+    if before <= 1 {
         c.inflight.store(0, Ordering::Relaxed);
         core.end();
         slot.busy.fetch_sub(1, Ordering::Relaxed);

@@ -90,12 +90,15 @@ fn _ws_going_code() -> PyResult<u16> {
 #[pyfunction]
 fn _ws_begin() -> PyResult<()> {
     let c = ctx()?;
-    if c.inflight.fetch_add(1, Ordering::Relaxed) == 0 {
-        c.scoreboard
-            .slot(c.slot)
-            .busy
-            .fetch_add(1, Ordering::Relaxed);
+    let slot = c.scoreboard.slot(c.slot);
+    let before = c.inflight.fetch_add(1, Ordering::Relaxed);
+    if before == 0 {
+        slot.busy.fetch_add(1, Ordering::Relaxed);
     }
+    slot.in_flight.store(
+        u32::try_from(before + 1).unwrap_or(u32::MAX),
+        Ordering::Relaxed,
+    );
     Ok(())
 }
 

@@ -279,8 +279,13 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
         }
         match crate::wsgi::load::load(py, config) {
             Ok(app) => {
+                let kind = if crate::wsgi::load::is_asgi(py, app.bind(py), config) {
+                    "ASGI"
+                } else {
+                    "WSGI"
+                };
                 crate::log!(
-                    "WSGI app 0 (mountpoint='') ready in {} seconds (pid: {}, default app)",
+                    "{kind} app 0 (mountpoint='') ready in {} seconds (pid: {}, default app)",
                     started.elapsed().as_secs(),
                     proc::getpid()
                 );

@@ -290,6 +290,21 @@ fn headrace(snap: &Snapshot) -> J {
             ]),
         ),
         ("running", J::Arr(running)),
+        (
+            "in_flight",
+            J::Arr(
+                snap.workers
+                    .iter()
+                    .map(|w| {
+                        J::Obj(vec![
+                            ("worker", n(w.id)),
+                            ("pid", n(w.pid)),
+                            ("requests", n(w.in_flight)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
     ])
 }
 
@@ -340,7 +355,8 @@ mod tests {
             ",\"cores\":[{\"id\":0,\"requests\":3,\"static_requests\":0,\"routed_requests\":0,\"offloaded_requests\":0,\"write_errors\":0,\"read_errors\":0,\"in_request\":1,\"vars\":[\"REQUEST_METHOD=GET\",\"REQUEST_URI=/slow?x=1\",\"\"],\"req_info\":{\"request_start\":1700000009}},{\"id\":1,\"requests\":3,\"static_requests\":0,\"routed_requests\":0,\"offloaded_requests\":0,\"write_errors\":0,\"read_errors\":0,\"in_request\":0,\"vars\":[],\"req_info\":{}}]}",
             "\"status\":\"idle\"",
             ",\"headrace\":{\"version\":",
-            ",\"queue\":{\"source\":\"router\",\"depth\":2,\"oldest_wait_ms\":1500,\"shed\":3,\"saturated\":true},\"running\":[{\"worker\":1,\"core\":0,\"pid\":101,\"request\":\"GET /slow?x=1\",\"running_ms\":500}]}}",
+            ",\"queue\":{\"source\":\"router\",\"depth\":2,\"oldest_wait_ms\":1500,\"shed\":3,\"saturated\":true},\"running\":[{\"worker\":1,\"core\":0,\"pid\":101,\"request\":\"GET /slow?x=1\",\"running_ms\":500}]",
+            ",\"in_flight\":[{\"worker\":1,\"pid\":101,\"requests\":1},{\"worker\":2,\"pid\":102,\"requests\":0}]}}",
         ];
         let mut at = 0;
         for k in keys {

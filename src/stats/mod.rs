@@ -123,6 +123,9 @@ pub struct WorkerStats {
     pub cores: Vec<CoreStats>,
     /// Stopped by the cheaper (uWSGI's status `cheap`).
     pub cheap: bool,
+    /// Requests running in it now: its busy threads (WSGI), or the requests and WebSockets on
+    /// its event loop (ASGI).
+    pub in_flight: u64,
 }
 
 impl WorkerStats {
@@ -313,7 +316,7 @@ fn worker_stats(sb: &Scoreboard, threads: usize, w: &WorkerView) -> WorkerStats 
         .filter(|&s| sb.get(s).is_some());
     let pid = current.map_or(0, |l| l.pid);
     let (rss, vsz) = memory(pid);
-    let cores = (0..threads)
+    let cores: Vec<CoreStats> = (0..threads)
         .map(|c| {
             let core = slot.map(|s| sb.core(s, c));
             CoreStats {
@@ -338,6 +341,8 @@ fn worker_stats(sb: &Scoreboard, threads: usize, w: &WorkerView) -> WorkerStats 
         avg_rt: s.map_or(0, |s| s.avg_rt_us.load(Ordering::Relaxed)),
         rss,
         vsz,
+        in_flight: u64::from(s.map_or(0, |s| s.in_flight.load(Ordering::Relaxed)))
+            .max(u64::try_from(cores.iter().filter(|c| c.current.is_some()).count()).unwrap_or(0)),
         cores,
         cheap: w.cheap && pid == 0,
     }
@@ -367,9 +372,10 @@ pub(crate) mod tests {
             read_errors: 0,
             current,
         };
-        let worker = |id, pid, current| WorkerStats {
+        let worker = |id, pid, current: Option<(u64, String)>| WorkerStats {
             id,
             pid,
+            in_flight: u64::from(current.is_some()),
             accepting: true,
             counters,
             delta_requests: 7,

@@ -101,6 +101,19 @@ pub fn render(snap: &Snapshot) -> String {
     let _ = writeln!(out, "headrace_workers{{state=\"idle\"}} {idle}");
     family(
         &mut out,
+        "headrace_worker_in_flight",
+        "gauge",
+        "Requests a worker is running now (busy threads, or requests and WebSockets on an ASGI worker's loop).",
+    );
+    for w in snap.workers.iter().filter(|w| w.pid != 0) {
+        let _ = writeln!(
+            out,
+            "headrace_worker_in_flight{{worker=\"{}\"}} {}",
+            w.id, w.in_flight
+        );
+    }
+    family(
+        &mut out,
         "headrace_queue_depth",
         "gauge",
         "Requests waiting for a worker: the router's queue with --http, else the sockets' accept queues.",

@@ -135,7 +135,12 @@ fn app_of(
         Some(app) => app.clone_ref(py),
         None => match crate::wsgi::load::load(py, config) {
             Ok(app) => {
-                crate::log!("WSGI app 0 (mountpoint='') ready in worker {id} (pid: {pid})");
+                let kind = if crate::wsgi::load::is_asgi(py, app.bind(py), config) {
+                    "ASGI"
+                } else {
+                    "WSGI"
+                };
+                crate::log!("{kind} app 0 (mountpoint='') ready in worker {id} (pid: {pid})");
                 app
             }
             Err(err) => {
