@@ -181,8 +181,13 @@ class Client:
         self.compressed = False
 
     def send(self, pieces: list[bytes], pause: float = 0.0) -> None:
+        """Send each piece, pausing in between; stops quietly when the server has closed (it
+        may fail the connection before the last pieces, as the suite allows)."""
         for i, piece in enumerate(pieces):
-            self.s.sendall(piece)
+            try:
+                self.s.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                return
             if pause and i < len(pieces) - 1:
                 time.sleep(pause)
 
@@ -283,9 +288,9 @@ class Client:
 
 def run(port: int, pieces, expect, pause: float = 0.0, fail_after=None) -> None:
     """Send `pieces`; the server must write `expect` (messages as `Client.message` gives them),
-    then close TCP. Without a close in `expect` we close with 1000 after the pieces and the
-    answer must be 1000. `fail_after`: (index, code): right after piece `index`, before any
-    more is sent, the server must close with `code`."""
+    then close TCP. Without a close in `expect` we close with 1000 once the expected messages
+    came (as the suite does) and the answer must be 1000. `fail_after`: (index, code): right
+    after piece `index`, before any more is sent, the server must close with `code`."""
     c = Client(port)
     try:
         if fail_after is not None:
@@ -293,20 +298,36 @@ def run(port: int, pieces, expect, pause: float = 0.0, fail_after=None) -> None:
             c.send(pieces[: at + 1], pause)
             assert c.until_close() == expect, "not failed fast"
             assert expect[-1] == ("close", code)
-            try:
-                c.send(pieces[at + 1 :], pause)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+            c.send(pieces[at + 1 :], pause)
+        elif isinstance(expect, NonStrict):
+            c.send(pieces, pause)
+            assert c.until_close() in (expect.ok, expect.non_strict)
+        elif expect and expect[-1][0] == "close":
+            c.send(pieces, pause)
+            assert c.until_close() == expect
         else:
             c.send(pieces, pause)
-            if not expect or expect[-1][0] != "close":
-                c.send([close_frame(1000)])
-                expect = [*expect, ("close", 1000)]
-            got = c.until_close()
-            assert got == expect
+            assert [c.message() for _ in expect] == expect
+            c.send([close_frame(1000)])
+            assert c.until_close() == [fail(1000)]
         assert c.eof(), "the server did not close the TCP connection"
     finally:
         c.close()
+
+
+class NonStrict:
+    """The suite's OK outcome, and its NON_STRICT one (also a pass there): where a message is
+    followed by a bad frame, the failure may overtake the echo of the message."""
+
+    def __init__(self, ok: list, non_strict: list):
+        self.ok, self.non_strict = ok, non_strict
+
+    def __repr__(self) -> str:
+        return f"NonStrict({self.ok!r}, {self.non_strict!r})"
+
+
+def echo_then_fail(text: str, code: int = 1002) -> NonStrict:
+    return NonStrict([("text", text), ("close", code)], [("close", code)])
 
 
 def t(s: str):
@@ -381,19 +402,19 @@ def c3():
         (
             "3.2",
             [hello + frame(FIN | 0x20 | TEXT, b"Hello, world!") + ping],
-            [t("Hello, world!"), fail(1002)],
+            echo_then_fail("Hello, world!"),
             0,
         ),
         (
             "3.3",
             [hello, frame(FIN | 0x60 | TEXT, b"Hello, world!"), ping],
-            [t("Hello, world!"), fail(1002)],
+            echo_then_fail("Hello, world!"),
             FRAME_PAUSE,
         ),
         (
             "3.4",
             chop([hello, frame(FIN | 0x10 | TEXT, b"Hello, world!"), ping], 1),
-            [t("Hello, world!"), fail(1002)],
+            echo_then_fail("Hello, world!"),
             OCTET_PAUSE,
         ),
         ("3.5", [frame(FIN | 0x50 | BINARY, b"\xff" * 8)], [fail(1002)], 0),
@@ -415,7 +436,7 @@ def c4():
                 (
                     f"{group}.{k + 1}",
                     [hello, frame(FIN | ops[k], b"payload"), frame(FIN | PING, b"")],
-                    [t("Hello, world!"), fail(1002)],
+                    echo_then_fail("Hello, world!"),
                     FRAME_PAUSE,
                 )
             )
@@ -463,7 +484,7 @@ def c5():
                 frame(0, b"fragment3"),
                 frame(FIN | TEXT, b"fragment4"),
             ],
-            [both, fail(1002)],
+            echo_then_fail("fragment1fragment2"),
             FRAME_PAUSE,
         ),
         (
@@ -666,7 +687,8 @@ def c7():
     hello = frame(FIN | TEXT, b"Hello World!")
     c1000 = close_frame(1000)
     cases = [
-        ("7.1.1", [hello + c1000], [t("Hello World!"), fail(1000)], 0),
+        # The suite's 7.1.1 closes once the echo came (its back-to-back close is commented out).
+        ("7.1.1", [hello], [t("Hello World!")], 0),
         ("7.1.2", [c1000, c1000], [fail(1000)], FRAME_PAUSE),
         ("7.1.3", [c1000, frame(FIN | PING, b"")], [fail(1000)], FRAME_PAUSE),
         ("7.1.4", [c1000, hello], [fail(1000)], FRAME_PAUSE),
