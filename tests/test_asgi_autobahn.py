@@ -69,6 +69,7 @@ import os
 import random
 import socket
 import struct
+import threading
 import time
 import zlib
 
@@ -928,3 +929,23 @@ def test_compression(port, ident, offer, binary, data, size, frag):
         assert c.eof()
     finally:
         c.close()
+
+
+def test_failure_while_the_client_keeps_sending(port):
+    """Not a suite case, but what its per-octet runs (6.x `-octets`) showed through the router:
+    the server fails the connection while the client is still sending. Its close frame must
+    still reach the client (the router relayed nothing more once writing to the closed worker
+    failed), then TCP is closed."""
+    for _ in range(10):
+        c = Client(port)
+        try:
+            # An invalid text message, then 4 MiB more that the server no longer reads.
+            more = frame(FIN | BINARY, b"\0" * (4 << 20))
+            c.send([frame(FIN | TEXT, b"\xc0\xaf")])
+            sender = threading.Thread(target=c.send, args=(chop([more], 65536),), daemon=True)
+            sender.start()
+            assert c.until_close() == [fail(1007)]
+            assert c.eof()
+            sender.join(TIMEOUT)
+        finally:
+            c.close()
