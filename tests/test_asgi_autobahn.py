@@ -57,7 +57,15 @@ Left out, and why:
 - The timing of the TCP close (the suite's "closed in time" / wasClean bookkeeping): we check
   that the server closes, within a bounded wait, not how fast.
 - 7.1.6 is INFORMATIONAL in the suite (the close may overtake the 256 KiB echo): both outcomes
-  are accepted.
+  are accepted. Where the suite also passes a NON_STRICT outcome (3.2-3.4, 4.x.3-4.x.5, 5.15:
+  the failure may overtake the echo of the message sent just before), so does this port.
+
+Found with this port: through the router, a connection the worker failed while the client was
+still sending lost the worker's close frame (the client saw EOF without a close):
+`test_failure_while_the_client_keeps_sending` keeps that case (fixed in src/router/tunnel.rs).
+Observed, allowed by RFC 6455 §5.5.1 and not checked by the suite (its 7.1.1 waits for the echo
+before closing): a message and a close arriving together get the close answered at once, and
+the app's echo of the message, sent after, is refused (the connection is closing).
 """
 
 from __future__ import annotations
@@ -479,14 +487,15 @@ def c5():
         ("5.14", lone_more, [fail(1002)], FRAME_PAUSE),
         (
             "5.15",
+            # "all sent in one chop"
             [
-                frame(TEXT, b"fragment1"),
-                frame(FIN, b"fragment2"),
-                frame(0, b"fragment3"),
-                frame(FIN | TEXT, b"fragment4"),
+                frame(TEXT, b"fragment1")
+                + frame(FIN, b"fragment2")
+                + frame(0, b"fragment3")
+                + frame(FIN | TEXT, b"fragment4")
             ],
             echo_then_fail("fragment1fragment2"),
-            FRAME_PAUSE,
+            0,
         ),
         (
             "5.16",
