@@ -962,3 +962,22 @@ def test_failure_while_the_client_keeps_sending(port):
             sender.join(TIMEOUT)
         finally:
             c.close()
+
+
+@pytest.mark.parametrize(
+    ("last", "code"),
+    [(close_frame(1000), 1000), (frame(FIN | 0x20 | TEXT, b"bad RSV"), 1002)],
+    ids=["close", "failure"],
+)
+def test_reply_to_a_message_goes_out_before_the_close(port, last, code):
+    """Stricter than the suite (7.1.1 waits for the echo before closing; 3.2 accepts a missing
+    echo): a message and a close (or a frame that fails the connection) in one write. The
+    app's echo of the message still goes out before our close frame (RFC 6455 §5.5.1)."""
+    for _ in range(5):
+        c = Client(port)
+        try:
+            c.send([frame(FIN | TEXT, b"Hello World!") + last])
+            assert c.until_close() == [t("Hello World!"), fail(code)]
+            assert c.eof()
+        finally:
+            c.close()
