@@ -7,7 +7,8 @@ same masked frames the suite sends, fed in the same pieces (all at once, frame b
 chopped into octets, with small pauses between pieces as the suite's synced sends do), and reads
 the server's frames back with a bounded timeout. The app is an echo app (tests/apps/asgi_ws.py,
 `/echo`), as in the suite's server runs, served directly (`--http-socket`) and through the router
-(`--http`, which tunnels the upgraded connection): one server per front for the whole module.
+(`--http`, which tunnels the upgraded connection), each with the app preloaded and with
+`--lazy-apps`: one server per front and mode for the whole module.
 
 What each case checks is what the suite checks: the echoed messages (content and opcode), the
 pongs, the server's close frame and its code, and that the server closed the TCP connection
@@ -86,7 +87,8 @@ import pytest
 from support import app, free_port
 
 WS = app("asgi_ws.py")
-FRONTS = ["direct", "router"]
+# Each front, with the app preloaded and with --lazy-apps.
+BEDS = [("direct", []), ("router", []), ("direct", ["--lazy-apps"]), ("router", ["--lazy-apps"])]
 TIMEOUT = 10.0
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -94,12 +96,15 @@ TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 FIN = 0x80
 
 
-@pytest.fixture(scope="module", params=FRONTS)
+@pytest.fixture(
+    scope="module", params=BEDS, ids=[front + ("-lazy" if mode else "") for front, mode in BEDS]
+)
 def port(request, headrace_module):
-    """One echo server per front for the whole module."""
+    """One echo server per front (and mode) for the whole module."""
+    front, mode = request.param
     p = free_port()
-    opt = {"direct": "--http-socket", "router": "--http"}[request.param]
-    headrace_module(opt, f"127.0.0.1:{p}", "--wsgi-file", WS, port=p, bind=False)
+    opt = {"direct": "--http-socket", "router": "--http"}[front]
+    headrace_module(opt, f"127.0.0.1:{p}", "--wsgi-file", WS, *mode, port=p, bind=False)
     return p
 
 
