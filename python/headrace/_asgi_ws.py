@@ -85,6 +85,8 @@ class Session:
         "head_bytes",
         "header_count",
         "headers",
+        "held",
+        "hold_timer",
         "last_recv",
         "listener",
         "loop",
@@ -133,6 +135,10 @@ class Session:
         self.disconnect: tuple[int, str] | None = None
         self.reading = False
         self.close_timer = None
+        # The peer's close (or a failure) waits in the codec while the app has messages to
+        # take (see `pump`); `hold_timer` bounds the wait.
+        self.held = False
+        self.hold_timer = None
         self.going = 0
         self.app_done = False
         self.ended = False
@@ -216,6 +222,7 @@ class Session:
     def app_ended(self, code: int) -> None:
         """The app returned (or raised): finish what it left open."""
         self.app_done = True
+        self.release()
         if self.sock is not None:
             if self.state == CONNECTING:
                 if not self.exception:
@@ -275,6 +282,7 @@ class Session:
         if self.going:
             return
         self.going = code
+        self.release()
         if self.state == OPEN and self.sock is not None and self.ws.state() == 0:
             self.ws.close(code, "")
             self.flush()
@@ -301,10 +309,20 @@ class Session:
         self.ws.receive(data)
         self.pump()
 
-    def pump(self) -> None:
-        """Take every event the codec has (pongs and close answers go out at once)."""
+    def pump(self, force: bool = False) -> None:
+        """Take every event the codec has (pongs go out at once). The peer's close or a
+        failure stays in the codec while the app still has messages to take: taking it answers
+        at once and refuses the app's sends, and the app's replies to those messages go first
+        (RFC 6455 §5.5.1; the Autobahn suite's 3.2, 4.x.3, 5.15 expect the echo). `receive`
+        takes it once the app comes back for more, at the latest after CLOSE_TIMEOUT."""
         ws = self.ws
+        self.held = False
         while True:
+            if not force and self.events and ws.ending_next():
+                self.held = True
+                if self.hold_timer is None:
+                    self.hold_timer = self.loop.call_later(CLOSE_TIMEOUT, self.release)
+                break
             ev = ws.next_event()
             if ev is None:
                 break
@@ -330,6 +348,14 @@ class Session:
             self.pause()
         self.wake()
 
+    def release(self) -> None:
+        """Take a held close now (the app is slow to come back, goes away or is gone)."""
+        if self.hold_timer is not None:
+            self.hold_timer.cancel()
+            self.hold_timer = None
+        if self.held and self.sock is not None:
+            self.pump(force=True)
+
     def wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
@@ -348,7 +374,7 @@ class Session:
         """The peer closed its side or the connection broke."""
         if self.ws is not None:
             self.ws.connection_lost()
-            self.pump()
+            self.pump(force=True)
         if self.disconnect is None:
             self.disconnect = (1006, "")
         self.drop()
@@ -366,6 +392,9 @@ class Session:
         if self.close_timer is not None:
             self.close_timer.cancel()
             self.close_timer = None
+        if self.hold_timer is not None:
+            self.hold_timer.cancel()
+            self.hold_timer = None
         self.sock.close()
         self.sock = None
         if self.disconnect is None:
@@ -499,6 +528,8 @@ class Session:
             self.connect_sent = True
             return {"type": "websocket.connect"}
         while True:
+            if self.held and not self.events:
+                self.release()
             if self.events:
                 data = self.events.popleft()
                 if not self.reading and len(self.events) < MAX_PENDING // 2:

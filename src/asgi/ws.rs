@@ -241,6 +241,11 @@ impl AsgiWs {
         }
     }
 
+    /// The next event is the peer's close or a failure (`Connection::ending_next`).
+    fn ending_next(&self) -> bool {
+        self.conn.ending_next()
+    }
+
     /// The code of the close frame we sent, if any.
     fn sent_close(&self) -> Option<u16> {
         self.conn.sent_close()

@@ -135,24 +135,38 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 /// `stall` fails: a peer that stops reading does not hold the tunnel forever. Reads have no
 /// limit (an idle WebSocket is normal; `--ws-ping-interval` is the worker's liveness check).
 async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    r: R,
+    w: W,
+    stall: Duration,
+) -> std::io::Result<()> {
+    copy(r, w, stall).await.map_err(|(_, e)| e)
+}
+
+/// [`pump`], telling a failed write (`true`: `w`'s peer is gone) from a failed read.
+async fn copy<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     mut r: R,
     mut w: W,
     stall: Duration,
-) -> std::io::Result<()> {
+) -> Result<(), (bool, std::io::Error)> {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let n = r.read(&mut buf).await?;
+        let n = r.read(&mut buf).await.map_err(|e| (false, e))?;
         if n == 0 {
-            return w.shutdown().await;
+            return w.shutdown().await.map_err(|e| (true, e));
         }
-        tokio::time::timeout(stall, w.write_all(&buf[..n]))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        match tokio::time::timeout(stall, w.write_all(&buf[..n])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err((true, e)),
+            Err(_) => return Err((true, std::io::ErrorKind::TimedOut.into())),
+        }
     }
 }
 
 /// Bytes both ways until either side closes; the other direction then gets `stall` to finish
-/// (the closing handshake's last frames), and a failed direction ends both.
+/// (the closing handshake's last frames). A failed read from the client or a failed write to it
+/// ends both. A failed write to the worker does not: a worker that fails the connection writes
+/// its close frame and closes while the client is still sending, so writing to it fails (EPIPE)
+/// while that close frame still waits in the socket to be relayed.
 async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut S,
     worker: &mut UnixStream,
@@ -160,11 +174,11 @@ async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let (client_r, client_w) = tokio::io::split(client);
     let (worker_r, worker_w) = worker.split();
-    let up = pump(client_r, worker_w, stall);
+    let up = copy(client_r, worker_w, stall);
     let down = pump(worker_r, client_w, stall);
     tokio::pin!(up, down);
     tokio::select! {
-        r = &mut up => if r.is_ok() {
+        r = &mut up => if matches!(r, Ok(()) | Err((true, _))) {
             let _ = tokio::time::timeout(stall, down).await;
         },
         r = &mut down => if r.is_ok() {

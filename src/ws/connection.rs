@@ -131,6 +131,17 @@ impl Connection {
         self.events.len()
     }
 
+    /// The next event ends the connection (the peer's close, or a failure). Taking it answers
+    /// at once, so a layer whose app has not yet taken the messages read before it may leave
+    /// it queued until then: the app's replies to them go out first (RFC 6455 §5.5.1).
+    #[must_use]
+    pub fn ending_next(&self) -> bool {
+        matches!(
+            self.events.front(),
+            Some(Event::Close { .. } | Event::Error(_))
+        )
+    }
+
     /// The close handshake's state.
     #[must_use]
     pub fn state(&self) -> State {
@@ -472,6 +483,37 @@ mod tests {
         );
         conn.pong(b"p1").unwrap();
         assert_eq!(conn.output(), b"\x8a\x02p1");
+    }
+
+    #[test]
+    fn the_ending_event_waits_unanswered_until_taken() {
+        for (last, code) in [
+            (
+                client_frame(0x88, &1000u16.to_be_bytes(), [1, 2, 3, 4]),
+                1000u16,
+            ),
+            (client_frame(0xa1, b"RSV2", [1, 2, 3, 4]), 1002),
+        ] {
+            let mut conn = Connection::new(Config::default(), None);
+            let mut wire = client_frame(0x81, b"m", [1, 2, 3, 4]);
+            wire.extend(last);
+            conn.receive(&wire);
+            assert!(!conn.ending_next(), "a message comes first");
+            assert_eq!(
+                conn.next_event(),
+                Some(Event::Message(Message::Text("m".into())))
+            );
+            assert!(conn.ending_next());
+            // Not answered yet: the reply to the message still goes out first.
+            conn.send_text("m").unwrap();
+            assert_eq!(conn.output(), b"\x81\x01m");
+            assert!(conn.next_event().is_some());
+            assert!(!conn.ending_next());
+            let out = conn.take_output();
+            assert_eq!(&out[..3], b"\x81\x01m");
+            assert_eq!(out[3], 0x88);
+            assert_eq!(u16::from_be_bytes([out[5], out[6]]), code);
+        }
     }
 
     #[test]
