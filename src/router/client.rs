@@ -38,6 +38,8 @@ enum BodyError {
     Http(HttpError),
     /// The spill file could not be created or written.
     Spill(std::io::Error),
+    /// No byte of the body for `--socket-timeout` (408, logged as such: the head did come).
+    Stalled,
     Gone,
 }
 
@@ -110,6 +112,11 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(b) => b,
             Err(BodyError::Http(e)) => {
                 reject(&mut stream, &e, &peer).await;
+                return;
+            }
+            Err(BodyError::Stalled) => {
+                let why = "request body stalled for more than --socket-timeout";
+                reject_because(&mut stream, &HttpError::Timeout, why, &peer).await;
                 return;
             }
             Err(BodyError::Spill(e)) => {
@@ -249,7 +256,7 @@ async fn read_more<S: AsyncRead + Unpin>(
     timeout: Duration,
 ) -> Result<(), BodyError> {
     match tokio::time::timeout(timeout, read_some(s, buf, buf.len() + 256 * 1024)).await {
-        Err(_) => Err(BodyError::Http(HttpError::Timeout)),
+        Err(_) => Err(BodyError::Stalled),
         Ok(Ok(0) | Err(_)) => Err(BodyError::Gone),
         Ok(Ok(_)) => Ok(()),
     }
@@ -396,12 +403,22 @@ pub fn plain(status: u16, version: Version, extra: &str, text: &str, close: bool
 }
 
 async fn reject<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, err: &HttpError, peer: &Peer) {
+    reject_because(s, err, &err.to_string(), peer).await;
+}
+
+/// [`reject`], with the reason logged given by the caller.
+async fn reject_because<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    err: &HttpError,
+    why: &str,
+    peer: &Peer,
+) {
     let status = err.status();
     let who = peer
         .addr
         .map_or_else(|| "unix socket".to_owned(), |a| a.ip().to_string());
     crate::log!(
-        "headrace router: {status} {} for {who}: {err}",
+        "headrace router: {status} {} for {who}: {why}",
         crate::http::response::reason(status)
     );
     let _ = s.write_all(&err.response()).await;
@@ -466,14 +483,15 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     drop(rx);
-    answer(router, reply, client, info, queued_at).await
+    answer(router, reply, client, buf, info, queued_at).await
 }
 
 /// Send the client the answer to its request. Returns whether the connection stays open.
-async fn answer<S: AsyncWrite + Unpin>(
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     router: &Router,
     reply: Reply,
     client: &mut S,
+    buf: &mut ReadBuf,
     info: ReqInfo,
     queued_at: Instant,
 ) -> bool {
@@ -490,7 +508,25 @@ async fn answer<S: AsyncWrite + Unpin>(
                 gone(&queued);
                 return false;
             }
-            while let Some(chunk) = chunks.recv().await {
+            let limit = router.config.buffer_size;
+            loop {
+                // While the worker has nothing to send, the client is watched as while the
+                // request waited: its next request is kept in `buf`, and its leaving drops
+                // `chunks`, which tells the link to cut the worker's response short.
+                let chunk = tokio::select! {
+                    c = chunks.recv() => c,
+                    r = read_some(client, buf, limit), if buf.len() < limit => {
+                        if matches!(r, Ok(n) if n > 0) {
+                            continue;
+                        }
+                        drop(chunks);
+                        gone(&queued);
+                        return false;
+                    },
+                };
+                let Some(chunk) = chunk else {
+                    break;
+                };
                 if client.write_all(&chunk).await.is_err() {
                     drop(chunks);
                     gone(&queued);
