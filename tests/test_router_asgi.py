@@ -66,6 +66,12 @@ def leave_after_first_bytes(srv, path: str) -> None:
         assert got.startswith(b"HTTP/1.1 200"), got
 
 
+def recorded(record, what: str) -> str:
+    """The app's record once written in full (within 5 s)."""
+    wait_until(lambda: record.exists() and record.read_text().endswith("\n"), 5, what)
+    return record.read_text()
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 def test_one_asgi_worker_takes_many_requests_at_once(headrace, mode):
     """Thirty requests are inside one worker's app at once (each waits until all thirty have
@@ -99,8 +105,7 @@ def test_client_leaving_ends_an_asgi_stream(headrace, mode):
     pid = srv.worker_pids()[0]
     leave_after_first_bytes(srv, "/stream?tag=asgi")
     record = srv.record / "stream-asgi"
-    wait_until(record.exists, 5, "the app to see the client leave")
-    sent, how = record.read_text().split()
+    sent, how = recorded(record, "the app to see the client leave").split()
     assert int(sent) < 200 and how != "complete", (sent, how)
     assert fetch(srv, "/pid") == (200, str(pid).encode())
 
@@ -112,8 +117,7 @@ def test_client_leaving_ends_a_wsgi_stream(headrace):
     pid = srv.worker_pids()[0]
     leave_after_first_bytes(srv, "/stream?tag=wsgi")
     record = srv.record / "stream-wsgi"
-    wait_until(record.exists, 5, "the app's stream to be closed")
-    assert int(record.read_text()) < 200
+    assert int(recorded(record, "the app's stream to be closed")) < 200
     srv.wait_log("client disconnected", timeout=5)
     assert fetch(srv, "/pid") == (200, str(pid).encode())
 
