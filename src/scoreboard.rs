@@ -219,6 +219,12 @@ impl Core {
             .store(start_ms.max(1), Ordering::Release);
     }
 
+    /// A request's clock is running.
+    #[must_use]
+    pub fn running(&self) -> bool {
+        self.request_start_ms.load(Ordering::Relaxed) != 0
+    }
+
     /// Record that the request ended.
     pub fn end(&self) {
         self.request_start_ms.store(0, Ordering::Release);

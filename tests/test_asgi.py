@@ -113,14 +113,47 @@ def test_lifespan_state_and_shutdown(headrace, tmp_path):
     assert pids <= {int(x) for x in lines if x.isdigit()}
 
 
-def test_lifespan_startup_failure_is_a_failed_worker(headrace):
+def test_lifespan_startup_failure_stops_the_server(headrace):
     srv = headrace("--wsgi-file", RAW, "--lazy-apps", env={"ASGI_FAIL_STARTUP": "1"}, wait=False)
-    # The worker exits with uWSGI's failed-app code and the master tries again, as uWSGI
-    # does for an app that fails in a worker; no request is ever served.
-    srv.wait_log("ASGI lifespan startup failed: no database", count=2)
-    srv.wait_log("exit code 22")
-    with pytest.raises(requests.RequestException):
-        requests.get(srv.url("/"), timeout=1)
+    # Nothing was ever served: retrying cannot help, so headrace stops (exit code 1) with the
+    # app's message, as Gunicorn and Uvicorn do.
+    assert srv.proc.wait(15) == 1
+    srv.wait_log("ASGI lifespan startup failed: no database")
+    srv.wait_log("no worker can serve, stopping with exit code 1")
+
+
+def test_lifespan_failure_after_serving_is_retried(headrace, tmp_path):
+    """Once a worker has served, a respawned worker whose startup fails (the database went
+    away) is retried with backoff while the others keep serving."""
+    flag = tmp_path / "fail"
+    app = tmp_path / "flaky.py"
+    app.write_text(
+        "import os\n"
+        "FLAG = " + repr(str(flag)) + "\n"
+        "async def application(scope, receive, send):\n"
+        "    if scope['type'] == 'lifespan':\n"
+        "        await receive()\n"
+        "        if os.path.exists(FLAG):\n"
+        "            await send({'type': 'lifespan.startup.failed', 'message': 'db is gone'})\n"
+        "            return\n"
+        "        await send({'type': 'lifespan.startup.complete'})\n"
+        "        print('flaky startup ok', flush=True)\n"
+        "        await receive()\n"
+        "        await send({'type': 'lifespan.shutdown.complete'})\n"
+        "        return\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "    await send({'type': 'http.response.body', 'body': str(os.getpid()).encode()})\n"
+    )
+    srv = headrace("--wsgi-file", str(app), "--processes", "2", "--max-requests", "1",
+                   probe=None, workers=2)
+    srv.wait_log("flaky startup ok", count=2)
+    flag.write_text("x")
+    pid = requests.get(srv.url("/"), timeout=5).text  # that worker retires and fails to start
+    srv.wait_log("ASGI lifespan startup failed: db is gone")
+    other = requests.get(srv.url("/"), timeout=5).text
+    assert other != pid
+    assert srv.proc.poll() is None, "the server stopped although a worker had served"
+    assert "stopping with exit code 1" not in srv.log()
 
 
 def test_lifespan_off_and_unsupported(headrace, tmp_path):

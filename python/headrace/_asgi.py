@@ -16,6 +16,7 @@ import time
 import traceback
 from urllib.parse import unquote_to_bytes
 
+from headrace import _asgi_ws
 from headrace import _headrace as native
 
 FAILED_APP_CODE = 22
@@ -92,6 +93,9 @@ class Server:
         self.stop_since = 0.0
         self.done = loop.create_future()
         self.lifespan: Lifespan | None = None
+        # Open WebSocket sessions (headrace._asgi_ws): in flight until their socket closes.
+        self.websockets: set = set()
+        self.ws_opts = opts
 
     async def main(self) -> int:
         # A stop during lifespan startup is obeyed too (the master waits for it).
@@ -107,6 +111,9 @@ class Server:
             if not startup.result():
                 return FAILED_APP_CODE
         if self.stopping:
+            # Stopped while starting up: what started up still shuts down.
+            if self.lifespan is not None:
+                await self.lifespan.shutdown()
             return 0
         native._asgi_ready(True)
         for l in self.listeners:
@@ -148,6 +155,9 @@ class Server:
             return
         self.stopping = True
         self.stop_since = time.monotonic()
+        # Open WebSockets get a close frame: 1012 on a reload (read from `ready`, which the
+        # master clears first), else 1001; so this comes before `_asgi_ready(False)`.
+        _asgi_ws.going_away(self)
         native._asgi_ready(False)
         try:
             self.loop.remove_reader(self.stop_fd)
@@ -173,7 +183,7 @@ class Server:
         self.check_done()
 
     def check_done(self) -> None:
-        if self.stopping and not self.conns and not self.done.done():
+        if self.stopping and not self.conns and not self.websockets and not self.done.done():
             self.done.set_result(None)
 
     def tick(self) -> None:
@@ -228,9 +238,11 @@ class Lifespan:
         if kind == "lifespan.startup.failed":
             log(f"headrace: ASGI lifespan startup failed: {msg.get('message', '')}")
             return False
-        if kind == "lifespan.unsupported" and self.server.lifespan_mode == "auto":
-            self.server.lifespan = None
-            return True
+        if kind == "lifespan.unsupported":
+            if self.server.lifespan_mode == "auto":
+                self.server.lifespan = None
+                return True
+            return False  # `run` logged the app's failure
         log(f"headrace: ASGI lifespan startup failed: unexpected {kind!r}")
         return False
 
@@ -333,6 +345,20 @@ class Conn:
             return
         del self.buf[: parsed[0]]
         self.head_started = None
+        if _asgi_ws.is_upgrade(parsed[4]) and not (self.link and parsed[5][2]):
+            # WebSocket (ASGI `websocket` scope): the socket leaves this Conn for good and
+            # belongs to headrace._asgi_ws from here on (never a pooled router link, which
+            # says keep-alive: the router tunnels upgrades over a connection of their own).
+            # Port note: the handoff takes plain things: (server, socket object, listener,
+            # client address, parsed head tuple, bytes read after the head); the socket must
+            # no longer be registered on the loop.
+            sock, leftover = self.sock, bytes(self.buf)
+            if self.reading:
+                self.loop.remove_reader(self.fd)
+            self.sock, self.closed, self.reading = None, True, False
+            self.server.conns.discard(self)
+            _asgi_ws.handoff(self.server, sock, self.listener, self.client, parsed, leftover)
+            return
         self.resume()
         self.request = Request(self, parsed)
         self.request.start()

@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod ws;
+
 /// What the Python loop's callbacks reach: this worker's identity and bookkeeping, owned so
 /// that it can live in a static (the worker process never returns from serving).
 pub struct Ctx {
@@ -110,6 +112,11 @@ pub fn serve(
     opts.set_item("keepalive", config.keepalive_timeout.as_secs_f64())?;
     opts.set_item("socket_timeout", config.socket_timeout.as_secs_f64())?;
     opts.set_item("worker_id", CTX.get().map_or(0, |c| c.id))?;
+    opts.set_item("ws_max_size", config.asgi.ws_max_size)?;
+    opts.set_item(
+        "ws_ping_interval",
+        config.asgi.ws_ping_interval.as_secs_f64(),
+    )?;
     let module = py.import("headrace._asgi")?;
     module
         .call_method1("serve", (app, socks, stop_fd, opts))?
@@ -295,7 +302,12 @@ fn _asgi_begin(method: &[u8], uri: &[u8]) -> PyResult<bool> {
     let slot = c.scoreboard.slot(c.slot);
     if c.inflight.fetch_add(1, Ordering::Relaxed) == 0 {
         slot.busy.fetch_add(1, Ordering::Relaxed);
-        c.scoreboard.core(c.slot, 0).begin(now_ms(), method, uri);
+    }
+    // The clock follows the oldest running HTTP request; open WebSockets (in flight too) do
+    // not hold it.
+    let core = c.scoreboard.core(c.slot, 0);
+    if !core.running() {
+        core.begin(now_ms(), method, uri);
     }
     let next = slot.requests.load(Ordering::Relaxed) + 1;
     Ok(match c.recycle.before_request(next) {
@@ -347,6 +359,9 @@ fn _asgi_end(
         slot.busy.fetch_sub(1, Ordering::Relaxed);
     } else if let Some((start, m, u)) = &oldest {
         core.begin(*start, m, u);
+    } else {
+        // Only WebSockets remain: no harakiri clock.
+        core.end();
     }
     let outcome = Outcome {
         status,
@@ -478,5 +493,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_asgi_ready, m)?)?;
     m.add_function(wrap_pyfunction!(_asgi_log, m)?)?;
     m.add_class::<AsgiChunked>()?;
-    Ok(())
+    ws::register(m)
 }

@@ -601,4 +601,8 @@ pub struct AsgiOptions {
     pub lifespan: String,
     /// `auto`, `asyncio` or `uvloop`.
     pub event_loop: String,
+    /// `--ws-max-size`: largest WebSocket message, bytes.
+    pub ws_max_size: u64,
+    /// `--ws-ping-interval`: server pings of idle WebSockets (zero: off).
+    pub ws_ping_interval: std::time::Duration,
 }

@@ -210,6 +210,8 @@ pub enum Opt {
     Interface,
     Lifespan,
     Loop,
+    WsMaxSize,
+    WsPingInterval,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -319,7 +321,7 @@ pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
 #[allow(clippy::too_many_lines, clippy::large_stack_arrays, reason = "the option table: one row per option, built at compile time")]
-const fn options() -> [OptSpec; 192] {
+const fn options() -> [OptSpec; 194] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock); HTTP/1.1 with keep-alive", multi, aliases ["http11-socket"]),
@@ -521,6 +523,8 @@ const fn options() -> [OptSpec; 192] {
     row!(Interface, "interface", Text, "what the app speaks: auto (an async callable is ASGI 3), wsgi or asgi", default "auto"),
     row!(Lifespan, "lifespan", Text, "ASGI lifespan protocol: auto (used unless the app refuses it), on or off", default "auto"),
     row!(Loop, "loop", Text, "ASGI event loop: auto (uvloop when installed), asyncio or uvloop", default "auto"),
+    row!(WsMaxSize, "ws-max-size", count(1, "a size in bytes, at least 1"), "ASGI WebSockets: largest message in bytes, on the wire and inflated (1009 beyond it)", default "16777216"),
+    row!(WsPingInterval, "ws-ping-interval", SECS, "ASGI WebSockets: ping idle connections every N seconds and drop those whose pong does not come within N seconds (0 = off)", default "0"),
     ]
     // }
 }

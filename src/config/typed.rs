@@ -471,6 +471,8 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
             interface: one_of(r, Opt::Interface, &["auto", "wsgi", "asgi"])?,
             lifespan: one_of(r, Opt::Lifespan, &["auto", "on", "off"])?,
             event_loop: one_of(r, Opt::Loop, &["auto", "asyncio", "uvloop"])?,
+            ws_max_size: r.count(Opt::WsMaxSize)?,
+            ws_ping_interval: r.secs(Opt::WsPingInterval)?,
         },
         listen,
         env,

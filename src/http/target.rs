@@ -97,6 +97,19 @@ pub fn app_headers<'a>(
     })
 }
 
+/// Every request header field as a proxy passes it on, in order, a repeated header as
+/// repeated fields (ASGI keeps them apart; a WSGI worker joins them as [`app_headers`] does):
+/// names containing `_` are dropped, as there.
+pub fn app_header_fields<'a>(
+    buf: &'a [u8],
+    headers: &'a [(Range<usize>, Range<usize>)],
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+    headers
+        .iter()
+        .map(move |(n, v)| (&buf[n.clone()], &buf[v.clone()]))
+        .filter(|(name, _)| !name.contains(&b'_'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +138,36 @@ mod tests {
                 String::from_utf8_lossy(target)
             );
         }
+    }
+    #[test]
+    fn header_fields_keep_repeats_and_drop_underscores() {
+        let buf = b"X-Dup: a\r\nX_Evil: 1\r\nHost: h\r\nx-dup: b\r\n";
+        let text = std::str::from_utf8(buf).unwrap_or_default();
+        let mut headers = Vec::new();
+        let mut at = 0;
+        for line in text.split_terminator("\r\n") {
+            let colon = line.find(':').unwrap_or(0);
+            headers.push((at..at + colon, at + colon + 2..at + line.len()));
+            at += line.len() + 2;
+        }
+        let fields: Vec<_> = app_header_fields(buf, &headers).collect();
+        assert_eq!(
+            fields,
+            [
+                (&b"X-Dup"[..], &b"a"[..]),
+                (&b"Host"[..], &b"h"[..]),
+                (&b"x-dup"[..], &b"b"[..])
+            ]
+        );
+        let joined: Vec<_> = app_headers(buf, &headers)
+            .map(|(n, v)| (n.to_vec(), v.into_owned()))
+            .collect();
+        assert_eq!(
+            joined,
+            [
+                (b"X-Dup".to_vec(), b"a, b".to_vec()),
+                (b"Host".to_vec(), b"h".to_vec())
+            ]
+        );
     }
 }

@@ -176,6 +176,11 @@ pub struct Master<'a> {
     daemons: daemons::Daemons,
     /// Elastic workers: which ids the cheaper keeps stopped.
     elastic: cheaper::Elastic,
+    /// Some worker of this master has taken requests (a failed ASGI lifespan startup stops
+    /// the server only before that).
+    ever_ready: bool,
+    /// The master's exit code once it stops.
+    exit_code: i32,
 }
 
 fn unix_now_secs() -> i64 {
@@ -381,6 +386,8 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
         timers: timers::Timers::default(),
         daemons: daemons::Daemons::new(config, &inherited_daemons),
         elastic: cheaper::Elastic::new(config),
+        ever_ready: false,
+        exit_code: 0,
     };
     if let Some(adopted) = adopted {
         master.adopt(adopted);
@@ -404,7 +411,7 @@ fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
         master.vacuum();
     }
     crate::log!("goodbye to headrace.");
-    Ok(0)
+    Ok(master.exit_code)
 }
 
 /// A number that differs between master images (pid, time, address-space layout).

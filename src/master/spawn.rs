@@ -175,6 +175,21 @@ impl Master<'_> {
         }
     }
 
+    /// Some live worker takes requests now; remembered in `ever_ready`.
+    pub(super) fn any_worker_ready(&mut self) -> bool {
+        let ready = self.procs.iter().any(|p| {
+            p.slot.is_some_and(|s| {
+                self.scoreboard
+                    .slot(s)
+                    .ready
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    == 1
+            })
+        });
+        self.ever_ready |= ready;
+        ready
+    }
+
     pub(super) fn reap(&mut self) {
         while let Some((pid, status)) = proc::reap() {
             let Some(idx) = self.procs.iter().position(|p| p.pid == pid) else {
@@ -211,6 +226,24 @@ impl Master<'_> {
             if p.id > self.config.processes {
                 // An id the configuration no longer has (a reload lowered --processes).
                 crate::log!("{} (pid: {pid}) exited ({how}); not replaced", p.name());
+                continue;
+            }
+            if status == ExitStatus::Code(crate::worker::LIFESPAN_FAILED_CODE)
+                && self.reload.is_none()
+                && !self.ever_ready
+                && !self.any_worker_ready()
+            {
+                // The app said it cannot start (its message is logged above): retrying
+                // cannot help before anything was ever served, so stop, as Gunicorn and
+                // Uvicorn do. Later (a respawn, a reload) the workers serving go on.
+                crate::log!(
+                    "headrace: ASGI lifespan startup failed in {} (pid: {pid}): no worker can \
+                     serve, stopping with exit code 1",
+                    p.name()
+                );
+                self.exit_code = 1;
+                self.signal_all(libc::SIGINT);
+                self.stopping = Some((Instant::now() + super::KILL_MERCY, false));
                 continue;
             }
             if status == ExitStatus::Code(0) && p.stop_deadline.is_none() && p.harakiri.is_none() {

@@ -84,6 +84,9 @@ impl Master<'_> {
                 continue;
             }
             self.harakiri();
+            if !self.ever_ready {
+                self.any_worker_ready();
+            }
             if last_touch_check.elapsed() >= Duration::from_secs(1) {
                 last_touch_check = Instant::now();
                 self.check_touch(py);

@@ -5,7 +5,7 @@
 use super::request::{Body, Job, Peer, Queued, Refusal, Reply, ReqInfo, Stage};
 use super::Router;
 use crate::http::parse::parse_head;
-use crate::http::target::{app_headers, cgi_key, percent_decode, split_target};
+use crate::http::target::{app_header_fields, app_headers, cgi_key, percent_decode, split_target};
 use crate::http::{ChunkedDecoder, Framing, HttpError, Limits, ReadBuf, RequestHead, Version};
 use crate::uwsgi_proto;
 use std::cell::Cell;
@@ -98,6 +98,14 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         let mut packet = Vec::with_capacity(head.len + 256);
         uwsgi_proto::begin_packet(&mut packet);
         add_vars(&mut packet, buf.filled(), &head, &peer);
+        if head.framing == Framing::None && is_websocket(buf.filled(), &head) {
+            buf.consume(head.len);
+            // The connection becomes a tunnel to one worker and ends with it.
+            if uwsgi_proto::finish_packet(&mut packet, 0).is_some() {
+                super::tunnel::run(&router, packet, &mut stream, &mut buf, info).await;
+            }
+            return;
+        }
         buf.consume(head.len);
         if head.expect_continue
             && buf.is_empty()
@@ -219,6 +227,16 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// The request asks for a WebSocket (`Upgrade: websocket`): it is tunnelled to a worker
+/// instead of being buffered and pooled (the worker checks the rest of the handshake).
+fn is_websocket(buf: &[u8], head: &RequestHead) -> bool {
+    crate::ws::handshake::is_upgrade(
+        head.headers
+            .iter()
+            .map(|(n, v)| (&buf[n.clone()], &buf[v.clone()])),
+    )
+}
+
 /// The CGI variables of a request: what the environ builder would make of the head, for the
 /// worker to use as they are.
 fn add_vars(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, peer: &Peer) {
@@ -236,16 +254,21 @@ fn add_vars(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, peer: &Peer) {
     push(out, b"SERVER_PORT", peer.server.1.as_bytes());
     push(out, b"REMOTE_ADDR", peer.remote.0.as_bytes());
     push(out, b"REMOTE_PORT", peer.remote.1.as_bytes());
-    // The same headers the workers' environ would have.
+    // The same headers the workers' environ would have. A repeated header goes as repeated
+    // variables, as nginx sends it: an ASGI scope keeps them apart, a WSGI environ joins them.
     for (name, value) in app_headers(buf, &head.headers) {
         if name.eq_ignore_ascii_case(b"content-type") {
             push(out, b"CONTENT_TYPE", &value);
-        } else if name.eq_ignore_ascii_case(b"content-length")
+        }
+    }
+    for (name, value) in app_header_fields(buf, &head.headers) {
+        if name.eq_ignore_ascii_case(b"content-type")
+            || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"transfer-encoding")
         {
             // The router sends the body de-chunked with its own CONTENT_LENGTH.
         } else {
-            push(out, cgi_key(name).as_bytes(), &value);
+            push(out, cgi_key(name).as_bytes(), value);
         }
     }
 }
@@ -483,15 +506,39 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     drop(rx);
-    answer(router, reply, client, buf, info, queued_at).await
+    answer_watching(router, reply, client, Some(buf), info, queued_at).await
 }
 
 /// Send the client the answer to its request. Returns whether the connection stays open.
-async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+pub(super) async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     router: &Router,
     reply: Reply,
     client: &mut S,
-    buf: &mut ReadBuf,
+    info: ReqInfo,
+    queued_at: Instant,
+) -> bool {
+    answer_watching(router, reply, client, None, info, queued_at).await
+}
+
+/// Read the client into `buf` (never resolves without one).
+async fn watch<S: AsyncRead + Unpin>(
+    client: &mut S,
+    buf: Option<&mut ReadBuf>,
+    limit: usize,
+) -> std::io::Result<usize> {
+    match buf {
+        Some(buf) => read_some(client, buf, limit).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// [`answer`]; with `buf`, the client is read while a streamed response waits for the worker
+/// (see below).
+async fn answer_watching<S: AsyncRead + AsyncWrite + Unpin>(
+    router: &Router,
+    reply: Reply,
+    client: &mut S,
+    mut buf: Option<&mut ReadBuf>,
     info: ReqInfo,
     queued_at: Instant,
 ) -> bool {
@@ -513,9 +560,10 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
                 // While the worker has nothing to send, the client is watched as while the
                 // request waited: its next request is kept in `buf`, and its leaving drops
                 // `chunks`, which tells the link to cut the worker's response short.
+                let room = buf.as_ref().is_some_and(|b| b.len() < limit);
                 let chunk = tokio::select! {
                     c = chunks.recv() => c,
-                    r = read_some(client, buf, limit), if buf.len() < limit => {
+                    r = watch(client, buf.as_deref_mut(), limit), if room => {
                         if matches!(r, Ok(n) if n > 0) {
                             continue;
                         }
@@ -602,4 +650,30 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
 /// sees the closed channel and drops the rest of the body.
 fn gone(queued: &Queued) {
     queued.room.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &[u8]) -> RequestHead {
+        let limits = Limits {
+            head: 65536,
+            body: 0,
+        };
+        parse_head(raw, limits).unwrap().unwrap()
+    }
+
+    #[test]
+    fn websocket_upgrades_are_recognised() {
+        let ws =
+            b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n";
+        assert!(is_websocket(ws, &head(ws)));
+        let listed = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: foo, websocket\r\n\r\n";
+        assert!(is_websocket(listed, &head(listed)));
+        let h2c = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n";
+        assert!(!is_websocket(h2c, &head(h2c)));
+        let plain = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(!is_websocket(plain, &head(plain)));
+    }
 }

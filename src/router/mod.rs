@@ -14,6 +14,7 @@ mod client;
 mod link;
 mod request;
 mod static_hit;
+mod tunnel;
 
 use crate::config::{Config, SocketKind};
 use crate::scoreboard::Scoreboard;

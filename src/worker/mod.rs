@@ -118,6 +118,9 @@ impl Worker<'_> {
 
 /// Exit code of a worker whose app failed to load (uWSGI's UWSGI_FAILED_APP_CODE).
 pub const FAILED_APP_CODE: i32 = 22;
+/// Exit code of an ASGI worker whose lifespan startup failed (Gunicorn's worker boot error,
+/// Uvicorn's startup failure): before any worker served, the master stops the server.
+pub const LIFESPAN_FAILED_CODE: i32 = 3;
 
 /// The preloaded app, or (`--lazy-apps`) the app loaded now; a worker whose app does not load
 /// exits with [`FAILED_APP_CODE`].
@@ -330,6 +333,7 @@ fn serve_asgi(
         .collect();
     let stop_fd = std::os::fd::AsRawFd::as_raw_fd(&stop_read);
     let code = match crate::asgi::serve(py, ctx, app, &socks, stop_fd, config) {
+        Ok(FAILED_APP_CODE) => LIFESPAN_FAILED_CODE,
         Ok(code) => code,
         Err(err) => {
             err.print(py);
