@@ -14,7 +14,9 @@ Every server binds 127.0.0.1 only; every wait is bounded.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -90,9 +92,18 @@ def test_one_asgi_worker_takes_many_requests_at_once(headrace, mode):
 
 def test_asgi_requests_spread_over_workers(headrace):
     """With two ASGI workers, concurrent requests go to the least loaded: twenty requests
-    that all wait are split about evenly, so each worker's loop holds at least eight at once."""
+    that all wait are split evenly, so each worker's loop holds at least five at once."""
     srv = start(headrace, ASGI, "--processes", "2")
-    got = together(srv, ["/meet?name=spread&n=8"] * 20)
+    attempt = iter(range(100))
+
+    def both_seen():
+        # Two requests that stay 0.3 s: they land on two workers once the router (which
+        # re-reads the scoreboard every 100 ms) has seen both ready.
+        got = together(srv, [f"/meet?name=warm-{next(attempt)}&n=1&hold=0.3"] * 2)
+        return len({body for _, body in got}) == 2
+
+    wait_until(both_seen, 10, "the router to see both workers ready")
+    got = together(srv, ["/meet?name=spread&n=5"] * 20)
     assert all(status == 200 and body.startswith(b"met ") for status, body in got), got
     assert {body.split()[1].decode() for _, body in got} == {str(p) for p in srv.worker_pids()}
 
@@ -147,3 +158,23 @@ def test_stalled_body_is_logged_as_a_stalled_body(headrace):
     assert r.status == 408
     log = srv.wait_log("request body stalled")
     assert not re.search(r"408 .*request head not received", log)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_reload_lets_running_asgi_requests_finish(headrace, mode):
+    """A reload while twenty requests are inside one ASGI worker: the router gives the old
+    worker nothing new, each of its links ends after its own response, and every request is
+    answered by the old worker; the next one goes to its successor."""
+    srv = start(headrace, ASGI, "--processes", "1", *MODES[mode])
+    old = srv.worker_pids()[0]
+    n = 20
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        path = f"/meet?name=reload-{mode}&n={n}&hold=1.5"
+        running = [pool.submit(fetch, srv, path) for _ in range(n)]
+        # All twenty are in the app (the twentieth records it) and stay 1.5 s: reload now.
+        wait_until((srv.record / f"met-reload-{mode}").exists, 10, "twenty requests in the app")
+        os.kill(srv.master_pid(), signal.SIGHUP)
+        got = [f.result(30) for f in running]
+    assert got == [(200, f"met {old}".encode())] * n, got
+    wait_until(lambda: fetch(srv, "/pid")[1] not in (b"", str(old).encode()), 20,
+               "a new worker to serve")

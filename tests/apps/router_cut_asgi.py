@@ -17,7 +17,7 @@ async def application(scope, receive, send):
     q = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
     path = scope["path"]
     if path == "/meet":
-        body = await meet(q["name"], int(q["n"]))
+        body = await meet(q["name"], int(q["n"]), float(q.get("hold", "0")))
     elif path == "/pid":
         body = str(os.getpid())
     elif path == "/stream":
@@ -30,17 +30,21 @@ async def application(scope, receive, send):
     await send({"type": "http.response.body", "body": body.encode()})
 
 
-async def meet(name: str, n: int) -> str:
+async def meet(name: str, n: int, hold: float) -> str:
     """'met <pid>' once `n` requests of this name are inside the app at once (the 'n'-th
-    arrival opens the door), 'alone <count>' after 10 s without."""
+    arrival opens the door and records `met-<name>`), 'alone <count>' after 10 s without.
+    Each stays `hold` seconds more after the door opens."""
     count, door = MEETINGS.setdefault(name, ([0], asyncio.Event()))
     count[0] += 1
+    if count[0] == n:
+        (RECORD / f"met-{name}").write_text("met\n")
     if count[0] >= n:
         door.set()
     try:
         await asyncio.wait_for(door.wait(), 10)
     except asyncio.TimeoutError:
         return f"alone {count[0]}"
+    await asyncio.sleep(hold)
     return f"met {os.getpid()}"
 
 
