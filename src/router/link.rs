@@ -727,6 +727,65 @@ mod tests {
         assert!(parse_head(b"garbage\r\n\r\n", info(Version::Http11, true, false)).is_err());
     }
 
+    fn job(reply: tokio::sync::oneshot::Sender<Reply>) -> Job {
+        Job {
+            packet: Vec::new(),
+            body: Rc::new(super::super::request::Body::Memory(Vec::new())),
+            info: info(Version::Http11, true, false),
+            reply,
+            stage: Rc::new(Cell::new(Stage::Sent)),
+            since: Instant::now(),
+            attempts: 0,
+        }
+    }
+
+    /// Whether `f` is ready at its first poll.
+    async fn ready_now(f: impl std::future::Future<Output = ()>) -> bool {
+        tokio::time::timeout(Duration::ZERO, f).await.is_ok()
+    }
+
+    #[test]
+    fn a_link_watches_the_client_of_what_it_owes_first() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut none = VecDeque::new();
+            assert!(!ready_now(client_gone(&mut none, None)).await);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let mut sent = VecDeque::from([Sent {
+                job: job(tx),
+                start: 0,
+                at: Instant::now(),
+            }]);
+            assert!(!ready_now(client_gone(&mut sent, None)).await, "awaited");
+            // A response body being relayed comes before the next job's reply.
+            let (btx, brx) = mpsc::unbounded_channel();
+            let body = BodyRelay {
+                framing: Framing::Length(10),
+                decoder: ChunkedDecoder::new(0),
+                tx: btx,
+                queued: Rc::new(Queued::default()),
+                at: Instant::now(),
+            };
+            drop(rx);
+            assert!(
+                ready_now(client_gone(&mut sent, None)).await,
+                "reply dropped"
+            );
+            assert!(
+                !ready_now(client_gone(&mut sent, Some(&body))).await,
+                "body read"
+            );
+            drop(brx);
+            assert!(
+                ready_now(client_gone(&mut sent, Some(&body))).await,
+                "body dropped"
+            );
+        });
+    }
+
     #[test]
     fn relays_chunked_bodies_raw_or_decoded() {
         for (raw, want) in [(true, &b"2\r\nhi\r\n0\r\n\r\n"[..]), (false, &b"hi"[..])] {
