@@ -97,6 +97,9 @@ def test_scope_follows_the_spec(headrace, front, mode):
         assert scope["client"][0] == "127.0.0.1"
     # The request log line has the WSGI front's shape (the fixture checks every line).
     srv.wait_log("POST /a%20b/c?x=1&y=%20 => generated")
+    # ... with the client's address, also when it came in a uwsgi packet (router, nginx).
+    remote = "10.0.0.7" if front == "uwsgi" else "127.0.0.1"
+    srv.wait_log(f"] {remote} () {{")
 
 
 def test_lifespan_state_and_shutdown(headrace, tmp_path):

@@ -6,7 +6,8 @@ One module a job:
 - prepare: the Setup of a run: tools, bench/.venv with the peers, the ceiling server, headrace
 - servers: the apps and the server table, and how each server is started
 - launch: starting a server (and nginx in front of it), waiting for its first 200, stopping it
-- load: the clients: wrk, the saturation client, the stats scraper, memory of a process tree
+- load: the clients: wrk, bench/wsload (WebSocket echo), the saturation client, the stats
+  scraper, memory of a process tree
 - records: the typed result records (one run, one scenario's summary) as the JSON keeps them
 - scenarios: the scenario table and one run of a scenario for a server
 - report: the results files, bench/results/<date>.md and .json

@@ -132,6 +132,7 @@ def main(argv: list[str]) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_md = args.out or RESULTS / f"{date}.md"
     out_json = out_md.with_suffix(".json")
+    out_md.parent.mkdir(parents=True, exist_ok=True)
     st = prepare(args)
     if args.setup_only:
         log(
@@ -182,7 +183,7 @@ def main(argv: list[str]) -> int:
     log(f"results: {out_md}; server logs: {opts.logdir}")
     try:
         for sc in scenarios:
-            applicable = [s for s in servers if s.applies_to(sc.key)]
+            applicable = [s for s in servers if s.applies_to(sc.key, sc.interface)]
             gave_up: set[str] = set()
             for s in applicable:
                 reason = server_reason(st, s)

@@ -14,6 +14,7 @@ APPS = BENCH / "apps"
 WRK_SCRIPTS = BENCH / "wrk"
 RESULTS = BENCH / "results"
 CEILING_DIR = BENCH / "ceiling"
+WSLOAD_DIR = BENCH / "wsload"
 REQUIREMENTS = BENCH / "requirements.txt"
 LOGS = VENV / "logs"
 

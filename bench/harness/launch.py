@@ -121,11 +121,12 @@ class Running:
                 )
 
 
-def spawn(st: Setup, argv: list[str], log_path: Path) -> subprocess.Popen:
+def spawn(st: Setup, argv: list[str], log_path: Path, pinned: bool = True) -> subprocess.Popen:
+    """Starts a server process on the server core (`pinned`) or on every core."""
     with open(log_path, "wb") as out:
         try:
             return subprocess.Popen(
-                st.pinned(SERVER_CORE, argv),
+                st.pinned(SERVER_CORE, argv) if pinned else st.unpinned(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -161,19 +162,26 @@ def launched(
     threads: int | None = None,
     logging: bool = False,
     probe_timeout: float = 2.0,
+    pinned: bool = True,
+    ws: bool = False,
 ) -> Iterator[Running]:
-    """Starts the server (plus nginx in nginx mode), waits for the first 200, stops it all after."""
+    """Starts the server (plus nginx in nginx mode), waits for the first 200, stops it all after.
+
+    `pinned`: on the server core (the default) or free to run on every core; `ws`: the
+    scenario uses WebSockets."""
     reason = server_reason(st, server)
     if reason:
         raise RunError(reason)
     tmp = Path(tempfile.mkdtemp(prefix="headrace-bench-"))
-    run = Running(server, Launch(app, processes, threads, logging, free_port()), [])
+    run = Running(server, Launch(app, processes, threads, logging, free_port(), ws=ws), [])
     try:
         if server.mode == "nginx":
             run.launch.sock = str(tmp / "backend.sock")
         t0 = time.perf_counter()
         log_path = logdir / f"{tag}.log"
-        run.procs.append((server.id, spawn(st, server.argv(st, run.launch), log_path), log_path))
+        run.procs.append(
+            (server.id, spawn(st, server.argv(st, run.launch), log_path, pinned), log_path)
+        )
         if server.mode == "nginx":
             assert st.nginx
             for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -199,7 +207,7 @@ def launched(
                 "-e",
                 str(tmp / "error.log"),
             ]
-            run.procs.append(("nginx", spawn(st, argv, nginx_log), tmp / "error.log"))
+            run.procs.append(("nginx", spawn(st, argv, nginx_log, pinned), tmp / "error.log"))
         run.ready_s = wait_ready(run, t0, probe_timeout)
         yield run
     finally:

@@ -55,6 +55,24 @@ def wrk(
     raise RunError(f"wrk gave no result (exit {rc}): {one_line(out.splitlines()[-3:])}")
 
 
+def wsload(st: Setup, port: int, clients: int, warmup: int, duration: int) -> dict:
+    """One run of bench/wsload (on the client core): `clients` WebSocket connections, each
+    sending a 32-byte text message and waiting for its echo, over and over, `warmup` seconds
+    uncounted, then `duration` seconds counted. Its result has wrk's field names (requests =
+    echoed messages). A server that answers the upgrade with anything but 101 raises RunError
+    "WebSocket not supported", so the scenario reports it instead of a zero."""
+    assert st.wsload
+    argv = [str(st.wsload), str(port), str(clients), str(warmup), str(duration)]
+    rc, out = run_bounded(st.pinned(CLIENT_CORE, argv), timeout=warmup + duration + 30)
+    for line in out.splitlines():
+        if line.startswith("BENCH_UNSUPPORTED "):
+            got = line[len("BENCH_UNSUPPORTED ") :].strip()
+            raise RunError(f"WebSocket not supported: the upgrade was answered {got!r}")
+        if line.startswith("BENCH_JSON "):
+            return json.loads(line[len("BENCH_JSON ") :])
+    raise RunError(f"wsload gave no result (exit {rc}): {one_line(out.splitlines()[-3:])}")
+
+
 def saturation_client(port: int, clients: int, per_client: int, timeout: float) -> SaturationRun:
     """`clients` threads, each one keep-alive connection sending `per_client` requests in turn;
     the log fields of the result are the caller's to fill."""

@@ -25,6 +25,7 @@ from harness.common import (
     REQUIREMENTS,
     ROOT,
     VENV,
+    WSLOAD_DIR,
     log,
     one_line,
 )
@@ -37,6 +38,7 @@ class Setup:
     wrk: str | None = None
     nginx: str | None = None
     ceiling: Path | None = None
+    wsload: Path | None = None  # the WebSocket load client (bench/wsload)
     unavailable: dict[str, str] = field(default_factory=dict)  # requirement -> reason
     versions: dict[str, str] = field(default_factory=dict)
     gunicorn_no_control_socket: bool = False
@@ -60,6 +62,11 @@ class Setup:
 
     def pinned(self, core: int, argv: list[str]) -> list[str]:
         return ["taskset", "-c", str(core), *argv] if self.pin else argv
+
+    def unpinned(self, argv: list[str]) -> list[str]:
+        """On every core: the harness pinned itself to the client core, and its children
+        inherit that, so an unpinned server needs taskset too."""
+        return ["taskset", "-c", f"0-{CORES - 1}", *argv] if self.pin else argv
 
 
 def find_nginx() -> str | None:
@@ -144,31 +151,34 @@ def ensure_venv(st: Setup) -> None:
     st.gunicorn_no_control_socket = rc == 0 and "--no-control-socket" in out
 
 
-def build_ceiling(st: Setup) -> None:
-    target = VENV / "ceiling-target"
+def cargo_build(st: Setup, name: str, crate: Path) -> Path | None:
+    """`cargo build --release` of one of bench/'s own crates into bench/.venv/NAME-target; the
+    binary, or None with the reason in st.unavailable[name]."""
+    target = VENV / f"{name}-target"
     env = dict(os.environ, CARGO_TARGET_DIR=str(target))
     if not shutil.which("cargo"):
-        st.unavailable["ceiling"] = "cargo is not installed"
-        return
-    log("building bench/ceiling (cargo build --release)")
+        st.unavailable[name] = "cargo is not installed"
+        return None
+    log(f"building bench/{crate.name} (cargo build --release)")
     rc, out = run_bounded(
-        [
-            "cargo",
-            "build",
-            "--release",
-            "--quiet",
-            "--manifest-path",
-            str(CEILING_DIR / "Cargo.toml"),
-        ],
+        ["cargo", "build", "--release", "--quiet", "--manifest-path", str(crate / "Cargo.toml")],
         timeout=900,
         env=env,
-        log_path=LOGS / "build-ceiling.log",
+        log_path=LOGS / f"build-{name}.log",
     )
-    binary = target / "release" / "ceiling"
+    binary = target / "release" / name
     if rc != 0 or not binary.exists():
-        st.unavailable["ceiling"] = f"build failed: {one_line(out.splitlines()[-3:])}"
-        return
-    st.ceiling = binary
+        st.unavailable[name] = f"build failed: {one_line(out.splitlines()[-3:])}"
+        return None
+    return binary
+
+
+def build_ceiling(st: Setup) -> None:
+    st.ceiling = cargo_build(st, "ceiling", CEILING_DIR)
+
+
+def build_wsload(st: Setup) -> None:
+    st.wsload = cargo_build(st, "wsload", WSLOAD_DIR)
 
 
 def headrace_sources() -> list[Path]:
@@ -303,6 +313,7 @@ def prepare(args: argparse.Namespace) -> Setup:
     ensure_apt_tools(st, allow_apt=not args.no_apt)
     ensure_venv(st)
     build_ceiling(st)
+    build_wsload(st)
     if args.headrace:
         use_headrace(st, args.headrace)
     else:

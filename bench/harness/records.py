@@ -145,6 +145,14 @@ class WrkSummary:
     socket_errors: int
     kinds: dict[str, int]  # wrk's error counters by kind
     requests: int
+    by_round: dict[int, float] = field(default_factory=dict)  # round -> req/s (set by summarize)
+
+    def ratio_by_round(self, base: WrkSummary) -> float | None:
+        """The median over the rounds both ran of this req/s divided by `base`'s in the same
+        round: two runs of one round are seconds apart, so this is steadier than the ratio of
+        the medians on a noisy machine."""
+        ratios = [v / base.by_round[k] for k, v in self.by_round.items() if base.by_round.get(k)]
+        return statistics.median(ratios) if ratios else None
 
     @classmethod
     def of(cls, runs: list[WrkRun]) -> WrkSummary:
@@ -250,4 +258,8 @@ def summarize(records: list[RunRecord], scenario: str, server: str) -> Summary:
     numbers = [r.numbers for r in ok if r.numbers is not None]
     if numbers:
         out.numbers = SUMMARY_OF[type(numbers[0])](numbers)
+        if isinstance(out.numbers, WrkSummary):
+            out.numbers.by_round = {
+                r.round: r.numbers.rps for r in ok if isinstance(r.numbers, WrkRun)
+            }
     return out

@@ -25,6 +25,7 @@ from harness.scenarios import MEMORY_REQUESTS, SCENARIOS, Options, Scenario
 from harness.servers import SERVERS, Server, counterpart, server_reason
 
 T = TypeVar("T")
+WS_KEYS = {sc.key for sc in SCENARIOS if sc.kind == "ws"}
 
 
 def describe(rec: RunRecord) -> str:
@@ -33,8 +34,9 @@ def describe(rec: RunRecord) -> str:
     if not rec.ok:
         return f"could not run: {rec.reason}"
     if isinstance(n, WrkRun):
+        unit = "msg/s" if rec.scenario in WS_KEYS else "req/s"
         return (
-            f"{n.rps:,.0f} req/s  p50 {n.p50_ms:.2f} ms  p99 {n.p99_ms:.2f} ms  errors {n.errors}"
+            f"{n.rps:,.0f} {unit}  p50 {n.p50_ms:.2f} ms  p99 {n.p99_ms:.2f} ms  errors {n.errors}"
         )
     if isinstance(n, SaturationRun):
         return f"total {n.total_s:.1f} s  p99 {fmt_s(n.p99_s)}  errors {n.errors}"
@@ -85,7 +87,11 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def summaries(records: list[RunRecord], sc: Scenario, servers: list[Server]) -> dict[str, Summary]:
     """The summary of each server the scenario applies to, by server id, in table order."""
-    return {s.id: summarize(records, sc.key, s.id) for s in servers if s.applies_to(sc.key)}
+    return {
+        s.id: summarize(records, sc.key, s.id)
+        for s in servers
+        if s.applies_to(sc.key, sc.interface)
+    }
 
 
 def figures_table(
@@ -132,12 +138,40 @@ def wrk_section(
             f"{n.p99_ms:.2f} ms",
             fmt_errors(n),
             fmt_ratio(n.rps, base and base.rps),
+            fmt_ratio(n.ratio_by_round(base) if base else None, 1.0),
         ]
 
-    header = ["server", "mode", "req/s (median)", "best", "spread", "p50", "p99", "errors"]
+    unit = "messages/s" if sc.kind == "ws" else "req/s"
+    header = ["server", "mode", f"{unit} (median)", "best", "spread", "p50", "p99", "errors"]
     out = figures_table(
-        [*header, "÷ headrace", "runs ok"], servers, sums, numbers_of(WrkSummary), figures
+        [*header, "÷ headrace", "÷ headrace per round", "runs ok"],
+        servers,
+        sums,
+        numbers_of(WrkSummary),
+        figures,
     )
+    if not sc.pinned:
+        out += [
+            "",
+            (
+                "Unpinned: every server process may run on every core (`taskset -c 0-N`), so "
+                "servers with threads of their own (Granian's Rust runtime, headrace's) can use "
+                "the second core, which the load client (pinned to core 1) also needs."
+            ),
+        ]
+    if sc.kind == "ws":
+        out += [
+            "",
+            (
+                "bench/wsload: one connection per client, all driven by one epoll loop on the "
+                "client core; each client sends a 32-byte masked text frame and waits for the "
+                "echo, over and over. messages/s = "
+                "echoes completed in the measured window / its length; p50/p99 are per round "
+                "trip; errors = failed handshakes, socket errors and wrong echoes. A server that "
+                'answers the upgrade with anything but 101 is reported as "WebSocket not '
+                'supported".'
+            ),
+        ]
     if "Connection: close" in sc.headers:
         out += [
             "",
@@ -252,6 +286,7 @@ def startup_section(
 # The section of each kind of scenario; startup's comes last, after all the others.
 SECTIONS: dict[str, Callable[[Scenario, Options, list[Server], dict[str, Summary]], list[str]]] = {
     "wrk": wrk_section,
+    "ws": wrk_section,
     "saturation": saturation_section,
     "memory": memory_section,
     "startup": lambda sc, opts, servers, sums: [],
@@ -267,6 +302,8 @@ def render(
     meta: dict[str, Any],
 ) -> str:
     quick = meta.get("quick", "--quick" in meta.get("argv", []))
+    # only the servers that some scenario of this run applies to (WSGI or ASGI)
+    servers = [s for s in servers if any(s.applies_to(sc.key, sc.interface) for sc in scenarios)]
     out = [f"# headrace benchmarks — {meta['date']}{' (quick)' if quick else ''}", ""]
     out += [
         f"Produced by `bench/run {' '.join(meta['argv'])}`".rstrip() + " — see bench/README.md "
@@ -286,7 +323,20 @@ def render(
         "- peers: "
         + ", ".join(
             f"{n} {st.versions[n]}"
-            for n in ("granian", "pyuwsgi", "gunicorn", "flask", "django")
+            for n in (
+                "granian",
+                "pyuwsgi",
+                "gunicorn",
+                "uvicorn",
+                "flask",
+                "django",
+                "fastapi",
+                "starlette",
+                "pydantic",
+                "uvloop",
+                "httptools",
+                "websockets",
+            )
             if n in st.versions
         )
         + f"; Python {meta['python']}",
@@ -294,7 +344,7 @@ def render(
         + ", ".join(st.versions[n] for n in ("wrk", "nginx", "rustc") if n in st.versions),
         (
             "- pinning: every server process (and nginx) on core 0 with `taskset -c 0`; wrk and the "
-            "harness on core 1"
+            "harness on core 1 (scenarios `*-free`: servers on every core, wrk still on core 1)"
             if st.pin
             else "- pinning: none (fewer than 2 cores, or no taskset)"
         ),
@@ -318,6 +368,11 @@ def render(
             "- `÷ headrace` divides the peer's number by headrace's in the same mode (direct HTTP vs "
             "direct HTTP, router vs router, nginx+uwsgi vs nginx+uwsgi): for req/s above 1 means the "
             "peer is faster; for times and memory above 1 means the peer is slower or bigger"
+        ),
+        (
+            "- `÷ headrace per round`: the median over the rounds of the peer's req/s divided by "
+            "headrace's in the same round (runs seconds apart), steadier than the ratio of the "
+            "medians when the machine's load drifts"
         ),
         (
             "- best = the highest req/s of any round (noise from other work on the machine only "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from harness.common import RunError
 from harness.launch import launched
-from harness.load import Scraper, saturation_client, tree_memory, wrk
+from harness.load import Scraper, saturation_client, tree_memory, wrk, wsload
 from harness.prepare import Setup
 from harness.records import MemoryRun, RunRecord, WrkRun
 from harness.servers import App, Server, server_reason
@@ -19,12 +19,15 @@ from harness.servers import App, Server, server_reason
 class Scenario:
     key: str
     title: str
-    kind: str  # wrk, saturation, memory, startup
+    kind: str  # wrk, ws (WebSocket echo), saturation, memory, startup
     app: App
     processes: int
-    connections: int = 64
+    connections: int = 64  # wrk's connections; the WebSocket clients in ws
     script: str = "get.lua"
     headers: tuple[str, ...] = ()
+    interface: str = "wsgi"  # the servers it runs: those with this interface (Server.interfaces)
+    pinned: bool = True  # servers on the server core; False: on every core (wrk stays pinned)
+    min_response: int = 0  # bytes every response must have had (a short echo fails the run)
 
 
 HELLO = App("hello")
@@ -83,6 +86,55 @@ SCENARIOS: list[Scenario] = [
         "startup", "time from launch to the first 200 (hello world, 1 worker)", "startup", HELLO, 1
     ),
 ]
+
+
+def asgi_pair(key: str, title: str, kind: str, app: str, **kw: object) -> list[Scenario]:
+    """An ASGI scenario twice: servers pinned to the server core (`asgi-KEY`), and free to use
+    every core (`asgi-KEY-free`); one worker, the load client pinned to the client core in both."""
+    return [
+        Scenario(f"asgi-{key}", f"{title}, pinned", kind, App(app), 1, interface="asgi", **kw),
+        Scenario(
+            f"asgi-{key}-free",
+            f"{title}, unpinned (servers on every core)",
+            kind,
+            App(app),
+            1,
+            interface="asgi",
+            pinned=False,
+            **kw,
+        ),
+    ]
+
+
+WS_CLIENTS = 50
+SCENARIOS += [
+    *asgi_pair(
+        "hello", "ASGI hello world (raw ASGI app), 1 worker, 64 connections", "wrk", "asgi_hello"
+    ),
+    *asgi_pair(
+        "echo",
+        "ASGI streamed echo: POST of 1 MiB sent back chunk by chunk as it arrives, 1 worker, "
+        "64 connections",
+        "wrk",
+        "asgi_echo",
+        script="post_1mib.lua",
+        min_response=1024 * 1024,  # wrk counts every byte it read: each echo must be whole
+    ),
+    *asgi_pair(
+        "fastapi",
+        "FastAPI JSON endpoint (pydantic response model, 20 items), 1 worker, 64 connections",
+        "wrk",
+        "asgi_fastapi",
+    ),
+    *asgi_pair(
+        "ws",
+        f"WebSocket echo: {WS_CLIENTS} clients, each sending a 32-byte text message and "
+        "waiting for its echo, 1 worker",
+        "ws",
+        "asgi_ws",
+        connections=WS_CLIENTS,
+    ),
+]
 QUICK_SCENARIOS = ("hello1",)
 # In the saturation logs, lines that may tell an operator that the server is overloaded.
 NOTABLE = re.compile(
@@ -118,7 +170,9 @@ def run_once(
     t_start = time.monotonic()
     try:
         if sc.kind == "wrk":
-            with launched(st, server, sc.app, sc.processes, opts.logdir, tag) as run:
+            with launched(
+                st, server, sc.app, sc.processes, opts.logdir, tag, pinned=sc.pinned
+            ) as run:
                 rec.ready_s = run.ready_s
                 scraper = Scraper(run.launch) if server.scrape else None
                 try:
@@ -132,8 +186,23 @@ def run_once(
                         rec.scrapes, rec.scrape_errors = scraper.stop()
                 run.check_alive()
                 rec.numbers = WrkRun.from_wrk(raw)
+                if sc.min_response and raw["bytes"] < raw["requests"] * sc.min_response:
+                    raise RunError(
+                        f"short responses: {raw['bytes']:,} bytes for {raw['requests']:,} "
+                        f"responses of at least {sc.min_response:,} bytes"
+                    )
                 if rec.scrape_errors:
                     raise RunError(f"{rec.scrape_errors} of {rec.scrapes} scrapes failed")
+        elif sc.kind == "ws":
+            if st.wsload is None:
+                raise RunError(f"no WebSocket client: {st.unavailable.get('wsload', '?')}")
+            with launched(
+                st, server, sc.app, sc.processes, opts.logdir, tag, pinned=sc.pinned, ws=True
+            ) as run:
+                rec.ready_s = run.ready_s
+                raw = wsload(st, run.launch.port, sc.connections, opts.warmup, opts.duration)
+                run.check_alive()
+                rec.numbers = WrkRun.from_wrk(raw)
         elif sc.kind == "saturation":
             with launched(
                 st,

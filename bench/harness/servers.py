@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from harness.common import APPS, LISTEN_BACKLOG
+from harness.common import APPS, LISTEN_BACKLOG, VENV
 from harness.prepare import Setup
 
 
@@ -33,6 +33,7 @@ class Launch:
     logging: bool
     port: int  # where clients connect (nginx's port in nginx mode)
     sock: str | None = None  # the backend's unix socket in nginx mode
+    ws: bool = False  # the scenario uses WebSockets (servers that can turn them off keep them on)
 
     @property
     def addr(self) -> str:
@@ -50,8 +51,11 @@ class Server:
     scenarios: tuple[str, ...] | None = None  # None: every scenario
     flag: str | None = None  # headrace: the option that selects this mode
     scrape: bool = False  # headrace-stats: a scraper polls its stats and metrics every second
+    interfaces: tuple[str, ...] = ("wsgi",)  # the scenarios' interfaces it runs: wsgi, asgi
 
-    def applies_to(self, scenario: str) -> bool:
+    def applies_to(self, scenario: str, interface: str = "wsgi") -> bool:
+        if interface not in self.interfaces:
+            return False
         return self.scenarios is None or scenario in self.scenarios
 
 
@@ -81,9 +85,14 @@ def uwsgi_options(ln: Launch) -> list[str]:
     ]
 
 
-def headrace_cmd(flag: str, stats: bool = False) -> Callable[[Setup, Launch], list[str]]:
+def headrace_cmd(
+    flag: str, stats: bool = False, extra: tuple[str, ...] = ()
+) -> Callable[[Setup, Launch], list[str]]:
     def argv(st: Setup, ln: Launch) -> list[str]:
-        cmd = [st.headrace_bin, flag, ln.sock or ln.addr, *uwsgi_options(ln)]
+        cmd = [st.headrace_bin, flag, ln.sock or ln.addr, *uwsgi_options(ln), *extra]
+        if not Path(st.headrace_bin).is_relative_to(VENV):
+            # --headrace PATH: the app imports the peers' frameworks (and uvloop) all the same
+            cmd += ["--home", str(VENV)]
         if ln.threads:
             cmd += ["--threads", str(ln.threads)]
         if not ln.logging:
@@ -132,7 +141,9 @@ def granian_cmd(st: Setup, ln: Launch) -> list[str]:
     return [*cmd, ln.app.target]
 
 
-def gunicorn_cmd(worker: str, threads: int) -> Callable[[Setup, Launch], list[str]]:
+def gunicorn_cmd(
+    worker: str, threads: int, extra: tuple[str, ...] = ()
+) -> Callable[[Setup, Launch], list[str]]:
     def argv(st: Setup, ln: Launch) -> list[str]:
         cmd = [
             st.bin("gunicorn"),
@@ -153,9 +164,61 @@ def gunicorn_cmd(worker: str, threads: int) -> Callable[[Setup, Launch], list[st
             cmd.append("--no-control-socket")
         if ln.logging:
             cmd += ["--access-logfile", "-"]
+        return [*cmd, *extra, ln.app.target]
+
+    return argv
+
+
+def granian_asgi_cmd(loop: str) -> Callable[[Setup, Launch], list[str]]:
+    def argv(st: Setup, ln: Launch) -> list[str]:
+        cmd = [
+            st.bin("granian"),
+            "--interface",
+            "asgi",
+            "--loop",
+            loop,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ln.port),
+            "--workers",
+            str(ln.processes),
+            "--http",
+            "1",
+            *([] if ln.ws else ["--no-ws"]),
+            "--backlog",
+            str(LISTEN_BACKLOG),
+            "--working-dir",
+            str(APPS),
+        ]
+        cmd.append("--access-log" if ln.logging else "--no-access-log")
         return [*cmd, ln.app.target]
 
     return argv
+
+
+def uvicorn_cmd(st: Setup, ln: Launch) -> list[str]:
+    return [
+        st.bin("uvicorn"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(ln.port),
+        "--workers",
+        str(ln.processes),
+        "--http",
+        "httptools",
+        "--loop",
+        "uvloop",
+        "--ws",
+        "auto" if ln.ws else "none",  # auto: websockets-sansio, its fastest
+        "--backlog",
+        str(LISTEN_BACKLOG),
+        "--app-dir",
+        str(APPS),
+        "--access-log" if ln.logging else "--no-access-log",
+        ln.app.target,
+    ]
 
 
 def ceiling_cmd(st: Setup, ln: Launch) -> list[str]:
@@ -171,9 +234,12 @@ SERVERS: list[Server] = [
         "headrace",
         "http",
         headrace_cmd("--http-socket"),
-        "`--http-socket ADDR --master --processes N --listen 1024 --disable-logging`",
+        "`--http-socket ADDR --master --processes N --listen 1024 --disable-logging` (ASGI "
+        "scenarios: the same; the app is detected as ASGI, the loop is uvloop, installed in "
+        "bench/.venv)",
         requires=("headrace",),
         flag="--http-socket",
+        interfaces=("wsgi", "asgi"),
     ),
     Server(
         "headrace-stats",
@@ -269,6 +335,71 @@ SERVERS: list[Server] = [
         "`--socket UNIX_SOCKET --master --processes N --listen 1024 --die-on-term "
         "--need-app --disable-logging` behind nginx",
         requires=("peers", "nginx"),
+    ),
+]
+
+
+# The ASGI servers (scenarios asgi-*): one worker each, as their documentation recommends for
+# speed. headrace itself is the `headrace` entry above, which runs both interfaces.
+SERVERS += [
+    Server(
+        "headrace-asyncio",
+        "headrace",
+        "http",
+        headrace_cmd("--http-socket", extra=("--loop", "asyncio")),
+        "as `headrace`, with `--loop asyncio` (the standard library's event loop)",
+        requires=("headrace",),
+        flag="--loop",
+        interfaces=("asgi",),
+    ),
+    Server(
+        "granian-asgi-asyncio",
+        "granian",
+        "http",
+        granian_asgi_cmd("asyncio"),
+        "`--interface asgi --loop asyncio --workers N --http 1 --no-ws --backlog 1024 "
+        "--no-access-log` (`--no-ws` left out in asgi-ws)",
+        requires=("peers",),
+        interfaces=("asgi",),
+    ),
+    Server(
+        "granian-asgi-uvloop",
+        "granian",
+        "http",
+        granian_asgi_cmd("uvloop"),
+        "as `granian-asgi-asyncio`, with `--loop uvloop`",
+        requires=("peers",),
+        interfaces=("asgi",),
+    ),
+    Server(
+        "uvicorn",
+        "uvicorn",
+        "http",
+        uvicorn_cmd,
+        "`--http httptools --loop uvloop --workers N --ws none --backlog 1024 --no-access-log` "
+        "(`--ws auto` in asgi-ws: websockets-sansio)",
+        requires=("peers",),
+        interfaces=("asgi",),
+    ),
+    Server(
+        "gunicorn-uvicorn",
+        "gunicorn",
+        "http",
+        gunicorn_cmd("uvicorn.workers.UvicornWorker", 1),
+        "`--worker-class uvicorn.workers.UvicornWorker --workers N --backlog 1024 "
+        "--no-control-socket` (Uvicorn picks httptools and uvloop, both installed)",
+        requires=("peers",),
+        interfaces=("asgi",),
+    ),
+    Server(
+        "gunicorn-asgi",
+        "gunicorn",
+        "http",
+        gunicorn_cmd("asgi", 1, extra=("--asgi-loop", "uvloop")),
+        "`--worker-class asgi --asgi-loop uvloop --workers N --backlog 1024 "
+        "--no-control-socket` (Gunicorn's own ASGI worker)",
+        requires=("peers",),
+        interfaces=("asgi",),
     ),
 ]
 

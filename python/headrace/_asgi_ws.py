@@ -247,7 +247,6 @@ class Session:
             if k in (b"host", b"user-agent", b"referer"):
                 h[k] = v.decode("latin-1")
         client = self.scope["client"]
-        oldest = server.running[0] if server.running else None
         native._asgi_end(
             (
                 (
@@ -268,7 +267,7 @@ class Session:
                 ),
                 (h.get(b"host", ""), h.get(b"user-agent", ""), h.get(b"referer", ""), 0),
             ),
-            (oldest.start_ms, oldest.method.encode(), oldest.raw_target) if oldest else None,
+            server.oldest_running(),
         )
         server.check_done()
 

@@ -5,6 +5,8 @@
 //! chunked-body decoder, and the worker's bookkeeping (scoreboard counters, harakiri clock,
 //! request log line, max-requests / reload-on-rss / lifetime recycling). See DESIGN.md, "ASGI".
 
+mod conn;
+
 use crate::http::parse::{parse_head, Framing};
 use crate::http::{ChunkedDecoder, HttpError};
 use crate::scoreboard::{Outcome, Scoreboard};
@@ -46,7 +48,7 @@ pub struct Ctx {
 
 static CTX: OnceLock<Ctx> = OnceLock::new();
 
-fn ctx() -> PyResult<&'static Ctx> {
+pub(crate) fn ctx() -> PyResult<&'static Ctx> {
     CTX.get()
         .ok_or_else(|| PyRuntimeError::new_err("not an ASGI worker"))
 }
@@ -117,6 +119,9 @@ pub fn serve(
         "ws_ping_interval",
         config.asgi.ws_ping_interval.as_secs_f64(),
     )?;
+    opts.set_item("limit_concurrency", config.asgi.limit_concurrency)?;
+    // Streamed bodies allocate and free buffers of a few hundred KiB per chunk.
+    crate::sys::proc::keep_freed_heap(16 << 20);
     let module = py.import("headrace._asgi")?;
     module
         .call_method1("serve", (app, socks, stop_fd, opts))?
@@ -127,17 +132,14 @@ pub fn serve(
 /// is `(-1, status, response bytes, reason)`; a head is `(len, method, target, http_version,
 /// headers, (body_kind (0 none, 1 length, 2 chunked), content_length, keep_alive,
 /// expect_continue), (client, server, scheme, root_path))`, the last four `None` unless the
-/// head came in a uwsgi packet.
+/// head came in a uwsgi packet. (The connection code parses with `parse` directly; this form is
+/// what a handed-off connection, e.g. a WebSocket upgrade, receives.)
 #[pyfunction]
 fn _asgi_parse(py: Python<'_>, buf: &[u8], uwsgi: bool) -> PyResult<Option<Py<PyTuple>>> {
     let limits = ctx()?.settings.limits;
-    let parsed = if uwsgi {
-        parse_uwsgi(py, buf, limits)
-    } else {
-        parse_http(py, buf, limits)
-    };
-    match parsed {
-        Ok(v) => Ok(v),
+    match parse(py, buf, uwsgi, limits, false) {
+        Ok(None) => Ok(None),
+        Ok(Some(h)) => h.into_tuple(py).map(Some),
         Err(e) => Ok(Some(
             (
                 -1i64,
@@ -151,20 +153,105 @@ fn _asgi_parse(py: Python<'_>, buf: &[u8], uwsgi: bool) -> PyResult<Option<Py<Py
     }
 }
 
-fn parse_http(
-    py: Python<'_>,
+/// A request head as the ASGI connection uses it.
+pub(crate) struct Parsed<'py> {
+    /// Bytes of the head (HTTP) or packet header and vars (uwsgi).
+    pub len: usize,
+    pub method: String,
+    pub target: Vec<u8>,
+    /// `1.1`, `1.0` (the HTTP version without `HTTP/`).
+    pub version: String,
+    /// `[(name, value)]`, names lowercased, as the scope wants them.
+    pub headers: Bound<'py, PyList>,
+    pub header_count: usize,
+    /// 0 none, 1 content-length, 2 chunked.
+    pub body_kind: u8,
+    pub content_length: u64,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    /// From a uwsgi packet: `(addr, port)` of the client, `(name, port)` of the server.
+    pub client: Option<Bound<'py, PyAny>>,
+    pub server: Option<Bound<'py, PyAny>>,
+    pub scheme: Option<String>,
+    pub root_path: String,
+    /// `Upgrade: websocket` was asked for.
+    pub websocket: bool,
+    /// Host, User-Agent and Referer for the request log (filled only when asked).
+    pub log: Option<(String, String, String)>,
+}
+
+impl Parsed<'_> {
+    fn into_tuple(self, py: Python<'_>) -> PyResult<Py<PyTuple>> {
+        let t = (
+            self.len,
+            self.method,
+            PyBytes::new(py, &self.target),
+            self.version,
+            self.headers,
+            (
+                self.body_kind,
+                self.content_length,
+                self.keep_alive,
+                self.expect_continue,
+            ),
+            (self.client, self.server, self.scheme, self.root_path),
+        );
+        Ok(t.into_pyobject(py)?.unbind())
+    }
+}
+
+/// Parse the request head (HTTP) or packet (uwsgi) at the start of `buf`: `Ok(None)` means more
+/// bytes are needed. `log`: also keep the fields the request log line shows.
+pub(crate) fn parse<'py>(
+    py: Python<'py>,
+    buf: &[u8],
+    uwsgi: bool,
+    limits: crate::http::Limits,
+    log: bool,
+) -> Result<Option<Parsed<'py>>, HttpError> {
+    if uwsgi {
+        parse_uwsgi(py, buf, limits, log)
+    } else {
+        parse_http(py, buf, limits, log)
+    }
+}
+
+fn latin1(v: &[u8]) -> String {
+    v.iter().map(|&c| char::from(c)).collect()
+}
+
+fn parse_http<'py>(
+    py: Python<'py>,
     buf: &[u8],
     limits: crate::http::Limits,
-) -> Result<Option<Py<PyTuple>>, HttpError> {
+    log: bool,
+) -> Result<Option<Parsed<'py>>, HttpError> {
     let Some(h) = parse_head(buf, limits)? else {
         return Ok(None);
     };
-    let headers = PyList::empty(py);
+    let mut items: Vec<Bound<'py, PyAny>> = Vec::with_capacity(h.headers.len());
+    let mut websocket = false;
+    let mut fields = log.then(|| (String::new(), String::new(), String::new()));
     for (n, v) in &h.headers {
         let name = buf[n.clone()].to_ascii_lowercase();
-        let _ = headers.append((PyBytes::new(py, &name), PyBytes::new(py, &buf[v.clone()])));
+        let value = &buf[v.clone()];
+        if name == b"upgrade" && value.eq_ignore_ascii_case(b"websocket") {
+            websocket = true;
+        }
+        if let Some((host, ua, referer)) = fields.as_mut() {
+            match name.as_slice() {
+                b"host" => *host = latin1(value),
+                b"user-agent" => *ua = latin1(value),
+                b"referer" => *referer = latin1(value),
+                _ => {}
+            }
+        }
+        let pair = PyTuple::new(py, [PyBytes::new(py, &name), PyBytes::new(py, value)])
+            .map_err(|_| HttpError::BadRequest("header"))?;
+        items.push(pair.into_any());
     }
-    let (kind, len) = match h.framing {
+    let headers = PyList::new(py, items).map_err(|_| HttpError::BadRequest("header"))?;
+    let (body_kind, content_length) = match h.framing {
         Framing::None => (0, 0),
         Framing::Length(n) => (1, n),
         Framing::Chunked => (2, 0),
@@ -173,30 +260,36 @@ fn parse_http(
         crate::http::parse::Version::Http10 => "1.0",
         crate::http::parse::Version::Http11 => "1.1",
     };
-    let method = String::from_utf8_lossy(&buf[h.method.clone()]).into_owned();
-    let none = py.None();
-    let t = (
-        h.len,
-        method,
-        PyBytes::new(py, &buf[h.target.clone()]),
-        version,
+    Ok(Some(Parsed {
+        len: h.len,
+        method: String::from_utf8_lossy(&buf[h.method.clone()]).into_owned(),
+        target: buf[h.target.clone()].to_vec(),
+        version: version.to_owned(),
+        header_count: h.headers.len(),
         headers,
-        (kind, len, h.keep_alive, h.expect_continue),
-        (
-            none.clone_ref(py),
-            none.clone_ref(py),
-            none.clone_ref(py),
-            none,
-        ),
-    );
-    Ok(t.into_pyobject(py).ok().map(Bound::unbind))
+        body_kind,
+        content_length,
+        keep_alive: h.keep_alive,
+        expect_continue: h.expect_continue,
+        client: None,
+        server: None,
+        scheme: None,
+        root_path: String::new(),
+        websocket,
+        log: fields,
+    }))
 }
 
-fn parse_uwsgi(
-    py: Python<'_>,
+#[allow(
+    clippy::too_many_lines,
+    reason = "one packet's variables mapped to the scope in order"
+)]
+fn parse_uwsgi<'py>(
+    py: Python<'py>,
     buf: &[u8],
     limits: crate::http::Limits,
-) -> Result<Option<Py<PyTuple>>, HttpError> {
+    log: bool,
+) -> Result<Option<Parsed<'py>>, HttpError> {
     let Some(p) = crate::uwsgi_proto::parse(buf, limits.head)? else {
         return Ok(None);
     };
@@ -211,6 +304,7 @@ fn parse_uwsgi(
     };
     let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
     let headers = PyList::empty(py);
+    let mut websocket = false;
     for (kr, vr) in &p.vars {
         let k = &buf[kr.clone()];
         let name = if let Some(rest) = k.strip_prefix(b"HTTP_") {
@@ -239,6 +333,9 @@ fn parse_uwsgi(
         } else {
             continue;
         };
+        if name == b"upgrade" && buf[vr.clone()].eq_ignore_ascii_case(b"websocket") {
+            websocket = true;
+        }
         let _ = headers.append((PyBytes::new(py, &name), PyBytes::new(py, &buf[vr.clone()])));
     }
     let method = var(b"REQUEST_METHOD").map_or_else(|| "GET".to_owned(), text);
@@ -257,36 +354,62 @@ fn parse_uwsgi(
         .and_then(|v| v.strip_prefix(b"HTTP/"))
         .map_or_else(|| "1.1".to_owned(), text);
     let port = |v: Option<&[u8]>| v.and_then(|v| text(v).parse::<u16>().ok());
-    let client = var(b"REMOTE_ADDR").map(|a| (text(a), port(var(b"REMOTE_PORT")).unwrap_or(0)));
-    let server = var(b"SERVER_NAME").map(|n| (text(n), port(var(b"SERVER_PORT"))));
+    let client = match var(b"REMOTE_ADDR") {
+        Some(a) => Some(
+            (text(a), port(var(b"REMOTE_PORT")).unwrap_or(0))
+                .into_pyobject(py)
+                .map_err(|_| HttpError::BadRequest("REMOTE_ADDR"))?
+                .into_any(),
+        ),
+        None => None,
+    };
+    let server = match var(b"SERVER_NAME") {
+        Some(n) => Some(
+            (text(n), port(var(b"SERVER_PORT")))
+                .into_pyobject(py)
+                .map_err(|_| HttpError::BadRequest("SERVER_NAME"))?
+                .into_any(),
+        ),
+        None => None,
+    };
     let scheme = match (var(b"UWSGI_SCHEME"), var(b"HTTPS")) {
         (Some(s), _) => text(s),
         (None, Some(v)) if v.eq_ignore_ascii_case(b"on") || v == b"1" => "https".to_owned(),
         _ => "http".to_owned(),
     };
-    let (kind, len) = if p.content_length > 0 {
+    let (body_kind, content_length) = if p.content_length > 0 {
         (1, p.content_length)
     } else {
         (0, 0)
     };
-    let t = (
-        p.len,
-        method,
-        PyBytes::new(py, &target),
-        version,
-        headers,
-        (kind, len, p.keep_alive, false),
+    let log = log.then(|| {
         (
-            client,
-            server,
-            scheme,
-            var(b"SCRIPT_NAME").map_or_else(String::new, text),
-        ),
-    );
-    Ok(t.into_pyobject(py).ok().map(Bound::unbind))
+            var(b"HTTP_HOST").map(latin1).unwrap_or_default(),
+            var(b"HTTP_USER_AGENT").map(latin1).unwrap_or_default(),
+            var(b"HTTP_REFERER").map(latin1).unwrap_or_default(),
+        )
+    });
+    Ok(Some(Parsed {
+        len: p.len,
+        method,
+        target,
+        version,
+        header_count: headers.len(),
+        headers,
+        body_kind,
+        content_length,
+        keep_alive: p.keep_alive,
+        expect_continue: false,
+        client,
+        server,
+        scheme: Some(scheme),
+        root_path: var(b"SCRIPT_NAME").map_or_else(String::new, text),
+        websocket,
+        log,
+    }))
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -298,7 +421,11 @@ fn now_ms() -> u64 {
 /// new ones.
 #[pyfunction]
 fn _asgi_begin(method: &[u8], uri: &[u8]) -> PyResult<bool> {
-    let c = ctx()?;
+    Ok(begin(ctx()?, method, uri))
+}
+
+/// See `_asgi_begin`.
+pub(crate) fn begin(c: &Ctx, method: &[u8], uri: &[u8]) -> bool {
     let slot = c.scoreboard.slot(c.slot);
     if c.inflight.fetch_add(1, Ordering::Relaxed) == 0 {
         slot.busy.fetch_add(1, Ordering::Relaxed);
@@ -310,13 +437,13 @@ fn _asgi_begin(method: &[u8], uri: &[u8]) -> PyResult<bool> {
         core.begin(now_ms(), method, uri);
     }
     let next = slot.requests.load(Ordering::Relaxed) + 1;
-    Ok(match c.recycle.before_request(next) {
+    match c.recycle.before_request(next) {
         Some(reason) => {
             retire(c, &reason);
             true
         }
         None => false,
-    })
+    }
 }
 
 fn retire(c: &Ctx, reason: &str) {
@@ -325,10 +452,34 @@ fn retire(c: &Ctx, reason: &str) {
     }
 }
 
+/// What one request's end records: counters, then the request log line.
+pub(crate) struct EndRecord<'a> {
+    pub status: u16,
+    pub head_bytes: usize,
+    pub body_bytes: u64,
+    /// Response headers sent.
+    pub headers: usize,
+    /// Request headers received.
+    pub vars: usize,
+    pub elapsed_us: u64,
+    pub start_micros: u64,
+    pub exception: bool,
+    pub write_error: bool,
+    pub read_error: bool,
+    pub method: &'a [u8],
+    pub uri: &'a [u8],
+    pub protocol: &'a str,
+    pub remote: &'a str,
+    pub host: &'a str,
+    pub user_agent: &'a str,
+    pub referer: &'a str,
+    pub content_length: u64,
+}
+
 /// A request ended. `record` is `((status, head_bytes, body_bytes, response_headers,
 /// request_headers, elapsed_us, start_micros), (exception, write_error, read_error), (method,
-/// uri, protocol, remote), (host, user_agent, referer, content_length))`; `oldest` the `(start_ms, method, uri)` of the oldest
-/// request still running, for the harakiri clock.
+/// uri, protocol, remote), (host, user_agent, referer, content_length))`; `oldest` the
+/// `(start_ms, method, uri)` of the oldest request still running, for the harakiri clock.
 #[pyfunction]
 #[allow(
     clippy::type_complexity,
@@ -344,37 +495,68 @@ fn _asgi_end(
     ),
     oldest: Option<(u64, Vec<u8>, Vec<u8>)>,
 ) -> PyResult<()> {
-    let c = ctx()?;
     let (
         (status, head_bytes, body_bytes, headers, vars, elapsed_us, start_micros),
         (exception, write_error, read_error),
         (method, uri, protocol, remote),
         (host, user_agent, referer, content_length),
     ) = record;
+    let r = EndRecord {
+        status,
+        head_bytes,
+        body_bytes,
+        headers,
+        vars,
+        elapsed_us,
+        start_micros,
+        exception,
+        write_error,
+        read_error,
+        method: &method,
+        uri: &uri,
+        protocol: &protocol,
+        remote: &remote,
+        host: &host,
+        user_agent: &user_agent,
+        referer: &referer,
+        content_length,
+    };
+    end(
+        ctx()?,
+        &r,
+        oldest
+            .as_ref()
+            .map(|(s, m, u)| (*s, m.as_slice(), u.as_slice())),
+    );
+    Ok(())
+}
+
+/// See `_asgi_end`.
+pub(crate) fn end(c: &Ctx, r: &EndRecord<'_>, oldest: Option<(u64, &[u8], &[u8])>) {
     let slot = c.scoreboard.slot(c.slot);
     let core = c.scoreboard.core(c.slot, 0);
     if c.inflight.fetch_sub(1, Ordering::Relaxed) <= 1 {
         c.inflight.store(0, Ordering::Relaxed);
         core.end();
         slot.busy.fetch_sub(1, Ordering::Relaxed);
-    } else if let Some((start, m, u)) = &oldest {
-        core.begin(*start, m, u);
+    } else if let Some((start, m, u)) = oldest {
+        core.begin(start, m, u);
     } else {
         // Only WebSockets remain: no harakiri clock.
         core.end();
     }
     let outcome = Outcome {
-        status,
-        tx: body_bytes + head_bytes as u64,
-        elapsed_us,
-        exception,
-        write_error,
-        read_error,
+        status: r.status,
+        tx: r.body_bytes + r.head_bytes as u64,
+        elapsed_us: r.elapsed_us,
+        exception: r.exception,
+        write_error: r.write_error,
+        read_error: r.read_error,
     };
     let (mine, all) = c.scoreboard.record(c.slot, 0, &outcome);
     let logvars = crate::offload::core::end_request(&outcome);
     let logging = crate::log::requests();
-    if c.settings.log_requests && logging.wants(status, body_bytes, elapsed_us / 1000) {
+    if c.settings.log_requests && logging.wants(r.status, r.body_bytes, r.elapsed_us / 1000) {
         let memory = if logging.needs_memory() {
             crate::sys::proc::memory("/proc/self/statm")
         } else {
@@ -385,36 +567,35 @@ fn _asgi_end(
             wid: c.id,
             worker_requests: mine,
             total_requests: all,
-            remote_addr: &remote,
+            remote_addr: r.remote,
             remote_user: "",
-            host: &host,
-            user_agent: &user_agent,
-            referer: &referer,
-            content_length,
+            host: r.host,
+            user_agent: r.user_agent,
+            referer: r.referer,
+            content_length: r.content_length,
             request_vars: &[],
             logvars: &logvars,
-            vars,
+            vars: r.vars,
             vars_bytes: 0,
-            start_micros,
-            method: &method,
-            uri: &uri,
-            body_bytes,
-            micros: elapsed_us,
-            protocol: &protocol,
-            status,
-            headers,
-            head_bytes,
+            start_micros: r.start_micros,
+            method: r.method,
+            uri: r.uri,
+            body_bytes: r.body_bytes,
+            micros: r.elapsed_us,
+            protocol: r.protocol,
+            status: r.status,
+            headers: r.headers,
+            head_bytes: r.head_bytes,
             core: 0,
             memory,
-            write_error,
-            read_error,
+            write_error: r.write_error,
+            read_error: r.read_error,
         });
         crate::log::request(&line);
     }
     if let Some(reason) = c.recycle.after_app() {
         retire(c, &reason);
     }
-    Ok(())
 }
 
 /// Once a second: lifetime and memory recycling, and a master that went away. `True`: stop.
@@ -493,5 +674,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_asgi_ready, m)?)?;
     m.add_function(wrap_pyfunction!(_asgi_log, m)?)?;
     m.add_class::<AsgiChunked>()?;
+    conn::register(m)?;
     ws::register(m)
 }

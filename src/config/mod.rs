@@ -605,4 +605,6 @@ pub struct AsgiOptions {
     pub ws_max_size: u64,
     /// `--ws-ping-interval`: server pings of idle WebSockets (zero: off).
     pub ws_ping_interval: std::time::Duration,
+    /// `--limit-concurrency`: requests one ASGI worker runs at once (0 = no limit).
+    pub limit_concurrency: u64,
 }

@@ -212,6 +212,7 @@ pub enum Opt {
     Loop,
     WsMaxSize,
     WsPingInterval,
+    LimitConcurrency,
 }
 
 /// The shape of an option's value; the bounds live here, with the words used when a value is
@@ -321,7 +322,7 @@ pub const OPTIONS: &[OptSpec] = &options();
 
 #[rustfmt::skip]
 #[allow(clippy::too_many_lines, clippy::large_stack_arrays, reason = "the option table: one row per option, built at compile time")]
-const fn options() -> [OptSpec; 194] {
+const fn options() -> [OptSpec; 195] {
     // options! {
     [
     row!(HttpSocket, "http-socket", Addr, "serve HTTP directly from the workers on ADDR (:8000, 127.0.0.1:8000, [::1]:8000, /path.sock); HTTP/1.1 with keep-alive", multi, aliases ["http11-socket"]),
@@ -525,6 +526,7 @@ const fn options() -> [OptSpec; 194] {
     row!(Loop, "loop", Text, "ASGI event loop: auto (uvloop when installed), asyncio or uvloop", default "auto"),
     row!(WsMaxSize, "ws-max-size", count(1, "a size in bytes, at least 1"), "ASGI WebSockets: largest message in bytes, on the wire and inflated (1009 beyond it)", default "16777216"),
     row!(WsPingInterval, "ws-ping-interval", SECS, "ASGI WebSockets: ping idle connections every N seconds and drop those whose pong does not come within N seconds (0 = off)", default "0"),
+    row!(LimitConcurrency, "limit-concurrency", count(0, "a number of requests (0 = no limit)"), "ASGI: requests one worker runs at once; more get 503 with Retry-After (0 = no limit)", default "0"),
     ]
     // }
 }

@@ -473,6 +473,7 @@ pub fn build(r: &Resolved<'_>, systemd_sockets: bool) -> Result<Config, ConfigEr
             event_loop: one_of(r, Opt::Loop, &["auto", "asyncio", "uvloop"])?,
             ws_max_size: r.count(Opt::WsMaxSize)?,
             ws_ping_interval: r.secs(Opt::WsPingInterval)?,
+            limit_concurrency: r.count(Opt::LimitConcurrency)?,
         },
         listen,
         env,

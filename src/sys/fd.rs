@@ -557,3 +557,31 @@ pub fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
     // SAFETY: listen on an open socket.
     cvt(unsafe { libc::listen(fd, backlog) }).map(drop)
 }
+
+/// Take ownership of a descriptor handed over from Python (`socket.detach()`), so that it is
+/// closed when the owner drops it.
+#[must_use]
+pub fn own(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller passes a descriptor it owns and will not use or close again (the
+    // Python socket object was detached from it).
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Close a raw descriptor nobody else owns (a hand-off that failed).
+pub fn close_raw(fd: RawFd) {
+    drop(own(fd));
+}
+
+/// Read up to `max` bytes without blocking, appending them to `buf` (no zero-filling and no
+/// copy through a scratch buffer). `Ok(0)` is end of stream.
+pub fn read_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let want = spare.len().min(max);
+    // SAFETY: `spare` is writable, uninitialised capacity of at least `want` bytes; read(2)
+    // writes at most `want` bytes into it.
+    let n = cvt_size(unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) })?;
+    // SAFETY: read(2) initialised exactly `n <= want` bytes after the current length.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}

@@ -684,6 +684,21 @@ pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> io::Result<()> {
     Ok(())
 }
 
+/// Keep up to `bytes` of freed memory at the top of the C heap instead of returning it to the
+/// kernel at every `free`, and serve blocks below `bytes / 2` from the heap rather than from
+/// fresh mappings. glibc's defaults (trim above 128 KiB, a dynamic mmap threshold that setting
+/// either tunable turns off) make a worker that streams a body, allocating and freeing buffers
+/// of a few hundred KiB per chunk, pay `brk` or `mmap`/`munmap` and fresh zeroed pages for
+/// every chunk.
+pub fn keep_freed_heap(bytes: i32) {
+    // SAFETY: mallopt only changes allocator tunables; it is called from the worker's one
+    // loop thread before requests are served.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, bytes / 2);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -241,6 +241,13 @@ pub fn run(
             fds,
         );
     }
+    if config.asgi.limit_concurrency > 0 {
+        crate::log!(
+            "headrace: worker {id} (pid: {pid}) serves a WSGI app: --limit-concurrency is for \
+             ASGI apps only (a WSGI worker runs at most --threads {} requests at once)",
+            config.threads
+        );
+    }
     let servers: Vec<(String, String)> = listeners
         .iter()
         .map(|l| (l.server_name.clone(), l.server_port.clone()))
