@@ -178,3 +178,19 @@ def test_reload_lets_running_asgi_requests_finish(headrace, mode):
     assert got == [(200, f"met {old}".encode())] * n, got
     wait_until(lambda: fetch(srv, "/pid")[1] not in (b"", str(old).encode()), 20,
                "a new worker to serve")
+
+
+def test_asgi_worker_at_its_limit_makes_the_router_queue(headrace):
+    """`--limit-concurrency 2`: the router gives the worker two requests at once and queues the
+    others (the saturated line counts the worker busy), instead of the worker answering 503;
+    every request is served."""
+    srv = start(headrace, ASGI, "--processes", "1", "--limit-concurrency", "2")
+    pid = srv.worker_pids()[0]
+    got = together(srv, [f"/meet?name=limit-{i}&n=1&hold=1.5" for i in range(5)])
+    assert got == [(200, f"met {pid}".encode())] * 5, got
+    sat = re.search(r"\*\*\* headrace saturated: (\d+)/(\d+) workers busy, (\d+) requests queued",
+                    srv.log())
+    assert sat, srv.tail()
+    busy, ready, queued = map(int, sat.groups())
+    assert (busy, ready) == (1, 1) and 1 <= queued <= 3, sat.group(0)
+    assert "--limit-concurrency 2 reached" not in srv.log()

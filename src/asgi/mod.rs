@@ -59,11 +59,14 @@ pub(crate) fn ctx() -> PyResult<&'static Ctx> {
 /// same order (its backlog, 1024, per worker).
 pub const ROUTER_CAPACITY: u32 = 1000;
 
-/// How many requests the router may hand this worker at once: [`ROUTER_CAPACITY`]
-/// (`--limit-concurrency`, where it is set, caps it here).
+/// How many requests the router may hand this worker at once: `--limit-concurrency` when set
+/// (the router then queues what the worker would answer 503), else [`ROUTER_CAPACITY`].
 #[must_use]
-pub fn router_capacity(_config: &crate::config::Config) -> u32 {
-    ROUTER_CAPACITY
+pub fn router_capacity(config: &crate::config::Config) -> u32 {
+    match config.asgi.limit_concurrency {
+        0 => ROUTER_CAPACITY,
+        n => u32::try_from(n).unwrap_or(u32::MAX),
+    }
 }
 
 /// Serve `app` (an ASGI 3 callable) on `listeners` until the worker stops; returns the exit
