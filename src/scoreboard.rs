@@ -89,6 +89,12 @@ pub struct Slot {
     /// Set by the worker once its app is loaded and it is about to accept; cleared when it
     /// stops taking work (the router then sends it nothing more).
     pub ready: AtomicU32,
+    /// How the router may use the worker, stored before `ready`: 0 for a threaded (WSGI)
+    /// worker, which takes one request per serving thread on one pooled link per thread; N for
+    /// an event-loop (ASGI) worker, which takes up to N requests at once, each on its own link.
+    /// It fills what was padding after `ready`, and all-zero (an older image's worker) means
+    /// threaded, so the layout version stays.
+    pub concurrency: AtomicU32,
     /// The nonce of the master image that spawned it, which names its router link
     /// (`router::socket_name`); a re-exec'd image's router reaches adopted workers by it.
     pub link_nonce: AtomicU64,
@@ -488,6 +494,7 @@ impl Scoreboard {
         s.busy.store(0, Ordering::Relaxed);
         s.requests.store(0, Ordering::Relaxed);
         s.ready.store(0, Ordering::Relaxed);
+        s.concurrency.store(0, Ordering::Relaxed);
         s.link_nonce.store(0, Ordering::Relaxed);
         s.exceptions.store(0, Ordering::Relaxed);
         s.tx.store(0, Ordering::Relaxed);
@@ -560,6 +567,10 @@ mod tests {
         assert_eq!(sb.count_request(1), (1, 2));
         assert_eq!(sb.count_request(0), (2, 3));
         assert_eq!(std::mem::align_of::<Slot>(), 64);
+        // `concurrency` took padding: the layout of every other field is what it was.
+        assert_eq!(std::mem::size_of::<Slot>(), 256);
+        assert_eq!(std::mem::offset_of!(Slot, concurrency), 20);
+        assert_eq!(std::mem::offset_of!(Slot, link_nonce), 24);
         let core = sb.core(1, 1);
         assert_eq!(core.current(), None);
         core.begin(42, b"GET", b"/slow?x=1");

@@ -18,10 +18,7 @@ MODES = [[], ["--lazy-apps"]]
 def start(headrace, front: str, *args: str, **kw):
     port = free_port()
     opt = {"direct": "--http-socket", "router": "--http"}[front]
-    # The router gives a worker at most --threads requests at once (it dispatches ASGI
-    # workers as WSGI ones); the ASGI loop itself does not use --threads.
-    threads = ["--threads", "4"] if front == "router" else []
-    return headrace(opt, f"127.0.0.1:{port}", *threads, *args, port=port, bind=False, **kw)
+    return headrace(opt, f"127.0.0.1:{port}", *args, port=port, bind=False, **kw)
 
 
 def get(port: int, path: str):
@@ -34,7 +31,10 @@ def get(port: int, path: str):
 @pytest.mark.parametrize("front", ["direct", "router"])
 @pytest.mark.parametrize("mode", MODES, ids=["preloaded", "lazy"])
 def test_limit_concurrency_answers_503_with_retry_after(headrace, tmp_path, front, mode):
+    """Direct: the worker answers 503. Behind the router the worker is given at most its
+    limit and the router queues the rest: with `--queue-timeout 1` the router answers 503."""
     gate = tmp_path / "gate"
+    queue = ["--queue-timeout", "1"] if front == "router" else []
     srv = start(
         headrace,
         front,
@@ -42,6 +42,7 @@ def test_limit_concurrency_answers_503_with_retry_after(headrace, tmp_path, fron
         PERF,
         "--limit-concurrency",
         "2",
+        *queue,
         *mode,
         env={"ASGI_GATE_FILE": str(gate)},
     )
@@ -61,7 +62,11 @@ def test_limit_concurrency_answers_503_with_retry_after(headrace, tmp_path, fron
 
         r = wait_until(refused, 10, "a request over --limit-concurrency to get 503")
         assert r.header("retry-after") == "1"
-        srv.wait_log("--limit-concurrency 2 reached")
+        if front == "router":
+            assert b"--queue-timeout" in r.body
+            assert "--limit-concurrency 2 reached" not in srv.log()
+        else:
+            srv.wait_log("--limit-concurrency 2 reached")
         gate.write_text("go")
         for s in holders:
             resp = Conn(s).read_response()

@@ -53,6 +53,22 @@ pub(crate) fn ctx() -> PyResult<&'static Ctx> {
         .ok_or_else(|| PyRuntimeError::new_err("not an ASGI worker"))
 }
 
+/// Requests one ASGI worker takes from the `--http` router at once when nothing caps it: the
+/// loop could take more, but past this many a request is better queued (and the queue seen)
+/// than added to a loop that is already far behind. Granian's default backpressure is of the
+/// same order (its backlog, 1024, per worker).
+pub const ROUTER_CAPACITY: u32 = 1000;
+
+/// How many requests the router may hand this worker at once: `--limit-concurrency` when set
+/// (the router then queues what the worker would answer 503), else [`ROUTER_CAPACITY`].
+#[must_use]
+pub fn router_capacity(config: &crate::config::Config) -> u32 {
+    match config.asgi.limit_concurrency {
+        0 => ROUTER_CAPACITY,
+        n => u32::try_from(n).unwrap_or(u32::MAX),
+    }
+}
+
 /// Serve `app` (an ASGI 3 callable) on `listeners` until the worker stops; returns the exit
 /// code (0, or the failed-app code when lifespan startup failed).
 pub fn serve(
@@ -70,6 +86,12 @@ pub fn serve(
             config.threads
         );
     }
+    // What the `--http` router may hand this loop at once (see `Slot::concurrency`); stored
+    // before `_asgi_ready` sets `ready`, which the router reads it after.
+    ctx.scoreboard
+        .slot(ctx.slot)
+        .concurrency
+        .store(router_capacity(config), Ordering::Relaxed);
     if CTX.set(ctx).is_err() {
         return Err(PyRuntimeError::new_err("ASGI serving started twice"));
     }

@@ -38,6 +38,8 @@ enum BodyError {
     Http(HttpError),
     /// The spill file could not be created or written.
     Spill(std::io::Error),
+    /// No byte of the body for `--socket-timeout` (408, logged as such: the head did come).
+    Stalled,
     Gone,
 }
 
@@ -118,6 +120,11 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(b) => b,
             Err(BodyError::Http(e)) => {
                 reject(&mut stream, &e, &peer).await;
+                return;
+            }
+            Err(BodyError::Stalled) => {
+                let why = "request body stalled for more than --socket-timeout";
+                reject_because(&mut stream, &HttpError::Timeout, why, &peer).await;
                 return;
             }
             Err(BodyError::Spill(e)) => {
@@ -272,7 +279,7 @@ async fn read_more<S: AsyncRead + Unpin>(
     timeout: Duration,
 ) -> Result<(), BodyError> {
     match tokio::time::timeout(timeout, read_some(s, buf, buf.len() + 256 * 1024)).await {
-        Err(_) => Err(BodyError::Http(HttpError::Timeout)),
+        Err(_) => Err(BodyError::Stalled),
         Ok(Ok(0) | Err(_)) => Err(BodyError::Gone),
         Ok(Ok(_)) => Ok(()),
     }
@@ -419,12 +426,22 @@ pub fn plain(status: u16, version: Version, extra: &str, text: &str, close: bool
 }
 
 async fn reject<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, err: &HttpError, peer: &Peer) {
+    reject_because(s, err, &err.to_string(), peer).await;
+}
+
+/// [`reject`], with the reason logged given by the caller.
+async fn reject_because<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    err: &HttpError,
+    why: &str,
+    peer: &Peer,
+) {
     let status = err.status();
     let who = peer
         .addr
         .map_or_else(|| "unix socket".to_owned(), |a| a.ip().to_string());
     crate::log!(
-        "headrace router: {status} {} for {who}: {err}",
+        "headrace router: {status} {} for {who}: {why}",
         crate::http::response::reason(status)
     );
     let _ = s.write_all(&err.response()).await;
@@ -489,14 +506,39 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     drop(rx);
-    answer(router, reply, client, info, queued_at).await
+    answer_watching(router, reply, client, Some(buf), info, queued_at).await
 }
 
 /// Send the client the answer to its request. Returns whether the connection stays open.
-pub(super) async fn answer<S: AsyncWrite + Unpin>(
+pub(super) async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     router: &Router,
     reply: Reply,
     client: &mut S,
+    info: ReqInfo,
+    queued_at: Instant,
+) -> bool {
+    answer_watching(router, reply, client, None, info, queued_at).await
+}
+
+/// Read the client into `buf` (never resolves without one).
+async fn watch<S: AsyncRead + Unpin>(
+    client: &mut S,
+    buf: Option<&mut ReadBuf>,
+    limit: usize,
+) -> std::io::Result<usize> {
+    match buf {
+        Some(buf) => read_some(client, buf, limit).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// [`answer`]; with `buf`, the client is read while a streamed response waits for the worker
+/// (see below).
+async fn answer_watching<S: AsyncRead + AsyncWrite + Unpin>(
+    router: &Router,
+    reply: Reply,
+    client: &mut S,
+    mut buf: Option<&mut ReadBuf>,
     info: ReqInfo,
     queued_at: Instant,
 ) -> bool {
@@ -513,7 +555,26 @@ pub(super) async fn answer<S: AsyncWrite + Unpin>(
                 gone(&queued);
                 return false;
             }
-            while let Some(chunk) = chunks.recv().await {
+            let limit = router.config.buffer_size;
+            loop {
+                // While the worker has nothing to send, the client is watched as while the
+                // request waited: its next request is kept in `buf`, and its leaving drops
+                // `chunks`, which tells the link to cut the worker's response short.
+                let room = buf.as_ref().is_some_and(|b| b.len() < limit);
+                let chunk = tokio::select! {
+                    c = chunks.recv() => c,
+                    r = watch(client, buf.as_deref_mut(), limit), if room => {
+                        if matches!(r, Ok(n) if n > 0) {
+                            continue;
+                        }
+                        drop(chunks);
+                        gone(&queued);
+                        return false;
+                    },
+                };
+                let Some(chunk) = chunk else {
+                    break;
+                };
                 if client.write_all(&chunk).await.is_err() {
                     drop(chunks);
                     gone(&queued);

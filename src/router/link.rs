@@ -160,6 +160,10 @@ enum End {
     Bad(String),
     /// No progress within `--socket-timeout` while a job waited.
     Timeout,
+    /// The client of the link's only job went away: the link is closed so that the worker sees
+    /// the disconnect (an ASGI app gets `http.disconnect`, a WSGI response's write fails)
+    /// instead of serving a request nobody waits for.
+    ClientGone,
 }
 
 struct Link {
@@ -217,7 +221,12 @@ impl Link {
             let want_write = matches!(self.wq.front(), Some(Chunk::Bytes(..)));
             let room = self.body.as_ref().map(|b| b.queued.clone());
             let deadline = last_progress + timeout;
+            // Only a lone job is cut with its client: with jobs pipelined behind it the worker
+            // may already be serving the next one, which must not run twice; the gone client's
+            // response is then read and dropped.
+            let lone = usize::from(self.body.is_some()) + self.sent.len() == 1;
             tokio::select! {
+                () = client_gone(&mut self.sent, self.body.as_ref()), if lone => break End::ClientGone,
                 job = rx.recv(), if rx_open && !self.state.closing.get() => match job {
                     Some(job) => self.take(job, &mut last_progress),
                     None => rx_open = false,
@@ -269,8 +278,18 @@ impl Link {
         self.finish(&end, unsent);
     }
 
-    /// A job handed to the link: the timeout runs from now if the link was idle.
+    /// A job handed to the link: the timeout runs from now if the link was idle. One whose
+    /// client already left is dropped unsent.
     fn take(&mut self, job: Job, last_progress: &mut Instant) {
+        if job.abandoned() {
+            self.state
+                .in_flight
+                .set(self.state.in_flight.get().saturating_sub(1));
+            if !self.waiting() {
+                self.state.oldest.set(None);
+            }
+            return;
+        }
         if !self.waiting() {
             *last_progress = Instant::now();
         }
@@ -469,8 +488,8 @@ impl Link {
     /// The link ends: settle every job it still holds.
     fn finish(mut self, end: &End, unsent: Vec<Job>) {
         let reset = matches!(end, End::Io(e) if e.kind() == io::ErrorKind::ConnectionReset);
-        let worker_failed =
-            !matches!(end, End::Idle) && (!self.sent.is_empty() || self.body.is_some());
+        let worker_failed = !matches!(end, End::Idle | End::ClientGone)
+            && (!self.sent.is_empty() || self.body.is_some());
         // A job whose response was being relayed is cut short, unless its body was delimited by
         // the close; every job behind it was not started.
         let answering = self.body.is_some();
@@ -510,6 +529,8 @@ impl Link {
                 End::Io(e) => format!("worker (pid {}): {e}", self.pid),
                 End::Bad(why) => format!("worker (pid {}): {why}", self.pid),
                 End::Idle => "the link closed".to_owned(),
+                // Nobody reads this reply: the client is gone.
+                End::ClientGone => "the client went away".to_owned(),
             };
             let _ = s.job.reply.send(Reply::BadGateway(why));
         }
@@ -519,6 +540,16 @@ impl Link {
         self.router
             .link_ended(self.slot, self.pid, &self.state, worker_failed && !closing);
         self.router.retry(retry);
+    }
+}
+
+/// Resolves when nobody waits any longer for the answer the link owes: the client dropped the
+/// reply of the first job, or the body being relayed (`body`, which then comes first).
+async fn client_gone(sent: &mut VecDeque<Sent>, body: Option<&BodyRelay>) {
+    match (body, sent.front_mut()) {
+        (Some(b), _) => b.tx.closed().await,
+        (None, Some(s)) => s.job.reply.closed().await,
+        (None, None) => std::future::pending().await,
     }
 }
 
@@ -694,6 +725,65 @@ mod tests {
                 .is_none()
         );
         assert!(parse_head(b"garbage\r\n\r\n", info(Version::Http11, true, false)).is_err());
+    }
+
+    fn job(reply: tokio::sync::oneshot::Sender<Reply>) -> Job {
+        Job {
+            packet: Vec::new(),
+            body: Rc::new(super::super::request::Body::Memory(Vec::new())),
+            info: info(Version::Http11, true, false),
+            reply,
+            stage: Rc::new(Cell::new(Stage::Sent)),
+            since: Instant::now(),
+            attempts: 0,
+        }
+    }
+
+    /// Whether `f` is ready at its first poll.
+    async fn ready_now(f: impl std::future::Future<Output = ()>) -> bool {
+        tokio::time::timeout(Duration::ZERO, f).await.is_ok()
+    }
+
+    #[test]
+    fn a_link_watches_the_client_of_what_it_owes_first() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut none = VecDeque::new();
+            assert!(!ready_now(client_gone(&mut none, None)).await);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let mut sent = VecDeque::from([Sent {
+                job: job(tx),
+                start: 0,
+                at: Instant::now(),
+            }]);
+            assert!(!ready_now(client_gone(&mut sent, None)).await, "awaited");
+            // A response body being relayed comes before the next job's reply.
+            let (btx, brx) = mpsc::unbounded_channel();
+            let body = BodyRelay {
+                framing: Framing::Length(10),
+                decoder: ChunkedDecoder::new(0),
+                tx: btx,
+                queued: Rc::new(Queued::default()),
+                at: Instant::now(),
+            };
+            drop(rx);
+            assert!(
+                ready_now(client_gone(&mut sent, None)).await,
+                "reply dropped"
+            );
+            assert!(
+                !ready_now(client_gone(&mut sent, Some(&body))).await,
+                "body read"
+            );
+            drop(brx);
+            assert!(
+                ready_now(client_gone(&mut sent, Some(&body))).await,
+                "body dropped"
+            );
+        });
     }
 
     #[test]

@@ -68,6 +68,9 @@ struct Backend {
     /// A pid that failed us (refused or died mid-request); never picked again.
     dead_pid: i32,
     ready: bool,
+    /// Its slot's `concurrency`: 0 for a threaded worker, else how many requests its event
+    /// loop takes at once, one per link.
+    concurrency: usize,
     links: Vec<LinkHandle>,
     /// Average time the worker spends per request (`None` until it answered one).
     service: Option<Duration>,
@@ -76,6 +79,32 @@ struct Backend {
 impl Backend {
     fn load(&self) -> usize {
         self.links.iter().map(|l| l.state.in_flight.get()).sum()
+    }
+
+    /// An event-loop (ASGI) worker: any number of links, one request on each at a time.
+    fn multiplexed(&self) -> bool {
+        self.concurrency > 0
+    }
+
+    /// How many requests it takes at once: one per serving thread, or its loop's concurrency.
+    fn capacity(&self, threads: usize) -> usize {
+        if self.multiplexed() {
+            self.concurrency
+        } else {
+            threads
+        }
+    }
+
+    /// Which of its link sockets a new link connects to, if it may have another link: a
+    /// threaded worker's thread that has none (one link per thread); for an event loop, any
+    /// of its sockets while it holds fewer links than its concurrency (they all reach the one
+    /// loop: taking them in turn spreads the connects over their backlogs).
+    fn next_link(&self, threads: usize) -> Option<usize> {
+        if self.multiplexed() {
+            (self.links.len() < self.concurrency).then(|| self.links.len() % threads.max(1))
+        } else {
+            (0..threads).find(|c| !self.links.iter().any(|l| l.core == *c))
+        }
     }
 
     /// How long a request may have run and still look like this worker's usual fast one.
@@ -152,6 +181,10 @@ impl Router {
             }
             b.ready = pid != 0 && pid != b.dead_pid && slot.ready.load(Ordering::Acquire) == 1;
             if b.ready {
+                b.concurrency =
+                    usize::try_from(slot.concurrency.load(Ordering::Relaxed)).unwrap_or(0);
+            }
+            if b.ready {
                 b.links.retain(|l| !l.state.closing.get());
             } else {
                 b.links.clear();
@@ -173,7 +206,7 @@ impl Router {
             let free = backends
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| b.ready && b.load() < threads)
+                .filter(|(_, b)| b.ready && b.load() < b.capacity(threads))
                 .min_by_key(|(_, b)| b.load())
                 .map(|(i, _)| i);
             let target = if let Some(i) = free {
@@ -182,8 +215,8 @@ impl Router {
                     .links
                     .iter()
                     .position(|l| l.state.in_flight.get() == 0 && !l.state.closing.get());
-                // A thread of the worker that has no link yet.
-                let unlinked = (0..threads).find(|c| !b.links.iter().any(|l| l.core == *c));
+                // A thread of the worker that has no link yet (an event loop: a new link).
+                let unlinked = b.next_link(threads);
                 match (idle, unlinked) {
                     (Some(l), _) => Some((i, l)),
                     (None, Some(core)) => {
@@ -217,7 +250,8 @@ impl Router {
                 backends
                     .iter()
                     .enumerate()
-                    .filter(|(_, b)| b.ready)
+                    // An event loop is never pipelined: it runs each link's request at once.
+                    .filter(|(_, b)| b.ready && !b.multiplexed())
                     .flat_map(|(i, b)| {
                         let depth = b.depth();
                         let usual = b.usual();
@@ -405,7 +439,7 @@ impl Router {
         let ready = backends.iter().filter(|b| b.ready).count();
         let busy = backends
             .iter()
-            .filter(|b| b.ready && b.load() >= self.config.threads)
+            .filter(|b| b.ready && b.load() >= b.capacity(self.config.threads))
             .count();
         // With elastic workers: whether the master may still start more.
         let growth = match self.config.elastic.cheaper {
@@ -584,5 +618,71 @@ async fn serve(router: Rc<Router>, sockets: Vec<Socket>, stop: OwnedFd) {
         tokio::time::sleep(Duration::from_millis(20)).await;
         router.refresh();
         router.dispatch_waiting();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend of `concurrency` holding links with these jobs in flight (on cores 0, 1, ...).
+    fn backend(concurrency: usize, in_flight: &[usize]) -> Backend {
+        let links = in_flight
+            .iter()
+            .enumerate()
+            .map(|(core, &n)| {
+                let state = Rc::new(LinkState::default());
+                state.in_flight.set(n);
+                LinkHandle {
+                    core,
+                    tx: tokio::sync::mpsc::unbounded_channel().0,
+                    state,
+                }
+            })
+            .collect();
+        Backend {
+            pid: 1,
+            ready: true,
+            concurrency,
+            links,
+            ..Backend::default()
+        }
+    }
+
+    #[test]
+    fn threaded_workers_take_one_request_per_thread_on_one_link_each() {
+        let threads = 4;
+        for (in_flight, capacity, next) in [
+            (&[][..], 4, Some(0)),
+            (&[1, 0][..], 4, Some(2)),
+            (&[1, 1, 1, 1][..], 4, None),
+        ] {
+            let b = backend(0, in_flight);
+            assert!(!b.multiplexed());
+            assert_eq!(b.capacity(threads), capacity);
+            assert_eq!(b.next_link(threads), next, "{in_flight:?}");
+        }
+    }
+
+    #[test]
+    fn event_loop_workers_take_their_concurrency_one_request_per_link() {
+        // `--threads 2`: two link sockets, both reaching the one loop, used in turn.
+        let threads = 2;
+        for (concurrency, in_flight, next) in [
+            (1000, &[][..], Some(0)),
+            (1000, &[1][..], Some(1)),
+            (1000, &[1, 1, 1][..], Some(1)),
+            (3, &[1, 1, 1][..], None),
+        ] {
+            let b = backend(concurrency, in_flight);
+            assert!(b.multiplexed());
+            assert_eq!(b.capacity(threads), concurrency);
+            assert_eq!(b.next_link(threads), next, "{concurrency} {in_flight:?}");
+        }
+        // With one thread every link goes to the one socket; a busy loop is free below its
+        // concurrency, whatever `--threads` says.
+        let b = backend(1000, &[1, 1, 1]);
+        assert_eq!(b.next_link(1), Some(0));
+        assert!(b.load() < b.capacity(1));
     }
 }
