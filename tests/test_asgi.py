@@ -504,7 +504,10 @@ def test_detection_sees_through_callable_shapes(headrace, target, extra, body):
 def test_stats_show_requests_in_flight_per_worker(headrace, front):
     """An ASGI worker runs many requests at once: the stats JSON (headrace.in_flight) and the
     metrics (headrace_worker_in_flight) say how many."""
-    from test_stats import metrics, stats
+    from test_stats import http_get, metrics
+
+    def stats(addr):
+        return json.loads(http_get(addr[1], "/")[1])
 
     sport = free_port()
     _srv, port = start(headrace, front, "--wsgi-file", RAW, "--stats", f"127.0.0.1:{sport}",
