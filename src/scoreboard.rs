@@ -113,6 +113,8 @@ pub struct Slot {
     /// Requests an ASGI worker's loop is running now, WebSockets included (a WSGI worker
     /// leaves it 0: its threads' `Core::current` say the same).
     pub in_flight: AtomicU32,
+    /// Set by an ASGI worker whose lifespan startup failed, just before it exits.
+    pub startup_failed: AtomicU32,
 }
 
 /// What one finished request adds to the counters.
@@ -495,6 +497,8 @@ impl Scoreboard {
         s.requests.store(0, Ordering::Relaxed);
         s.ready.store(0, Ordering::Relaxed);
         s.concurrency.store(0, Ordering::Relaxed);
+        s.in_flight.store(0, Ordering::Relaxed);
+        s.startup_failed.store(0, Ordering::Relaxed);
         s.link_nonce.store(0, Ordering::Relaxed);
         s.exceptions.store(0, Ordering::Relaxed);
         s.tx.store(0, Ordering::Relaxed);

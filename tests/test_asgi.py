@@ -311,9 +311,12 @@ def test_two_processes_share_the_load(headrace, mode):
             socket.create_connection(("127.0.0.1", srv.port)) as a,
             socket.create_connection(("127.0.0.1", srv.port)) as b,
         ):
-            a.sendall(build_request("GET", "/sleep?0.3"))
+            # The first request holds its worker's loop, so the second connection can only
+            # be accepted by the other worker (an idle ASGI worker may take any number of
+            # connections: two sleeping requests can share one worker).
+            a.sendall(build_request("GET", "/block?0.3"))
             time.sleep(0.05)
-            b.sendall(build_request("GET", "/sleep?0.3"))
+            b.sendall(build_request("GET", "/block?0.3"))
             for s in (a, b):
                 pids.add(json.loads(Conn(s).read_response().body)["pid"])
         return len(pids) == 2

@@ -202,6 +202,7 @@ fn unix_now_ms() -> u64 {
 fn run(py: Python<'_>, config: &Config) -> Result<i32, MasterError> {
     // A re-exec'd master (a reload) is already detached, and must keep its pid.
     let reloaded = reload::is_reexec();
+    crate::offload::core::set_is_a_reload(reloaded);
     if let Some((path, false)) = &config.daemonize {
         if !reloaded && daemonize(py, path)? {
             return Ok(0);

@@ -190,6 +190,23 @@ impl Master<'_> {
         ready
     }
 
+    /// A worker's ASGI lifespan startup failed (the app's message is logged): before anything
+    /// was ever served, retrying cannot help, so the server stops, as Gunicorn and Uvicorn do.
+    /// Later (a respawn, a reload) the workers serving go on. `true`: stopping.
+    fn startup_failure_stops(&mut self, name: &str, pid: i32) -> bool {
+        if self.reload.is_some() || self.ever_ready || self.any_worker_ready() {
+            return false;
+        }
+        crate::log!(
+            "headrace: ASGI lifespan startup failed in {name} (pid: {pid}): no worker can \
+             serve, stopping with exit code 1"
+        );
+        self.exit_code = 1;
+        self.signal_all(libc::SIGINT);
+        self.stopping = Some((Instant::now() + super::KILL_MERCY, false));
+        true
+    }
+
     pub(super) fn reap(&mut self) {
         while let Some((pid, status)) = proc::reap() {
             let Some(idx) = self.procs.iter().position(|p| p.pid == pid) else {
@@ -200,6 +217,13 @@ impl Master<'_> {
             };
             let p = self.procs.remove(idx);
             let lost = self.running_requests(p.slot);
+            let startup_failed = p.slot.is_some_and(|s| {
+                self.scoreboard
+                    .slot(s)
+                    .startup_failed
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    == 1
+            });
             self.retire_counters(p.id, p.slot);
             if let Some(slot) = p.slot {
                 self.scoreboard.reset(slot);
@@ -228,22 +252,7 @@ impl Master<'_> {
                 crate::log!("{} (pid: {pid}) exited ({how}); not replaced", p.name());
                 continue;
             }
-            if status == ExitStatus::Code(crate::worker::LIFESPAN_FAILED_CODE)
-                && self.reload.is_none()
-                && !self.ever_ready
-                && !self.any_worker_ready()
-            {
-                // The app said it cannot start (its message is logged above): retrying
-                // cannot help before anything was ever served, so stop, as Gunicorn and
-                // Uvicorn do. Later (a respawn, a reload) the workers serving go on.
-                crate::log!(
-                    "headrace: ASGI lifespan startup failed in {} (pid: {pid}): no worker can \
-                     serve, stopping with exit code 1",
-                    p.name()
-                );
-                self.exit_code = 1;
-                self.signal_all(libc::SIGINT);
-                self.stopping = Some((Instant::now() + super::KILL_MERCY, false));
+            if startup_failed && self.startup_failure_stops(&p.name(), pid) {
                 continue;
             }
             if status == ExitStatus::Code(0) && p.stop_deadline.is_none() && p.harakiri.is_none() {

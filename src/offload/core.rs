@@ -391,6 +391,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(core_opt, m)?)?;
     m.add_function(wrap_pyfunction!(core_info, m)?)?;
     m.add_function(wrap_pyfunction!(core_master_pid, m)?)?;
+    m.add_function(wrap_pyfunction!(core_is_a_reload, m)?)?;
     m.add_function(wrap_pyfunction!(core_workers, m)?)?;
     m.add_function(wrap_pyfunction!(core_total_requests, m)?)?;
     m.add_function(wrap_pyfunction!(core_request_id, m)?)?;
@@ -430,6 +431,20 @@ fn core_info() -> (usize, usize, usize, u64) {
 #[pyfunction]
 fn core_master_pid() -> i32 {
     super::master_pid()
+}
+
+/// This master image was started by a reload (a re-exec), as uWSGI's `is_a_reload`. The
+/// master reads it from its hand-over variables, which the app does not see.
+static IS_A_RELOAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Record, once at the master's start, whether this image came from a reload.
+pub fn set_is_a_reload(reload: bool) {
+    IS_A_RELOAD.store(reload, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[pyfunction]
+fn core_is_a_reload() -> bool {
+    IS_A_RELOAD.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Text as bytes: `str` (UTF-8) or any bytes-like object, as uWSGI's `s#` takes.

@@ -119,7 +119,8 @@ impl Worker<'_> {
 /// Exit code of a worker whose app failed to load (uWSGI's UWSGI_FAILED_APP_CODE).
 pub const FAILED_APP_CODE: i32 = 22;
 /// Exit code of an ASGI worker whose lifespan startup failed (Gunicorn's worker boot error,
-/// Uvicorn's startup failure): before any worker served, the master stops the server.
+/// Uvicorn's startup failure). The master learns it from the slot's `startup_failed` and,
+/// before any worker served, stops the server.
 pub const LIFESPAN_FAILED_CODE: i32 = 3;
 
 /// The preloaded app, or (`--lazy-apps`) the app loaded now; a worker whose app does not load
@@ -320,7 +321,7 @@ fn serve_asgi(
     app: Py<PyAny>,
     (stop_read, stop_write): (OwnedFd, OwnedFd),
 ) -> ! {
-    let scoreboard = match scoreboard.duplicate() {
+    let owned = match scoreboard.duplicate() {
         Ok(s) => s,
         Err(e) => {
             crate::log!("headrace: worker {id} (pid: {pid}) cannot map the scoreboard: {e}");
@@ -332,7 +333,7 @@ fn serve_asgi(
         slot,
         pid,
         master: crate::sys::proc::getppid(),
-        scoreboard,
+        scoreboard: owned,
         recycle: recycle::Recycle::new(&config.supervision),
         settings: Settings::for_worker(config, id),
         stop_write: std::os::fd::AsRawFd::as_raw_fd(&stop_write),
@@ -345,7 +346,14 @@ fn serve_asgi(
         .collect();
     let stop_fd = std::os::fd::AsRawFd::as_raw_fd(&stop_read);
     let code = match crate::asgi::serve(py, ctx, app, &socks, stop_fd, config) {
-        Ok(FAILED_APP_CODE) => LIFESPAN_FAILED_CODE,
+        Ok(FAILED_APP_CODE) => {
+            // Told through the slot, not only the exit code: an app may exit with any code.
+            scoreboard
+                .slot(slot)
+                .startup_failed
+                .store(1, std::sync::atomic::Ordering::Release);
+            LIFESPAN_FAILED_CODE
+        }
         Ok(code) => code,
         Err(err) => {
             err.print(py);

@@ -4,6 +4,7 @@ client to go away, raises, and keeps lifespan state."""
 import asyncio
 import json
 import os
+import time
 
 events = []
 
@@ -53,6 +54,9 @@ async def application(scope, receive, send):
         return
     if path == "/sleep":
         await asyncio.sleep(float(scope["query_string"] or b"0.2"))
+    if path == "/block":
+        # Holds the worker's loop (CPU-bound work would): nothing else runs in this worker.
+        time.sleep(float(scope["query_string"] or b"0.2"))  # noqa: ASYNC251 - on purpose
     body = b""
     msg = await receive()
     body += msg.get("body", b"")

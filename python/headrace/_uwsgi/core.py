@@ -80,7 +80,7 @@ hostname = socket.gethostname().encode()
 #: uWSGI sets this to None; an app may assign ``{mountpoint: callable}`` to it (see README).
 applications = None
 has_threads = 1
-is_a_reload = "HEADRACE_REEXEC" in os.environ
+is_a_reload = _headrace.core_is_a_reload()
 loop = None
 unbit = None
 
