@@ -6,7 +6,9 @@ the lifespan protocol. Each accepted socket is handed to headrace's Rust connect
 ``add_writer`` (no asyncio Protocol, no thread hand-off), parses heads with the WSGI front's
 parser and limits, builds the scope, writes responses, and keeps the bookkeeping (counters,
 harakiri clock, request log line, recycling, ``--limit-concurrency``). Every request runs
-as an asyncio Task of ``run`` below.
+as an asyncio Task whose coroutine is ``native.AsgiRequest``: it drives the app's coroutine and
+ends the request on the Rust side (a 500 when the app raised before answering, the log line,
+the next request on the connection).
 """
 
 from __future__ import annotations
@@ -64,22 +66,6 @@ def serve(app, listeners, stop_fd: int, opts: dict) -> int:
             loop.close()
 
 
-async def run(app, scope, chan) -> None:
-    """One request's task: the app, then the Rust side's end of the request (a 500 when the
-    app raised before writing anything, the log line, the next request on the connection)."""
-    try:
-        await app(scope, chan.receive, chan.send)
-    except Exception:  # noqa: BLE001 - an app exception is a 500, the worker lives on
-        chan.finish(traceback.format_exc(), False)
-    except asyncio.CancelledError:
-        chan.finish(None, True)
-    except BaseException:
-        chan.finish(None, True)
-        raise
-    else:
-        chan.finish(None, False)
-
-
 class Listener:
     __slots__ = ("index", "link", "server", "sock", "unix", "uwsgi")
 
@@ -107,7 +93,6 @@ class Server:
         self.hub = native.AsgiHub(
             loop,
             app,
-            run,
             self,
             ClientDisconnected,
             [(l.uwsgi, l.link, l.server) for l in self.listeners],

@@ -12,7 +12,7 @@ use super::{ctx, EndRecord, Parsed};
 use crate::http::target::percent_decode;
 use crate::http::ChunkedDecoder;
 use crate::sys::fd;
-use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};
+use pyo3::exceptions::{PyException, PyRuntimeError, PyStopIteration, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -46,9 +46,11 @@ struct Shared {
     remove_writer: Py<PyAny>,
     create_future: Py<PyAny>,
     create_task: Py<PyAny>,
-    /// `headrace._asgi.run(app, scope, channel)`: the coroutine of one request.
-    run: Py<PyAny>,
     app: Py<PyAny>,
+    /// `asyncio.CancelledError`: a cancelled request ends without a 500.
+    cancelled: Py<PyAny>,
+    /// `traceback.format_exception`, for the log line of an app that raised.
+    format_exception: Py<PyAny>,
     /// The Python `Server`: `check_done()` and `upgrade(fd, listener, head, leftover)`.
     server: Py<PyAny>,
     /// `ClientDisconnected`, the `OSError` subclass raised by a send after the client left.
@@ -125,7 +127,6 @@ impl AsgiHub {
         py: Python<'_>,
         event_loop: &Bound<'_, PyAny>,
         app: Py<PyAny>,
-        run: Py<PyAny>,
         server: Py<PyAny>,
         disconnected: Py<PyAny>,
         listeners: Vec<(bool, bool, Py<PyAny>)>,
@@ -148,8 +149,12 @@ impl AsgiHub {
                 remove_writer: m("remove_writer")?,
                 create_future: m("create_future")?,
                 create_task: m("create_task")?,
-                run,
                 app,
+                cancelled: py.import("asyncio")?.getattr("CancelledError")?.unbind(),
+                format_exception: py
+                    .import("traceback")?
+                    .getattr("format_exception")?
+                    .unbind(),
                 server,
                 disconnected,
                 template: scope_template(py, &asgi)?.unbind(),
@@ -417,12 +422,27 @@ fn perform(py: Python<'_>, sh: &Shared, action: Option<Action>) {
     match action {
         None => {}
         Some(Action::Start(scope, chan)) => {
-            let started = sh
-                .run
-                .call1(py, (sh.app.clone_ref(py), scope, chan))
-                .and_then(|coro| sh.create_task.call1(py, (coro,)));
-            if let Err(e) = started {
-                e.print(py);
+            let c = chan.bind(py);
+            let called = c
+                .getattr(intern!(py, "receive"))
+                .and_then(|receive| Ok((receive, c.getattr(intern!(py, "send"))?)))
+                .and_then(|(receive, send)| sh.app.call1(py, (scope, receive, send)));
+            match called {
+                Ok(coro) => {
+                    let started = Py::new(
+                        py,
+                        RequestCoro {
+                            coro: Some(coro),
+                            chan: chan.clone_ref(py),
+                        },
+                    )
+                    .and_then(|task_coro| sh.create_task.call1(py, (task_coro,)));
+                    if let Err(e) = started {
+                        e.print(py);
+                    }
+                }
+                // The app raised before it had a coroutine to give (a plain callable).
+                Err(e) => RequestCoro::end_with(py, sh, &chan, &e),
             }
         }
         Some(Action::Upgrade(fd, listener, head, leftover)) => {
@@ -793,7 +813,7 @@ impl AsgiConn {
             v => PyString::new(py, v),
         };
         d.set_item(intern!(py, "http_version"), version)?;
-        d.set_item(intern!(py, "method"), PyString::intern(py, &p.method))?;
+        d.set_item(intern!(py, "method"), method_str(py, &p.method))?;
         match &p.scheme {
             Some(s) => d.set_item(intern!(py, "scheme"), s)?,
             None => d.set_item(intern!(py, "scheme"), intern!(py, "http"))?,
@@ -1097,7 +1117,7 @@ impl AsgiConn {
             }
             return Ok(None);
         }
-        match self.take_body() {
+        match self.take_body(py) {
             Err(reason) => {
                 crate::log!("headrace: bad request body: {reason}");
                 if let Some(r) = self.req.as_mut() {
@@ -1107,14 +1127,14 @@ impl AsgiConn {
                 return Ok(Some(disconnect(py)?));
             }
             Ok((data, done)) => {
-                if !data.is_empty() || done {
+                if !data.as_bytes().is_empty() || done {
                     if let Some(r) = self.req.as_mut() {
                         r.body_sent_final = done;
                     }
                     self.resume(py);
                     let d = PyDict::new(py);
                     d.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
-                    d.set_item(intern!(py, "body"), PyBytes::new(py, &data))?;
+                    d.set_item(intern!(py, "body"), data)?;
                     d.set_item(intern!(py, "more_body"), !done)?;
                     return Ok(Some(d.into_any().unbind()));
                 }
@@ -1140,19 +1160,20 @@ impl AsgiConn {
         Ok(None)
     }
 
-    /// Body bytes already buffered, and whether the body is complete.
-    fn take_body(&mut self) -> Result<(Vec<u8>, bool), String> {
+    /// Body bytes already buffered (copied once, from the connection's buffer straight into
+    /// the `bytes` the app receives), and whether the body is complete.
+    fn take_body<'py>(&mut self, py: Python<'py>) -> Result<(Bound<'py, PyBytes>, bool), String> {
         let start = self.start;
         let avail = self.buf.len() - start;
         let Some(r) = self.req.as_mut() else {
-            return Ok((Vec::new(), true));
+            return Ok((PyBytes::new(py, b""), true));
         };
         let (data, used, done) = match &mut r.body {
-            Body::Done => return Ok((Vec::new(), true)),
+            Body::Done => return Ok((PyBytes::new(py, b""), true)),
             Body::Length(left) => {
                 let n = usize::try_from(*left).unwrap_or(usize::MAX).min(avail);
                 *left -= n as u64;
-                (self.buf[start..start + n].to_vec(), n, *left == 0)
+                (PyBytes::new(py, &self.buf[start..start + n]), n, *left == 0)
             }
             Body::Chunked(dec) => {
                 let input = &self.buf[start..];
@@ -1167,7 +1188,7 @@ impl AsgiConn {
                     at += n;
                 }
                 let done = dec.is_done();
-                (out, at, done)
+                (PyBytes::new(py, &out), at, done)
             }
         };
         if done {
@@ -1550,6 +1571,12 @@ impl AsgiChannel {
     /// the task was cancelled.
     #[pyo3(signature = (tb=None, cancelled=false))]
     fn finish(&self, py: Python<'_>, tb: Option<&str>, cancelled: bool) {
+        self.end(py, tb, cancelled);
+    }
+}
+
+impl AsgiChannel {
+    fn end(&self, py: Python<'_>, tb: Option<&str>, cancelled: bool) {
         let conn = self.conn.bind(py);
         let sh = Rc::clone(&conn.borrow().shared);
         let action = {
@@ -1557,6 +1584,150 @@ impl AsgiChannel {
             c.finish(py, self.id, tb, cancelled, &self.conn)
         };
         perform(py, &sh, action);
+    }
+}
+
+/// One request's coroutine, the one its asyncio Task runs: it drives the app's coroutine and,
+/// when that ends, the Rust side's end of the request (a 500 and the traceback when the app
+/// raised before answering, the log line, the next request on the connection). A Python
+/// `async def` wrapper did this before; this costs no frame per request. It quacks as a
+/// coroutine (`send`, `throw`, `close`, `__await__`), which is what `asyncio.Task` asks of it.
+#[pyclass(unsendable, module = "headrace._headrace", name = "AsgiRequest")]
+pub struct RequestCoro {
+    /// The app's coroutine; `None` once it ended.
+    coro: Option<Py<PyAny>>,
+    chan: Py<AsgiChannel>,
+}
+
+impl RequestCoro {
+    /// Resume the app's coroutine with `value`, or throw `exc` into it.
+    fn resume(
+        &mut self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        exc: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let Some(coro) = self.coro.as_ref().map(|c| c.clone_ref(py)) else {
+            return Err(PyRuntimeError::new_err(
+                "cannot reuse already awaited coroutine",
+            ));
+        };
+        let step = match exc {
+            None => crate::sys::py::coro_send(coro.bind(py), value),
+            Some(e) => match coro.call_method1(py, intern!(py, "throw"), (e,)) {
+                Ok(y) => Ok(Some(y)),
+                Err(err) if err.is_instance_of::<PyStopIteration>(py) => Ok(None),
+                Err(err) => Err(err),
+            },
+        };
+        match step {
+            Ok(Some(yielded)) => Ok(yielded),
+            Ok(None) => {
+                self.coro = None;
+                self.chan.borrow(py).end(py, None, false);
+                Err(PyStopIteration::new_err(()))
+            }
+            Err(err) => {
+                self.coro = None;
+                let sh = Rc::clone(&self.chan.borrow(py).conn.bind(py).borrow().shared);
+                let base = !err.is_instance_of::<PyException>(py)
+                    && !err.is_instance(py, sh.cancelled.bind(py));
+                Self::end_with(py, &sh, &self.chan, &err);
+                if base {
+                    // KeyboardInterrupt, SystemExit: the request is over, the error goes on.
+                    return Err(err);
+                }
+                Err(PyStopIteration::new_err(()))
+            }
+        }
+    }
+
+    /// The app raised `err`: an `Exception` is a 500 with its traceback logged, anything else
+    /// (a cancelled task) ends the request without one.
+    fn end_with(py: Python<'_>, sh: &Shared, chan: &Py<AsgiChannel>, err: &PyErr) {
+        if err.is_instance_of::<PyException>(py) {
+            let tb = sh
+                .format_exception
+                .call1(py, (err.get_type(py), err.value(py), err.traceback(py)))
+                .and_then(|lines| {
+                    let joined =
+                        PyString::new(py, "").call_method1(intern!(py, "join"), (lines,))?;
+                    joined.extract::<String>()
+                })
+                .unwrap_or_else(|e| format!("{err} (and formatting its traceback failed: {e})"));
+            chan.borrow(py).end(py, Some(&tb), false);
+        } else {
+            chan.borrow(py).end(py, None, true);
+        }
+    }
+}
+
+#[pymethods]
+impl RequestCoro {
+    fn send(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.resume(py, value, None)
+    }
+
+    #[pyo3(signature = (typ, val=None, tb=None))]
+    fn throw(
+        &mut self,
+        py: Python<'_>,
+        typ: &Bound<'_, PyAny>,
+        val: Option<&Bound<'_, PyAny>>,
+        tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        // `throw(exc)` (the form asyncio uses) or the legacy `throw(type, value, tb)`.
+        let exc = match val {
+            Some(v) if !v.is_none() => v.clone(),
+            _ if typ.is_instance_of::<pyo3::types::PyType>() => typ.call0()?,
+            _ => typ.clone(),
+        };
+        if let Some(tb) = tb.filter(|t| !t.is_none()) {
+            exc.setattr(intern!(py, "__traceback__"), tb)?;
+        }
+        self.resume(py, &py.None().into_bound(py), Some(&exc))
+    }
+
+    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
+        if let Some(coro) = self.coro.take() {
+            coro.call_method0(py, intern!(py, "close"))?;
+            self.chan.borrow(py).end(py, None, true);
+        }
+        Ok(())
+    }
+
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.resume(py, &py.None().into_bound(py), None)
+    }
+
+    /// The app's coroutine (for tracebacks and debuggers: `task.get_coro().cr_await`…).
+    #[getter]
+    fn cr_await(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.coro.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[getter]
+    fn cr_frame(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.coro
+            .as_ref()
+            .and_then(|c| c.getattr(py, intern!(py, "cr_frame")).ok())
+            .filter(|f| !f.is_none(py))
+    }
+
+    #[getter]
+    fn __qualname__(&self, py: Python<'_>) -> Py<PyAny> {
+        self.coro
+            .as_ref()
+            .and_then(|c| c.getattr(py, intern!(py, "__qualname__")).ok())
+            .unwrap_or_else(|| PyString::new(py, "AsgiRequest").into_any().unbind())
     }
 }
 
@@ -1614,6 +1785,21 @@ fn scope_template<'py>(py: Python<'py>, asgi: &Bound<'py, PyDict>) -> PyResult<B
         d.set_item(k, py.None())?;
     }
     Ok(d)
+}
+
+/// The scope's `method`: the common ones from interned strings kept by PyO3 (no lookup in the
+/// interpreter's intern table per request).
+fn method_str<'py>(py: Python<'py>, method: &str) -> Bound<'py, PyString> {
+    match method {
+        "GET" => intern!(py, "GET").clone(),
+        "POST" => intern!(py, "POST").clone(),
+        "HEAD" => intern!(py, "HEAD").clone(),
+        "PUT" => intern!(py, "PUT").clone(),
+        "DELETE" => intern!(py, "DELETE").clone(),
+        "PATCH" => intern!(py, "PATCH").clone(),
+        "OPTIONS" => intern!(py, "OPTIONS").clone(),
+        other => PyString::intern(py, other),
+    }
 }
 
 fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
@@ -1715,5 +1901,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<AsgiConn>()?;
     m.add_class::<AsgiChannel>()?;
     m.add_class::<Ready>()?;
+    m.add_class::<RequestCoro>()?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The CPython calls PyO3 does not wrap: the fork hooks and Latin-1 decoding.
+//! The CPython calls PyO3 does not wrap: the fork hooks, Latin-1 decoding and `PyIter_Send`.
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -32,5 +32,28 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyStrin
     unsafe {
         let ptr = ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), len, std::ptr::null());
         Bound::from_owned_ptr_or_err(py, ptr).map(|b| b.cast_into_unchecked())
+    }
+}
+
+/// `coro.send(value)` through `PyIter_Send` (no bound method, no `StopIteration` object when
+/// the coroutine returns): `Some(yielded)`, or `None` once it returned (its value dropped).
+/// Works on any object with `send` (native coroutines and generators take the fast path).
+pub fn coro_send(coro: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+    let py = coro.py();
+    let mut result: *mut pyo3::ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: both objects are alive for the call (borrowed references); PyIter_Send stores a
+    // new reference in `result` on NEXT and RETURN, and sets an exception on ERROR.
+    let status = unsafe { pyo3::ffi::PyIter_Send(coro.as_ptr(), value.as_ptr(), &raw mut result) };
+    match status {
+        pyo3::ffi::PySendResult::PYGEN_NEXT => {
+            // SAFETY: a new, non-NULL reference (see above), owned from here on.
+            Ok(Some(unsafe { Bound::from_owned_ptr(py, result) }.unbind()))
+        }
+        pyo3::ffi::PySendResult::PYGEN_RETURN => {
+            // SAFETY: as above; the value (None for an ASGI app) is released at once.
+            drop(unsafe { Bound::from_owned_ptr(py, result) });
+            Ok(None)
+        }
+        pyo3::ffi::PySendResult::PYGEN_ERROR => Err(PyErr::fetch(py)),
     }
 }
