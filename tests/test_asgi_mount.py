@@ -225,3 +225,29 @@ def test_wsgi_mounts_are_unchanged(headrace):
     srv.wait_log("WSGI app 1 (mountpoint='/b') ready")
     assert get("direct", port, "/b/").status == 200
     assert "serves ASGI" not in srv.log()
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+def test_behind_nginx_uwsgi_pass(headrace, kind):
+    """nginx (examples/nginx.conf, `location /` without SCRIPT_NAME) sends the whole
+    REQUEST_URI: the mountpoints are matched on it."""
+    from test_nginx import Stack, nginx_binary
+
+    if nginx_binary() is None:
+        pytest.skip("nginx is not installed (Debian package `nginx`)")
+    st = Stack(headrace, "asgi_mount.py", 1, extra=("--pythonpath", APPS, *MOUNTS[2:]))
+    try:
+        st.start_nginx()
+        with socket.create_connection(("127.0.0.1", st.ports[kind]), timeout=10) as s:
+            c = Conn(s)
+            c.send(build_request("GET", "/alpha/beta/x", headers=[("Connection", "close")]))
+            d = json.loads(c.read_response().body)
+        assert (d["app"], d["root_path"], d["path"]) == ("beta", "/alpha/beta", "/alpha/beta/x")
+        assert d["state"] == STATE
+        with socket.create_connection(("127.0.0.1", st.ports[kind]), timeout=10) as s:
+            c = Conn(s)
+            c.send(build_request("GET", "/star/", headers=[("Connection", "close")]))
+            d = json.loads(c.read_response().body)
+        assert (d["url_path"], d["root_path"]) == ("/star/", "/star")
+    finally:
+        st.stop()

@@ -103,3 +103,6 @@ star = Starlette(
     routes=[Route("/", star_home), WebSocketRoute("/ws", star_ws)],
     lifespan=star_lifespan,
 )
+
+# `--wsgi-file asgi_mount.py` (the nginx test's main app) serves `main`.
+application = main
