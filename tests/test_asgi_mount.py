@@ -12,7 +12,7 @@ import socket
 import struct
 
 import pytest
-from support import Conn, app, build_request, free_port, run_headrace
+from support import Conn, app, build_request, free_port, run_headrace, wait_until
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -164,8 +164,11 @@ def test_each_app_has_its_lifespan(headrace, record_dir, mode):
     assert get("direct", port, "/bare/").body == b"bare"
     assert seen("direct", port, "/star/")["star"] == "star up"
     srv.wait_log("the app mounted at '/bare' does not support lifespan")
+    # Both workers started up (a stop during a startup cancels it, with no shutdown).
+    log = record_dir / "lifespan"
+    wait_until(lambda: log.read_text().count("star startup") == 2, 10, "two workers' startup")
     assert srv.stop() == 0
-    lines = (record_dir / "lifespan").read_text().splitlines()
+    lines = log.read_text().splitlines()
     by_pid: dict[str, list[str]] = {}
     for line in lines:
         what, pid = line.rsplit(" ", 1)
