@@ -82,7 +82,7 @@ pub fn load(py: Python<'_>, config: &Config) -> PyResult<Py<PyAny>> {
     let main = config
         .app
         .as_ref()
-        .map(|a| load_source(py, a, &config.callable, config.manage_script_name))
+        .map(|a| load_source(py, a, config))
         .transpose()?;
     if config.mounts.is_empty() {
         let app = main.ok_or_else(|| PyTypeError::new_err("no app to serve"))?;
@@ -95,33 +95,64 @@ pub fn load(py: Python<'_>, config: &Config) -> PyResult<Py<PyAny>> {
     if let Some(m) = main {
         apps.push((String::new(), m));
     }
-    for (i, (point, src)) in config.mounts.iter().enumerate() {
-        let app = load_source(py, src, &config.callable, config.manage_script_name)?;
+    let first_mount = apps.len();
+    for (point, src) in &config.mounts {
+        apps.push((point.clone(), load_source(py, src, config)?));
+    }
+    let points: Vec<String> = apps[first_mount..].iter().map(|(p, _)| p.clone()).collect();
+    let (app, kind) = mounted(py, apps, config)?;
+    for (i, point) in points.iter().enumerate() {
         crate::log!(
-            "WSGI app {} (mountpoint='{point}') ready (pid: {})",
+            "{kind} app {} (mountpoint='{point}') ready (pid: {})",
             i + 1,
             crate::sys::proc::getpid()
         );
-        apps.push((point.clone(), app));
     }
-    dispatcher(py, apps, config.manage_script_name)
+    Ok(app)
 }
 
-/// One callable that hands each request to the app of its mountpoint (see mount.py).
-fn dispatcher(py: Python<'_>, apps: Vec<(String, Py<PyAny>)>, manage: bool) -> PyResult<Py<PyAny>> {
-    let code = std::ffi::CString::new(include_str!("mount.py"))
-        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-    let module = PyModule::from_code(py, &code, c"headrace_mount.py", c"headrace_mount")?;
-    Ok(module.call_method1("make", (apps, manage))?.unbind())
+/// One callable that hands each request to the app of its mountpoint, and what it speaks:
+/// WSGI apps get mount.py's dispatcher, ASGI apps (every one, by [`interface`]) the ASGI one
+/// in `headrace._asgi_mount`. WSGI and ASGI apps together are refused: a worker runs either
+/// the WSGI loop or one event loop, not both.
+fn mounted(
+    py: Python<'_>,
+    apps: Vec<(String, Py<PyAny>)>,
+    config: &Config,
+) -> PyResult<(Py<PyAny>, &'static str)> {
+    let kinds = apps
+        .iter()
+        .map(|(_, app)| interface(py, app.bind(py), &config.asgi.interface))
+        .collect::<PyResult<Vec<String>>>()?;
+    let asgi = kinds.iter().filter(|k| *k == "asgi").count();
+    if asgi == 0 {
+        let code = std::ffi::CString::new(include_str!("mount.py"))
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        let module = PyModule::from_code(py, &code, c"headrace_mount.py", c"headrace_mount")?;
+        let app = module.call_method1("make", (apps, config.manage_script_name))?;
+        return Ok((app.unbind(), "WSGI"));
+    }
+    if asgi < kinds.len() {
+        let list = apps
+            .iter()
+            .zip(&kinds)
+            .map(|((point, _), kind)| format!("'{point}' {}", kind.to_uppercase()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(PyTypeError::new_err(format!(
+            "--mount: WSGI and ASGI apps cannot be mounted in one headrace ({list}); \
+             serve them from two instances"
+        )));
+    }
+    let app = py
+        .import("headrace._asgi_mount")?
+        .call_method1("make", (apps, config.asgi.lifespan.as_str()))?;
+    Ok((app.unbind(), "ASGI"))
 }
 
 /// Import one app (a file or `MODULE[:CALLABLE]`) and return its callable.
-fn load_source(
-    py: Python<'_>,
-    source: &AppSource,
-    default_callable: &str,
-    manage: bool,
-) -> PyResult<Py<PyAny>> {
+fn load_source(py: Python<'_>, source: &AppSource, config: &Config) -> PyResult<Py<PyAny>> {
+    let default_callable = config.callable.as_str();
     let (module, callable, what) = match source {
         AppSource::File(file) => {
             let abs = std::path::absolute(file).unwrap_or_else(|_| file.clone());
@@ -164,7 +195,7 @@ fn load_source(
     };
     // uWSGI's `uwsgi.applications` (or the module's `applications`): {mountpoint: app}.
     if let Some(apps) = crate::offload::core::applications(py, &module)? {
-        return dispatcher(py, apps, manage);
+        return Ok(mounted(py, apps, config)?.0);
     }
     let app = module.getattr(callable.as_str()).map_err(|_| {
         PyAttributeError::new_err(format!("callable \"{callable}\" not found in {what}"))
@@ -267,9 +298,8 @@ fn is_coroutine_function(obj: &Bound<'_, PyAny>) -> bool {
 /// The app is served as ASGI (see [`interface`]; the load already refused what cannot be).
 #[must_use]
 pub fn is_asgi(py: Python<'_>, app: &Bound<'_, PyAny>, config: &Config) -> bool {
-    if !config.mounts.is_empty() {
-        return false;
-    }
+    // Mounted apps are served through one dispatcher, WSGI or ASGI (see `mounted`), which
+    // the same detection reads.
     match interface(py, app, &config.asgi.interface) {
         Ok(kind) => kind == "asgi",
         Err(e) => {
