@@ -1600,13 +1600,14 @@ pub struct RequestCoro {
 }
 
 impl RequestCoro {
-    /// Resume the app's coroutine with `value`, or throw `exc` into it.
+    /// Resume the app's coroutine with `value`, or throw `exc` into it: what it yielded, or
+    /// `None` once the request is over.
     fn resume(
         &mut self,
         py: Python<'_>,
         value: &Bound<'_, PyAny>,
         exc: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
+    ) -> PyResult<Option<Py<PyAny>>> {
         let Some(coro) = self.coro.as_ref().map(|c| c.clone_ref(py)) else {
             return Err(PyRuntimeError::new_err(
                 "cannot reuse already awaited coroutine",
@@ -1621,11 +1622,11 @@ impl RequestCoro {
             },
         };
         match step {
-            Ok(Some(yielded)) => Ok(yielded),
+            Ok(Some(yielded)) => Ok(Some(yielded)),
             Ok(None) => {
                 self.coro = None;
                 self.chan.borrow(py).end(py, None, false);
-                Err(PyStopIteration::new_err(()))
+                Ok(None)
             }
             Err(err) => {
                 self.coro = None;
@@ -1637,7 +1638,7 @@ impl RequestCoro {
                     // KeyboardInterrupt, SystemExit: the request is over, the error goes on.
                     return Err(err);
                 }
-                Err(PyStopIteration::new_err(()))
+                Ok(None)
             }
         }
     }
@@ -1665,7 +1666,8 @@ impl RequestCoro {
 #[pymethods]
 impl RequestCoro {
     fn send(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.resume(py, value, None)
+        self.resume(py, value, None)?
+            .ok_or_else(|| PyStopIteration::new_err(()))
     }
 
     #[pyo3(signature = (typ, val=None, tb=None))]
@@ -1685,7 +1687,8 @@ impl RequestCoro {
         if let Some(tb) = tb.filter(|t| !t.is_none()) {
             exc.setattr(intern!(py, "__traceback__"), tb)?;
         }
-        self.resume(py, &py.None().into_bound(py), Some(&exc))
+        self.resume(py, &py.None().into_bound(py), Some(&exc))?
+            .ok_or_else(|| PyStopIteration::new_err(()))
     }
 
     fn close(&mut self, py: Python<'_>) -> PyResult<()> {
@@ -1704,7 +1707,10 @@ impl RequestCoro {
         slf
     }
 
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+    /// What `asyncio.Task` calls on each step (`PyIter_Send(coro, None)` takes `tp_iternext`
+    /// when there is one): the end is a NULL return without an exception, so no
+    /// `StopIteration` is built per request.
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.resume(py, &py.None().into_bound(py), None)
     }
 
