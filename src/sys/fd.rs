@@ -585,3 +585,11 @@ pub fn read_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
 }
+
+/// How many bytes the socket's receive queue holds now (`FIONREAD`).
+pub fn bytes_readable(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid for the call.
+    cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &raw mut n) })?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}

@@ -57,3 +57,39 @@ pub fn coro_send(coro: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<
         pyo3::ffi::PySendResult::PYGEN_ERROR => Err(PyErr::fetch(py)),
     }
 }
+
+/// Read up to `n` bytes from `fd` straight into a new `bytes` object (the kernel copies into
+/// the object's own storage: no buffer in between). Meant for `n` bytes the socket is known
+/// to hold (`FIONREAD`); a shorter read keeps what came, in a copy of the prefix. `Ok(None)`:
+/// end of stream.
+pub fn read_bytes<'py>(
+    py: Python<'py>,
+    fd: std::os::fd::RawFd,
+    n: usize,
+) -> std::io::Result<Option<Bound<'py, pyo3::types::PyBytes>>> {
+    use pyo3::types::PyBytesMethods;
+    let len = ffi::Py_ssize_t::try_from(n).map_err(std::io::Error::other)?;
+    // SAFETY: a NULL source asks CPython for an uninitialised bytes object of `len` bytes.
+    let raw = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), len) };
+    if raw.is_null() {
+        return Err(std::io::Error::other(PyErr::fetch(py).to_string()));
+    }
+    // SAFETY: `raw` is a new, non-NULL reference to a bytes object, owned from here on.
+    let bytes: Bound<'py, pyo3::types::PyBytes> =
+        unsafe { Bound::from_owned_ptr(py, raw).cast_into_unchecked() };
+    // SAFETY: the object is ours alone (not yet shared with Python code) and its storage is
+    // `n` writable bytes; read(2) writes at most `n` of them.
+    let got = unsafe { libc::read(fd, ffi::PyBytes_AsString(raw).cast(), n) };
+    let got = usize::try_from(got).map_err(|_| std::io::Error::last_os_error())?;
+    if got == 0 && n > 0 {
+        return Ok(None);
+    }
+    if got == n {
+        return Ok(Some(bytes));
+    }
+    // A short read: only the first `got` bytes were written; keep a copy of them.
+    Ok(Some(pyo3::types::PyBytes::new(
+        py,
+        &bytes.as_bytes()[..got],
+    )))
+}
