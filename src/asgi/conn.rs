@@ -1518,7 +1518,9 @@ impl AsgiConn {
         r.head_bytes = head.len();
         r.complete = true;
         let no_body = r.head_only || r.status < 200 || r.status == 204 || r.status == 304;
-        let len = file::declared_length(&head).unwrap_or(size).min(size);
+        // An app's Content-Length larger than the file cannot be met: the send fails at the
+        // file's end and the connection is lost, as a failed body write.
+        let len = file::declared_length(&head).unwrap_or(size);
         let mut queued = None;
         if !no_body {
             let mut out = FileOut::new(f, 0, len);
