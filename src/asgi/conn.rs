@@ -259,7 +259,8 @@ impl AsgiHub {
             .collect();
         for c in conns {
             if let Ok(mut c) = c.bind(py).try_borrow_mut() {
-                if c.req.is_none() && !c.link {
+                // A static file still going out finishes first (the connection then closes).
+                if c.req.is_none() && !c.link && c.file.is_none() {
                     c.close(py);
                 }
             }
