@@ -134,11 +134,15 @@ def test_the_apps_content_length_is_honoured(srv, files):
         assert c.read_response().body == b"app root"
 
 
-def test_a_content_length_past_the_files_end_ends_the_connection(srv, files):
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_content_length_past_the_files_end_ends_the_connection(headrace, files, front):
+    # Its own server: the router stops using a worker that breaks a link mid-response.
+    srv = start(headrace, front, "--wsgi-file", PATHSEND)
     with srv.connect() as c:
         c.send(build_request("GET", send_url(files / "small.txt", cl=len(SMALL) + 10)))
         r = c.read_response()
         assert (r.complete, r.body) == (False, SMALL)
+    srv.wait_log("the file ended before the response's length, closing")
 
 
 def test_a_chunked_response_carries_the_file_as_one_chunk(srv, files):
@@ -323,3 +327,23 @@ def test_uwsgi_protocol_static_and_pathsend(headrace, files):
     assert (r.status, r.body) == (206, CSS[:4])
     r = uwsgi_get(port, send_url(files / "big.bin").encode())
     assert (r.status, r.header("Content-Length"), r.body == BIG) == (200, str(len(BIG)), True)
+
+
+def test_stats_count_the_file_bytes(headrace, files):
+    sport = free_port()
+    srv = start(headrace, "direct", "--wsgi-file", PATHSEND, "--stats", f"127.0.0.1:{sport}",
+                "--static-map", f"/static={files / 'static'}")
+    assert get(srv, send_url(files / "big.bin")).body == BIG
+    assert get(srv, "/static/big.bin").body == BIG
+
+    def tx() -> int:
+        with socket.create_connection(("127.0.0.1", sport), timeout=10) as s:
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return sum(w["tx"] for w in json.loads(data)["workers"])
+
+    deadline = time.monotonic() + 10
+    while tx() < 2 * len(BIG):
+        assert time.monotonic() < deadline, f"tx {tx()} < {2 * len(BIG)}"
+        time.sleep(0.05)

@@ -1609,7 +1609,20 @@ impl AsgiConn {
                     self.write(py, &[f.tail])
                 }
             }
-            Pump::Failed => {
+            Pump::Failed | Pump::Short => {
+                if pumped == Pump::Short {
+                    let static_hit = self.file.as_ref().and_then(|f| f.log.as_ref());
+                    let (method, target) = match (&self.req, static_hit) {
+                        (Some(r), _) => (r.method.as_bytes(), r.target.as_slice()),
+                        (None, Some(l)) => (l.method.as_slice(), l.uri.as_slice()),
+                        (None, None) => (&b""[..], &b""[..]),
+                    };
+                    crate::log!(
+                        "headrace: {} {}: the file ended before the response's length, closing",
+                        String::from_utf8_lossy(method),
+                        String::from_utf8_lossy(target)
+                    );
+                }
                 self.abandon_file();
                 self.writer_off(py);
                 if let Some(r) = self.req.as_mut() {

@@ -31,8 +31,10 @@ pub(super) enum Pump {
     Done,
     /// The socket is full or this call's budget is spent: call again when it is writable.
     More,
-    /// The connection is unusable, or the file ended before the announced length.
+    /// The connection is unusable.
     Failed,
+    /// The file ended before the announced length: the response cannot be completed.
+    Short,
 }
 
 /// A file range queued after a response head.
@@ -69,8 +71,7 @@ impl FileOut {
             }
             let want = usize::try_from(self.left.min(SENDFILE_MAX).min(budget)).unwrap_or(1 << 20);
             match crate::sys::fd::sendfile(sock, self.file.as_raw_fd(), &mut self.offset, want) {
-                // The file is shorter than announced: the promised length cannot be met.
-                Ok(0) => return Pump::Failed,
+                Ok(0) => return Pump::Short,
                 Ok(n) => {
                     self.left -= n as u64;
                     self.sent += n as u64;
@@ -314,7 +315,7 @@ mod tests {
             match out.pump(a.as_raw_fd()) {
                 Pump::Done => break,
                 Pump::More => {}
-                Pump::Failed => panic!("pump failed"),
+                Pump::Failed | Pump::Short => panic!("pump failed"),
             }
             rounds += 1;
             let n = b.read(&mut buf).unwrap();
@@ -335,7 +336,7 @@ mod tests {
         a.set_nonblocking(true).unwrap();
         let (file, _) = open_path(&p).unwrap();
         let mut out = FileOut::new(file, 0, 10);
-        assert_eq!(out.pump(a.as_raw_fd()), Pump::Failed);
+        assert_eq!(out.pump(a.as_raw_fd()), Pump::Short);
         assert_eq!(out.sent, 3);
         std::fs::remove_file(p).unwrap();
     }
