@@ -347,3 +347,21 @@ def test_stats_count_the_file_bytes(headrace, files):
     while tx() < 2 * len(BIG):
         assert time.monotonic() < deadline, f"tx {tx()} < {2 * len(BIG)}"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", ["static", "pathsend"])
+def test_a_client_that_stops_reading_is_dropped_after_socket_timeout(headrace, files, kind):
+    srv = start(headrace, "direct", "--wsgi-file", PATHSEND, "--socket-timeout", "1",
+                "--static-map", f"/static={files / 'static'}")
+    target = "/static/big.bin" if kind == "static" else send_url(files / "big.bin")
+    slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.settimeout(10)
+    slow.connect(("127.0.0.1", srv.port))
+    with Conn(slow) as c:
+        c.send(build_request("GET", target))
+        srv.wait_log("client stalled for more than --socket-timeout, closing")
+        # The worker goes on serving.
+        assert get(srv, "/", timeout=10).body == b"app root"
+    # The request line is written, with the bytes that went out.
+    srv.wait_log(f"GET {target} => generated ")
