@@ -85,7 +85,7 @@ def test_scope_follows_the_spec(headrace, front, mode):
     assert scope["types"] == {"raw_path": "bytes", "query_string": "bytes", "header": "bytes"}
     assert ["x-test", "yes"] in scope["headers"]
     assert all(k == k.lower() for k, _ in scope["headers"])
-    assert scope["extensions"] == {}
+    assert scope["extensions"] == {"http.response.pathsend": {}}
     assert scope["body_len"] == 5
     assert scope["state"] == {"started": scope["pid"]}
     if front == "uwsgi":

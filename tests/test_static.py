@@ -2,7 +2,8 @@
 static-gzip-all and static-expires-type, served by the workers in direct mode
 (--http-socket) and by the router in --http mode, without calling the app: Content-Type,
 HEAD, Range (206/416), ETag/Last-Modified with 304, never a file outside the mapped directory
-(`..`, `%2e%2e`, symlinks out), and a missing file reaching the app."""
+(`..`, `%2e%2e`, symlinks out), and a missing file reaching the app. The shared-server suites
+run with a WSGI and an ASGI app (an ASGI worker serves them the same way in direct mode)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ import pytest
 from support import app, build_request, free_port
 
 FRONTS = ["http-socket", "http"]
+APPS = {"wsgi": app("static_app.py"), "asgi": app("static_app_asgi.py")}
+#: (front, app kind) of the shared servers
+SERVED = [(f, a) for a in APPS for f in FRONTS]
 CSS = b"body { color: red }\n" * 50
 BIG = hashlib.sha256(b"seed").digest() * (6 * 1024 * 1024 // 32 + 7)
 SECRET = b"top secret, outside the mapped directory\n"
@@ -47,20 +51,21 @@ def tree(tmp_path_factory):
     return root
 
 
-def start(factory, front, *args):
+def start(factory, front, *args, kind="wsgi"):
     port = free_port()
-    return factory(f"--{front}", f"127.0.0.1:{port}", "--wsgi-file", app("static_app.py"),
+    return factory(f"--{front}", f"127.0.0.1:{port}", "--wsgi-file", APPS[kind],
                    *args, port=port)
 
 
-@pytest.fixture(scope="module", params=FRONTS)
+@pytest.fixture(scope="module", params=SERVED, ids=["-".join(p) for p in SERVED])
 def srv(request, headrace_module, tree):
-    return start(headrace_module, request.param,
+    front, kind = request.param
+    return start(headrace_module, front,
                  "--static-map", f"/static={tree / 'static'}",
                  "--static-map2", f"/assets={tree / 'v2'}",
                  "--static-index", "index.html",
                  "--static-gzip-all",
-                 "--static-expires-type", "text/css=3600")
+                 "--static-expires-type", "text/css=3600", kind=kind)
 
 
 def get(srv, path, headers=None, method="GET"):
@@ -323,16 +328,17 @@ def test_uwsgi_socket_front(headrace, tree):
 # --- the other static options: static-expires*, static-gzip-ext, static-skip-ext, static-safe -
 
 
-@pytest.fixture(scope="module", params=FRONTS)
+@pytest.fixture(scope="module", params=SERVED, ids=["-".join(p) for p in SERVED])
 def srv2(request, headrace_module, tree):
-    return start(headrace_module, request.param,
+    front, kind = request.param
+    return start(headrace_module, front,
                  "--static-check", str(tree / "static"),
                  "--static-expires", r"\.PNG$ 100",
                  "--static-expires-uri-mtime", "^/app 200",
                  "--static-gzip-ext", ".js",
                  "--static-skip-ext", ".unknownext",
                  "--static-safe", str(tree / "v2"),
-                 "--honour-range", "--static-cache-paths", "30")
+                 "--honour-range", "--static-cache-paths", "30", kind=kind)
 
 
 def test_accepted_static_options_warn_once(srv2):

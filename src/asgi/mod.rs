@@ -6,6 +6,7 @@
 //! request log line, max-requests / reload-on-rss / lifetime recycling). See DESIGN.md, "ASGI".
 
 mod conn;
+mod file;
 
 use crate::http::parse::{parse_head, Framing};
 use crate::http::{ChunkedDecoder, HttpError};
@@ -44,6 +45,9 @@ pub struct Ctx {
     pub stop_write: RawFd,
     /// Requests running in the loop now.
     pub inflight: AtomicUsize,
+    /// `--static-map` and friends: served before the app in direct mode (not on router links:
+    /// the router serves them itself).
+    pub static_files: crate::static_files::StaticConfig,
 }
 
 static CTX: OnceLock<Ctx> = OnceLock::new();

@@ -338,6 +338,7 @@ fn serve_asgi(
         settings: Settings::for_worker(config, id),
         stop_write: std::os::fd::AsRawFd::as_raw_fd(&stop_write),
         inflight: std::sync::atomic::AtomicUsize::new(0),
+        static_files: config.static_files.clone(),
     };
     let socks: Vec<(&Listener, bool)> = listeners
         .iter()
