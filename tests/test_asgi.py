@@ -106,15 +106,19 @@ def test_scope_follows_the_spec(headrace, front, mode):
 def test_lifespan_state_and_shutdown(headrace, tmp_path):
     marker = tmp_path / "shutdown"
     srv = headrace("--wsgi-file", RAW, "--processes", "2", env={"ASGI_SHUTDOWN_FILE": str(marker)})
+    # Both workers started up (a stop during a startup cancels it, with no shutdown).
+    wait_until(lambda: marker.exists() and marker.read_text().count("startup") == 2, 15,
+               "both workers' lifespan startup")
     pids = set()
     for _ in range(20):
         scope = requests.get(srv.url("/")).json()
         assert scope["state"]["started"] == scope["pid"]
         pids.add(scope["pid"])
     assert srv.stop() == 0
-    lines = marker.read_text().split()
-    assert lines.count("shutdown") == 2, lines
-    assert pids <= {int(x) for x in lines if x.isdigit()}
+    lines = marker.read_text().splitlines()
+    shut = {int(line.split()[1]) for line in lines if line.startswith("shutdown ")}
+    assert len(shut) == 2, lines
+    assert pids <= shut
 
 
 def test_lifespan_startup_failure_stops_the_server(headrace):

@@ -19,6 +19,10 @@ async def application(scope, receive, send):
                     await send({"type": "lifespan.startup.failed", "message": "no database"})
                     return
                 await send({"type": "lifespan.startup.complete"})
+                path = os.environ.get("ASGI_SHUTDOWN_FILE")
+                if path:
+                    with open(path, "a") as f:  # noqa: ASYNC230 - a test marker
+                        f.write(f"startup {os.getpid()}\n")
             elif msg["type"] == "lifespan.shutdown":
                 path = os.environ.get("ASGI_SHUTDOWN_FILE")
                 if path:
