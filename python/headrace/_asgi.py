@@ -22,6 +22,8 @@ from headrace import _asgi_ws
 from headrace import _headrace as native
 
 FAILED_APP_CODE = 22
+# How often an ASGI worker with --harakiri looks for overdue requests (seconds).
+HARAKIRI_TICK = 0.1
 
 
 class ClientDisconnected(OSError):
@@ -86,6 +88,8 @@ class Server:
         self.listeners = [Listener(i, *l) for i, l in enumerate(listeners)]
         self.stop_fd = stop_fd
         self.lifespan_mode = opts["lifespan"]
+        self.harakiri_limit = opts["harakiri"]
+        self.worker_id = opts["worker_id"]
         self.state: dict = {}
         self.stopping = False
         self.done = loop.create_future()
@@ -147,6 +151,8 @@ class Server:
         for l in self.listeners:
             self.loop.add_reader(l.sock.fileno(), self.accept, l)
         self.loop.call_later(1.0, self.tick)
+        if self.harakiri_limit > 0:
+            self.loop.call_later(HARAKIRI_TICK, self.harakiri)
         await self.done
         if self.lifespan is not None:
             await self.lifespan.shutdown()
@@ -214,12 +220,50 @@ class Server:
         ):
             self.done.set_result(None)
 
+    def harakiri(self) -> None:
+        """--harakiri: cancel the task of every request running that long, after logging where
+        it waits. The request ends as cancelled (a 504 when it had not answered yet); the
+        master kills the worker only if it is still running `HARAKIRI_CANCEL_GRACE` later."""
+        self.loop.call_later(HARAKIRI_TICK, self.harakiri)
+        for task, method, uri, secs in self.hub.harakiri(self.harakiri_limit):
+            where = task_stack(task)
+            log(
+                f"HARAKIRI: worker {self.worker_id} (pid {os.getpid()}) cancels "
+                f"{method.decode('latin-1')} {uri.decode('latin-1')}, running {secs}s "
+                f"(--harakiri {self.harakiri_limit:g}); its task was at:\n{where}"
+            )
+            task.cancel()
+
     def tick(self) -> None:
         self.loop.call_later(1.0, self.tick)
         self.hub.sweep()
         if not self.stopping and native._asgi_periodic():
             self.stop()
         self.check_done()
+
+
+def task_stack(task) -> str:
+    """Where a suspended request task waits: its coroutines' frames, outermost first, down
+    the `await` chain (what `Task.get_stack` cannot see through headrace's request coroutine),
+    then the innermost thing awaited when it is not a coroutine (a Future, a sleep)."""
+    frames = []
+    aw = task.get_coro()
+    for _ in range(100):
+        frame = next((getattr(aw, a) for a in FRAME_ATTRS if getattr(aw, a, None)), None)
+        if frame is not None and all(frame is not f for f, _ in frames):
+            frames.append((frame, frame.f_lineno))
+        nxt = next((getattr(aw, a) for a in AWAIT_ATTRS if getattr(aw, a, None) is not None), None)
+        if nxt is None:
+            break
+        aw = nxt
+    lines = traceback.StackSummary.extract(frames).format()
+    if aw is not None and not any(hasattr(aw, a) for a in FRAME_ATTRS):
+        lines.append(f"  awaiting {aw!r}\n")
+    return "".join(lines).rstrip() or "  (no Python frame: the task had not started)"
+
+
+FRAME_ATTRS = ("cr_frame", "gi_frame", "ag_frame")
+AWAIT_ATTRS = ("cr_await", "gi_yieldfrom", "ag_await")
 
 
 class Lifespan:

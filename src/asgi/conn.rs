@@ -92,6 +92,10 @@ struct Running {
     start_ms: u64,
     method: Vec<u8>,
     uri: Vec<u8>,
+    /// The request's asyncio Task, for `--harakiri` (none when it ended inside an eager start).
+    task: Option<Py<PyAny>>,
+    /// `--harakiri` cancelled it already.
+    cancelled: bool,
 }
 
 impl Shared {
@@ -299,6 +303,31 @@ impl AsgiHub {
         self.shared.running.borrow().len()
     }
 
+    /// `--harakiri`: the requests running for `limit` seconds or more that were not cancelled
+    /// yet, now marked cancelled, as `[(task, method, uri, seconds)]`; the caller logs where
+    /// each task is and cancels it (`_asgi.Server.harakiri`). The request then ends as a
+    /// cancelled one, with a 504 when nothing was written yet (`AsgiConn::finish`).
+    fn harakiri<'py>(&self, py: Python<'py>, limit: f64) -> Vec<Overdue<'py>> {
+        let now = super::now_ms();
+        let limit_ms = Duration::from_secs_f64(limit.max(0.0)).as_millis();
+        let limit_ms = u64::try_from(limit_ms).unwrap_or(u64::MAX);
+        let mut due = Vec::new();
+        for r in self.shared.running.borrow_mut().iter_mut() {
+            if r.cancelled || now.saturating_sub(r.start_ms) < limit_ms {
+                continue;
+            }
+            let Some(task) = &r.task else { continue };
+            r.cancelled = true;
+            due.push((
+                task.clone_ref(py),
+                PyBytes::new(py, &r.method),
+                PyBytes::new(py, &r.uri),
+                now.saturating_sub(r.start_ms) / 1000,
+            ));
+        }
+        due
+    }
+
     /// The oldest HTTP request running, `(start_ms, method, uri)`: where the harakiri clock
     /// goes back to when a WebSocket session ends.
     fn oldest<'py>(
@@ -314,6 +343,9 @@ impl AsgiHub {
         })
     }
 }
+
+/// A request `--harakiri` cancels: `(task, method, uri, seconds running)`.
+type Overdue<'py> = (Py<PyAny>, Bound<'py, PyBytes>, Bound<'py, PyBytes>, u64);
 
 /// What to do once the pending output is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -445,8 +477,15 @@ fn perform(py: Python<'_>, sh: &Shared, action: Option<Action>) {
                         },
                     )
                     .and_then(|task_coro| sh.create_task.call1(py, (task_coro,)));
-                    if let Err(e) = started {
-                        e.print(py);
+                    match started {
+                        Ok(task) => {
+                            let id = chan.borrow(py).id;
+                            if let Some(r) = sh.running.borrow_mut().iter_mut().find(|r| r.id == id)
+                            {
+                                r.task = Some(task);
+                            }
+                        }
+                        Err(e) => e.print(py),
                     }
                 }
                 // The app raised before it had a coroutine to give (a plain callable).
@@ -786,6 +825,8 @@ impl AsgiConn {
             start_ms: start_micros / 1000,
             method: p.method.as_bytes().to_vec(),
             uri: p.target.clone(),
+            task: None,
+            cancelled: false,
         });
         let keep_alive = p.keep_alive && !self.draining() && !last;
         let scope = self.scope(py, sh, &p)?;
@@ -1411,9 +1452,14 @@ impl AsgiConn {
 
     /// The app failed before writing anything: a plain 500.
     fn error_500(&mut self, py: Python<'_>) {
+        self.error_response(py, 500, b"Internal Server Error\n");
+    }
+
+    /// Answer the request with `status` and a plain-text `body` (nothing was written yet).
+    fn error_response(&mut self, py: Python<'_>, status: u16, body: &[u8]) {
         if let Some(r) = self.req.as_mut() {
             r.started = true;
-            r.status = 500;
+            r.status = status;
             let headers = PyList::empty(py);
             let _ = headers.append((
                 PyBytes::new(py, b"content-type"),
@@ -1421,7 +1467,7 @@ impl AsgiConn {
             ));
             r.headers = Some(headers.into_any().unbind());
         }
-        if let Err(e) = self.send_body(py, b"Internal Server Error\n", false) {
+        if let Err(e) = self.send_body(py, body, false) {
             e.print(py);
         }
     }
@@ -1459,6 +1505,20 @@ impl AsgiConn {
                 r.close_after = true;
             }
         } else if cancelled {
+            let harakiri = self
+                .shared
+                .running
+                .borrow()
+                .iter()
+                .any(|r| r.id == id && r.cancelled);
+            if harakiri && head_bytes == 0 && !gone {
+                // Cancelled by --harakiri before it answered: say so.
+                self.error_response(
+                    py,
+                    504,
+                    b"Gateway Timeout: the request ran longer than --harakiri\n",
+                );
+            }
             if let Some(r) = self.req.as_mut() {
                 r.close_after = true;
             }

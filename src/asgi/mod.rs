@@ -63,6 +63,11 @@ pub(crate) fn ctx() -> PyResult<&'static Ctx> {
 /// same order (its backlog, 1024, per worker).
 pub const ROUTER_CAPACITY: u32 = 1000;
 
+/// `--harakiri` in an ASGI worker: the worker cancels an overdue request's task itself (its
+/// other requests go on); the master kills the worker only when the request is still running
+/// this much later (the task ignored the cancellation, or the loop is blocked).
+pub const HARAKIRI_CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How many requests the router may hand this worker at once: `--limit-concurrency` when set
 /// (the router then queues what the worker would answer 503), else [`ROUTER_CAPACITY`].
 #[must_use]
@@ -127,6 +132,10 @@ pub fn serve(
         config.asgi.ws_ping_interval.as_secs_f64(),
     )?;
     opts.set_item("limit_concurrency", config.asgi.limit_concurrency)?;
+    opts.set_item(
+        "harakiri",
+        config.supervision.harakiri.map_or(0.0, |d| d.as_secs_f64()),
+    )?;
     // Streamed bodies allocate and free buffers of a few hundred KiB per chunk.
     crate::sys::proc::keep_freed_heap(16 << 20);
     let module = py.import("headrace._asgi")?;

@@ -76,11 +76,27 @@ impl Master<'_> {
         let grace = self.config.supervision.harakiri_grace;
         let now_ms = unix_now_ms();
         let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        let asgi_grace_ms =
+            u64::try_from(crate::asgi::HARAKIRI_CANCEL_GRACE.as_millis()).unwrap_or(u64::MAX);
         for p in &mut self.procs {
             let Some(slot) = p.slot else { continue };
             if p.harakiri.is_some() {
                 continue;
             }
+            // An event-loop (ASGI) worker cancels the overdue request itself, which ends it
+            // unless the task ignores the cancellation or the loop is blocked: then, a grace
+            // later, the worker goes as any other.
+            let limit_ms = if self
+                .scoreboard
+                .slot(slot)
+                .concurrency
+                .load(Ordering::Relaxed)
+                > 0
+            {
+                limit_ms.saturating_add(asgi_grace_ms)
+            } else {
+                limit_ms
+            };
             let stuck = self
                 .scoreboard
                 .cores(slot)

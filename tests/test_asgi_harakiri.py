@@ -1,0 +1,92 @@
+"""--harakiri in an ASGI worker: the overdue request's task is cancelled (where it waited is
+logged), the client gets a 504 when nothing was answered yet, and the worker with its other
+requests lives on; a task that ignores the cancellation (or a blocked loop) gets the worker
+killed a grace later (HARAKIRI_CANCEL_GRACE), as a WSGI worker would be.
+
+Every front: direct (--http-socket), router (--http), uwsgi protocol (--socket, raw packets);
+preloaded and --lazy-apps."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from support import Conn, app, build_request, wait_until
+from test_asgi import MODES, start, uwsgi_packet
+
+APP = app("asgi_harakiri.py")
+FRONTS = ["direct", "router", "uwsgi"]
+
+
+def request(front: str, port: int, path: str, timeout: float = 15.0):
+    """(status, body) of GET `path`, or (None, partial body) when the connection closed first."""
+    raw = uwsgi_packet("GET", path) if front == "uwsgi" else build_request("GET", path)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        c = Conn(s)
+        c.send(raw)
+        try:
+            r = c.read_response()
+        except (EOFError, ConnectionError, ValueError) as e:
+            return None, str(e)
+        return r.status, r.body
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("mode", MODES, ids=["preloaded", "lazy"])
+def test_overdue_request_is_cancelled_and_the_worker_lives(headrace, front, mode):
+    srv, port = start(headrace, front, "--wsgi-file", APP, "--harakiri", "1", *mode)
+    status, pid = request(front, port, "/")
+    assert status == 200
+    # A quick request on the same worker while the slow one waits: served at once.
+    quick = []
+    t = threading.Thread(
+        target=lambda: (time.sleep(0.3), quick.append(request(front, port, "/")))
+    )
+    t.start()
+    t0 = time.monotonic()
+    status, body = request(front, port, "/sleep")
+    elapsed = time.monotonic() - t0
+    t.join(10)
+    assert status == 504, (status, body)
+    assert b"--harakiri" in body
+    assert elapsed < 1.0 + 1.9, elapsed  # cancelled, not killed after the grace
+    assert quick and quick[0] == (200, pid)
+    line = srv.wait_log("cancels GET /sleep")
+    assert f"HARAKIRI: worker 1 (pid {int(pid)}) cancels GET /sleep, running 1s" in line
+    log = srv.log()
+    # Where the task waited, down the await chain: the app, then the helper it awaited.
+    assert "in application" in log and "await nap(30)" in log
+    assert "in nap" in log and "await asyncio.sleep(seconds)" in log
+    # The same worker goes on: no kill.
+    assert request(front, port, "/") == (200, pid)
+    time.sleep(2.5)  # past the master's grace
+    assert request(front, port, "/") == (200, pid)
+    assert "stuck" not in srv.log()
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_started_response_is_cut_and_the_worker_lives(headrace, front):
+    srv, port = start(headrace, front, "--wsgi-file", APP, "--harakiri", "1")
+    _, pid = request(front, port, "/")
+    status, body = request(front, port, "/started")
+    # The head went out: the response cannot become a 504; it ends short (closed).
+    assert status is None or status == 200, (status, body)
+    srv.wait_log("cancels GET /started")
+    assert request(front, port, "/") == (200, pid)
+
+
+@pytest.mark.parametrize("front", ["direct", "router"])
+def test_a_task_that_ignores_the_cancellation_costs_the_worker(headrace, front):
+    srv, port = start(headrace, front, "--wsgi-file", APP, "--harakiri", "1")
+    _, pid = request(front, port, "/")
+    status, _ = request(front, port, "/stubborn", timeout=15)
+    assert status in (None, 502, 504), status
+    srv.wait_log("cancels GET /stubborn")
+    srv.wait_log(f"HARAKIRI: worker 1 (pid {int(pid)}) stuck")
+    wait_until(
+        lambda: (r := request(front, port, "/", timeout=5))[0] == 200 and r[1] != pid,
+        15,
+        "a new worker after the harakiri kill",
+    )
