@@ -469,11 +469,14 @@ fn perform(py: Python<'_>, sh: &Shared, action: Option<Action>) {
                 .and_then(|(receive, send)| sh.app.call1(py, (scope, receive, send)));
             match called {
                 Ok(coro) => {
+                    let fd = chan.borrow(py).conn.borrow(py).raw;
+                    let slot = ctx().map_or(0, |c| c.slot);
                     let started = Py::new(
                         py,
                         RequestCoro {
                             coro: Some(coro),
                             chan: chan.clone_ref(py),
+                            current: Some(crate::offload::core::Current::new(slot, 0, fd)),
                         },
                     )
                     .and_then(|task_coro| sh.create_task.call1(py, (task_coro,)));
@@ -1994,6 +1997,9 @@ pub struct RequestCoro {
     /// The app's coroutine; `None` once it ended.
     coro: Option<Py<PyAny>>,
     chan: Py<AsgiChannel>,
+    /// What the `uwsgi` module's request calls see (`set_logvar`, `connection_fd`, ...): the
+    /// thread's while this request's task runs a step, so concurrent requests keep theirs.
+    current: Option<crate::offload::core::Current>,
 }
 
 impl RequestCoro {
@@ -2010,6 +2016,7 @@ impl RequestCoro {
                 "cannot reuse already awaited coroutine",
             ));
         };
+        crate::offload::core::enter(self.current.take());
         let step = match exc {
             None => crate::sys::py::coro_send(coro.bind(py), value),
             Some(e) => match coro.call_method1(py, intern!(py, "throw"), (e,)) {
@@ -2018,6 +2025,22 @@ impl RequestCoro {
                 Err(err) => Err(err),
             },
         };
+        if let Ok(Some(yielded)) = step {
+            self.current = crate::offload::core::leave();
+            return Ok(Some(yielded));
+        }
+        // The request ends with its `uwsgi` state still the thread's: its log line takes the
+        // logvars (`offload::core::end_request`).
+        let ended = self.end_step(py, step);
+        drop(crate::offload::core::leave());
+        ended
+    }
+
+    fn end_step(
+        &mut self,
+        py: Python<'_>,
+        step: PyResult<Option<Py<PyAny>>>,
+    ) -> PyResult<Option<Py<PyAny>>> {
         match step {
             Ok(Some(yielded)) => Ok(Some(yielded)),
             Ok(None) => {
@@ -2091,7 +2114,9 @@ impl RequestCoro {
     fn close(&mut self, py: Python<'_>) -> PyResult<()> {
         if let Some(coro) = self.coro.take() {
             coro.call_method0(py, intern!(py, "close"))?;
+            crate::offload::core::enter(self.current.take());
             self.chan.borrow(py).end(py, None, true);
+            drop(crate::offload::core::leave());
         }
         Ok(())
     }

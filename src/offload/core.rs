@@ -209,8 +209,10 @@ pub fn aux_specs(_config: &Config) -> Vec<AuxSpec> {
 /// One `uwsgi.set_logvar` pair: (key, value).
 pub type Logvar = (Vec<u8>, Vec<u8>);
 
-/// The request a serving thread is running, as the `uwsgi` calls see it.
-struct Current {
+/// The request a serving thread is running, as the `uwsgi` calls see it. An event-loop (ASGI)
+/// worker keeps one per request and makes it the thread's while that request's task runs a
+/// step ([`enter`], [`leave`]).
+pub struct Current {
     slot: usize,
     core: usize,
     fd: RawFd,
@@ -220,6 +222,30 @@ struct Current {
 
 thread_local! {
     static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
+}
+
+impl Current {
+    /// A request of slot `slot`, serving thread `core`, on connection `fd`.
+    #[must_use]
+    pub const fn new(slot: usize, core: usize, fd: RawFd) -> Self {
+        Self {
+            slot,
+            core,
+            fd,
+            logvars: Vec::new(),
+        }
+    }
+}
+
+/// An ASGI request's task takes a step: its `uwsgi` state (logvars, ...) becomes the thread's.
+pub fn enter(cur: Option<Current>) {
+    CURRENT.with(|c| *c.borrow_mut() = cur);
+}
+
+/// The step is over: the request's `uwsgi` state, back from the thread.
+#[must_use]
+pub fn leave() -> Option<Current> {
+    CURRENT.with(|c| c.borrow_mut().take())
 }
 
 /// A serving thread starts a request (before the app is called).

@@ -1,0 +1,67 @@
+"""The `uwsgi` module's per-request calls in an ASGI worker: each request keeps its own
+logvars (`set_logvar`/`get_logvar`, `%(key)` in `--log-format`) and `connection_fd`, although
+many run at once on one event loop. Every front (direct, router, uwsgi protocol), preloaded and
+--lazy-apps."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from support import Conn, app, build_request
+from test_asgi import MODES, start, uwsgi_packet
+
+APP = app("asgi_uwsgi.py")
+
+
+def get(front: str, port: int, uri: str):
+    raw = uwsgi_packet("GET", uri) if front == "uwsgi" else build_request("GET", uri)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        c = Conn(s)
+        c.send(raw)
+        r = c.read_response()
+        return r.status, json.loads(r.body)
+
+
+@pytest.mark.parametrize("front", ["direct", "router", "uwsgi"])
+@pytest.mark.parametrize("mode", MODES, ids=["preloaded", "lazy"])
+def test_logvars_belong_to_their_request(headrace, front, mode):
+    srv, port = start(
+        headrace, front, "--wsgi-file", APP, "--log-format", "LV|%(uri)|%(who)|%(late)|", *mode
+    )
+    with ThreadPoolExecutor(2) as pool:
+        a = pool.submit(get, front, port, "/lv?who=first&sleep=0.6")
+        time.sleep(0.2)
+        b = pool.submit(get, front, port, "/lv?who=second&sleep=0.1")
+        assert b.result() == (
+            200, {"who": "second", "late": "SECOND", "missing": None, "fd_stable": True})
+        assert a.result() == (
+            200, {"who": "first", "late": "FIRST", "missing": None, "fd_stable": True})
+    # The next request starts without any.
+    assert get(front, port, "/plain") == (200, {"who": None})
+    text = srv.wait_log("LV|/plain|")
+    assert "LV|/lv?who=first&sleep=0.6|first|FIRST|" in text
+    assert "LV|/lv?who=second&sleep=0.1|second|SECOND|" in text
+    assert "LV|/plain|-|-|" in text
+
+
+def test_outside_a_request_set_logvar_raises(headrace, tmp_path):
+    # At import (no request running) the call fails as in a WSGI worker.
+    f = tmp_path / "imp.py"
+    f.write_text(
+        "import uwsgi\n"
+        "try:\n"
+        "    uwsgi.set_logvar('a', 'b')\n"
+        "except ValueError as e:\n"
+        "    print('refused:', e, flush=True)\n"
+        "async def application(scope, receive, send):\n"
+        "    if scope['type'] != 'http':\n"
+        "        raise ValueError('no lifespan')\n"
+        "    await send({'type': 'http.response.start', 'status': 204, 'headers': []})\n"
+        "    await send({'type': 'http.response.body'})\n"
+    )
+    srv, _ = start(headrace, "direct", "--wsgi-file", str(f))
+    srv.wait_log("refused: set_logvar() outside a request")
