@@ -13,6 +13,12 @@
 //! have reached the app (never written, the worker had announced `Connection: close`, or the
 //! worker reset the link with the job's head still unread and no body), else it gets 502; every
 //! job behind it is retried, since the worker had not started it.
+//!
+//! A link the worker closes in the middle of a response (the app failed after its head went
+//! out, or its body was shorter than its Content-Length) does not mean the worker died: when
+//! its process is still there and not exiting, and its scoreboard slot still says ready, it
+//! stays in rotation and the next job opens a new link. Only a worker that is gone (or dying)
+//! is not chosen again until the scoreboard shows its successor.
 
 use super::request::{Job, Queued, Reply, ReqInfo, Stage, RELAY_QUEUE_BYTES};
 use super::Router;
@@ -122,6 +128,8 @@ struct BodyRelay {
     queued: Rc<Queued>,
     /// When its job was given to the link.
     at: Instant,
+    /// Its job's uwsgi packet, to name the request if the response is cut.
+    packet: Vec<u8>,
 }
 
 impl BodyRelay {
@@ -446,15 +454,18 @@ impl Link {
             };
             let (tx, chunks) = mpsc::unbounded_channel();
             let queued = Rc::new(Queued::default());
-            let at = self.sent.pop_front().map_or_else(Instant::now, |s| {
-                let _ = s.job.reply.send(Reply::Stream {
-                    head: head.out,
-                    keep: head.keep && framing != Framing::UntilClose,
-                    chunks,
-                    queued: queued.clone(),
-                });
-                s.at
-            });
+            let (at, packet) = match self.sent.pop_front() {
+                Some(s) => {
+                    let _ = s.job.reply.send(Reply::Stream {
+                        head: head.out,
+                        keep: head.keep && framing != Framing::UntilClose,
+                        chunks,
+                        queued: queued.clone(),
+                    });
+                    (s.at, s.job.packet)
+                }
+                None => (Instant::now(), Vec::new()),
+            };
             if framing == Framing::UntilClose {
                 // Delimited by the close: nothing more can follow on this link.
                 self.state.closing.set(true);
@@ -465,6 +476,7 @@ impl Link {
                 tx,
                 queued,
                 at,
+                packet,
             });
         }
     }
@@ -488,7 +500,7 @@ impl Link {
     /// The link ends: settle every job it still holds.
     fn finish(mut self, end: &End, unsent: Vec<Job>) {
         let reset = matches!(end, End::Io(e) if e.kind() == io::ErrorKind::ConnectionReset);
-        let worker_failed = !matches!(end, End::Idle | End::ClientGone)
+        let mut worker_failed = !matches!(end, End::Idle | End::ClientGone)
             && (!self.sent.is_empty() || self.body.is_some());
         // A job whose response was being relayed is cut short, unless its body was delimited by
         // the close; every job behind it was not started.
@@ -498,6 +510,23 @@ impl Link {
             body.queued.complete.set(complete);
             if complete {
                 self.router.served(self.slot, self.pid, Duration::ZERO);
+            } else if let End::Eof | End::Io(_) = end {
+                // The worker closed the link in the middle of a response (its app failed after
+                // the head, or the body fell short of its length): nothing can follow the head
+                // the client already has, so its connection closes (the body is truncated).
+                // That is no sign of a dead worker unless its process is gone or going.
+                let alive = self.router.worker_serving(self.slot, self.pid);
+                let how = match end {
+                    End::Io(e) => format!("broke its link ({e})"),
+                    _ => "closed its link".to_owned(),
+                };
+                crate::log!(
+                    "headrace router: worker (pid {}) {how} in the middle of the response to {}; the client's connection is closed{}",
+                    self.pid,
+                    describe(&body.packet),
+                    if alive { "" } else { " (the worker is gone)" }
+                );
+                worker_failed &= !alive;
             }
         }
         let closing = self.state.closing.get();
@@ -541,6 +570,20 @@ impl Link {
             .link_ended(self.slot, self.pid, &self.state, worker_failed && !closing);
         self.router.retry(retry);
     }
+}
+
+/// `METHOD URI` of a job's uwsgi packet, for the log.
+fn describe(packet: &[u8]) -> String {
+    let Ok(Some(p)) = crate::uwsgi_proto::parse(packet, usize::MAX) else {
+        return "a request".to_owned();
+    };
+    let var = |i: Option<usize>| {
+        i.and_then(|i| p.vars.get(i))
+            .map_or(std::borrow::Cow::Borrowed("-"), |(_, v)| {
+                String::from_utf8_lossy(&packet[v.clone()])
+            })
+    };
+    format!("{} {}", var(p.method), var(p.uri))
 }
 
 /// Resolves when nobody waits any longer for the answer the link owes: the client dropped the
@@ -768,6 +811,7 @@ mod tests {
                 tx: btx,
                 queued: Rc::new(Queued::default()),
                 at: Instant::now(),
+                packet: Vec::new(),
             };
             drop(rx);
             assert!(
@@ -796,6 +840,7 @@ mod tests {
                 tx,
                 queued: Rc::new(Queued::default()),
                 at: Instant::now(),
+                packet: Vec::new(),
             };
             let mut rbuf = ReadBuf::with_capacity(64);
             rbuf.extend(b"2\r\nhi\r\n0\r\n\r\nHTTP/1.1");

@@ -402,6 +402,15 @@ impl Router {
         });
     }
 
+    /// The worker `pid` in scoreboard slot `slot` is still there to serve: its slot still names
+    /// it and says ready, and its process is neither gone nor exiting. A link it closed is then
+    /// its own doing (an app that failed mid-response), not its death.
+    fn worker_serving(&self, slot: usize, pid: i32) -> bool {
+        self.scoreboard.get(slot).is_some_and(|s| {
+            s.pid.load(Ordering::Acquire) == pid && s.ready.load(Ordering::Acquire) == 1
+        }) && crate::sys::proc::serving(pid)
+    }
+
     /// A link's task ended. `failed`: the worker broke it with requests pending (it died or
     /// misbehaved): no more requests for that pid.
     fn link_ended(&self, slot: usize, pid: i32, state: &Rc<LinkState>, failed: bool) {
