@@ -22,6 +22,7 @@ import re
 import signal
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -143,6 +144,33 @@ def test_two_workers_stay_in_rotation_after_cuts(headrace, tmp_path, front, kind
         assert set(slow) == pids, (slow, pids)
     for pid in pids:
         assert pid_alive(pid)
+    assert_no_dead_router(srv)
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_requests_behind_a_cut_response_run_once(headrace, front):
+    """Short bodies cut among many concurrent fast requests (behind the router, queued fast
+    requests are pipelined on the worker's link, so some wait behind a cut one and are
+    retried): each cut client sees its connection close, every other request is answered,
+    and each ran exactly once (one request log line per request)."""
+    srv = start(headrace, front, "wsgi", 1)
+    (pid,) = srv.worker_pids()
+    for _ in range(20):  # a fast average: the router may pipeline queued requests
+        pid_of(srv)
+    paths = ["/short" if i % 6 == 5 else f"/pid?n={i}" for i in range(48)]
+
+    def one(srv, path):
+        if path == "/short":
+            cut(srv, path)
+            return pid
+        return pid_of(srv, path, timeout=10)
+
+    assert all_at_once(srv, paths, one) == [pid] * len(paths)
+    lines = srv.wait_request_lines(1 + 20 + len(paths))
+    ran = Counter(m.group("uri") for m in lines)
+    assert {p: ran[p] for p in paths if p != "/short"} == {
+        p: 1 for p in paths if p != "/short"}, srv.tail()
+    assert ran["/short"] == paths.count("/short")
     assert_no_dead_router(srv)
 
 
