@@ -18,7 +18,9 @@
 //! out, or its body was shorter than its Content-Length) does not mean the worker died: when
 //! its process is still there and not exiting, and its scoreboard slot still says ready, it
 //! stays in rotation and the next job opens a new link. Only a worker that is gone (or dying)
-//! is not chosen again until the scoreboard shows its successor.
+//! is not chosen again until the scoreboard shows its successor. A write that fails because
+//! the worker closed its end does not end the link at once: what the worker wrote before it
+//! closed is read (and relayed) first, so the link ends the way the read side saw it.
 
 use super::request::{Job, Queued, Reply, ReqInfo, Stage, RELAY_QUEUE_BYTES};
 use super::Router;
@@ -87,6 +89,8 @@ pub fn open(
         rbuf: ReadBuf::with_capacity(16 * 1024),
         body: None,
         last_done: Instant::now(),
+        write_closed: false,
+        worker_closes: false,
     };
     tokio::task::spawn_local(link.run(stream, rx));
     Ok(LinkHandle { core, tx, state })
@@ -189,6 +193,11 @@ struct Link {
     body: Option<BodyRelay>,
     /// When the last response completed (for the worker's service-time estimate).
     last_done: Instant,
+    /// The worker closed its end: nothing more is written (see [`Link::write_failed`]).
+    write_closed: bool,
+    /// The worker announced that it closes the link after the current response
+    /// (`Connection: close`, or a body delimited by the close): it started no job behind it.
+    worker_closes: bool,
 }
 
 type Fill = tokio::task::JoinHandle<io::Result<Vec<u8>>>;
@@ -217,8 +226,8 @@ impl Link {
             }
             if matches!(self.wq.front(), Some(Chunk::Bytes(..))) {
                 if let Err(e) = self.write(&stream) {
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        break End::Io(e);
+                    if let Some(end) = self.write_failed(e) {
+                        break end;
                     }
                 }
             }
@@ -255,8 +264,8 @@ impl Link {
                         break End::Io(e);
                     }
                     if let Err(e) = self.write(&stream) {
-                        if e.kind() != io::ErrorKind::WouldBlock {
-                            break End::Io(e);
+                        if let Some(end) = self.write_failed(e) {
+                            break end;
                         }
                     }
                 },
@@ -264,6 +273,7 @@ impl Link {
                 r = async { fill.as_mut().expect("guarded by is_some").await }, if fill.is_some() => {
                     fill = None;
                     match r {
+                        Ok(Ok(_)) if self.write_closed => {}
                         Ok(Ok(bytes)) if !bytes.is_empty() => self.filled(bytes),
                         Ok(Ok(_)) => break End::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "the spilled body file is shorter than its length")),
                         Ok(Err(e)) => break End::Io(e),
@@ -302,6 +312,24 @@ impl Link {
             *last_progress = Instant::now();
         }
         self.push(job);
+    }
+
+    /// A write to the worker failed. `None`: the worker closed its end (EPIPE, or a reset);
+    /// the link takes no more jobs and writes nothing more, but goes on reading, since the
+    /// responses the worker wrote before it closed (typically the one after which it closed:
+    /// an app that failed mid-response, with requests pipelined behind it) are still to be
+    /// read. The read side then ends the link (EOF or the reset). Else the error ends it.
+    fn write_failed(&mut self, e: io::Error) -> Option<End> {
+        match e.kind() {
+            io::ErrorKind::WouldBlock => None,
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+                self.write_closed = true;
+                self.wq.clear();
+                self.state.closing.set(true);
+                None
+            }
+            _ => Some(End::Io(e)),
+        }
     }
 
     /// Read the next piece of a spilled body, off the runtime thread, when one is next to go.
@@ -422,6 +450,7 @@ impl Link {
             self.rbuf.consume(head.len);
             if head.close {
                 // The worker serves nothing after this response on this link.
+                self.worker_closes = true;
                 self.state.closing.set(true);
             }
             let info = front.job.info;
@@ -468,6 +497,7 @@ impl Link {
             };
             if framing == Framing::UntilClose {
                 // Delimited by the close: nothing more can follow on this link.
+                self.worker_closes = true;
                 self.state.closing.set(true);
             }
             self.body = Some(BodyRelay {
@@ -505,6 +535,8 @@ impl Link {
         // A job whose response was being relayed is cut short, unless its body was delimited by
         // the close; every job behind it was not started.
         let answering = self.body.is_some();
+        // The worker is alive and cut the response it was relaying (see below).
+        let mut live_cut = false;
         if let Some(body) = self.body.take() {
             let complete = matches!(end, End::Eof) && body.framing == Framing::UntilClose;
             body.queued.complete.set(complete);
@@ -527,9 +559,10 @@ impl Link {
                     if alive { "" } else { " (the worker is gone)" }
                 );
                 worker_failed &= !alive;
+                live_cut = alive;
             }
         }
-        let closing = self.state.closing.get();
+        let closing = self.worker_closes;
         let mut retry = Vec::new();
         let sole = self.sent.len() == 1;
         for (i, s) in std::mem::take(&mut self.sent).into_iter().enumerate() {
@@ -568,7 +601,7 @@ impl Link {
         self.state.closing.set(true);
         self.router
             .link_ended(self.slot, self.pid, &self.state, worker_failed && !closing);
-        self.router.retry(retry);
+        self.router.retry(retry, !live_cut);
     }
 }
 
@@ -828,6 +861,27 @@ mod tests {
                 "body dropped"
             );
         });
+    }
+
+    #[test]
+    fn describes_a_request_by_its_packet() {
+        let mut packet = Vec::new();
+        crate::uwsgi_proto::begin_packet(&mut packet);
+        crate::uwsgi_proto::push_var(&mut packet, b"REQUEST_METHOD", b"GET");
+        crate::uwsgi_proto::push_var(&mut packet, b"REQUEST_URI", b"/fail?x=1");
+        crate::uwsgi_proto::finish_packet(&mut packet, 0).unwrap();
+        let mut no_uri = Vec::new();
+        crate::uwsgi_proto::begin_packet(&mut no_uri);
+        crate::uwsgi_proto::push_var(&mut no_uri, b"REQUEST_METHOD", b"POST");
+        crate::uwsgi_proto::finish_packet(&mut no_uri, 0).unwrap();
+        for (input, want) in [
+            (&packet[..], "GET /fail?x=1"),
+            (&no_uri[..], "POST -"),
+            (&packet[..3], "a request"),
+            (&[9, 0, 0, 0][..], "a request"),
+        ] {
+            assert_eq!(describe(input), want);
+        }
     }
 
     #[test]

@@ -351,14 +351,18 @@ impl Router {
     }
 
     /// Jobs a failed link had not started go back to the front of the queue, in their order.
-    fn retry(self: &Rc<Self>, jobs: Vec<Job>) {
+    /// `counted`: the link's worker failed them (each job is offered to at most
+    /// `DISPATCH_ATTEMPTS` workers); not so for jobs that waited behind a response that a
+    /// live worker cut (its app failed mid-response): the worker is fine, and each such cut
+    /// consumes the cut request, so the retries end.
+    fn retry(self: &Rc<Self>, jobs: Vec<Job>, counted: bool) {
         if jobs.is_empty() {
             return;
         }
         {
             let mut queue = self.queue.borrow_mut();
             for mut job in jobs.into_iter().rev() {
-                job.attempts += 1;
+                job.attempts += u8::from(counted);
                 job.stage.set(request::Stage::Queued);
                 if job.attempts >= DISPATCH_ATTEMPTS {
                     let _ = job.reply.send(Reply::Refused(Refusal::NoWorker));
