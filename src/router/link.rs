@@ -13,6 +13,14 @@
 //! have reached the app (never written, the worker had announced `Connection: close`, or the
 //! worker reset the link with the job's head still unread and no body), else it gets 502; every
 //! job behind it is retried, since the worker had not started it.
+//!
+//! A link the worker closes in the middle of a response (the app failed after its head went
+//! out, or its body was shorter than its Content-Length) does not mean the worker died: when
+//! its process is still there and not exiting, and its scoreboard slot still says ready, it
+//! stays in rotation and the next job opens a new link. Only a worker that is gone (or dying)
+//! is not chosen again until the scoreboard shows its successor. A write that fails because
+//! the worker closed its end does not end the link at once: what the worker wrote before it
+//! closed is read (and relayed) first, so the link ends the way the read side saw it.
 
 use super::request::{Job, Queued, Reply, ReqInfo, Stage, RELAY_QUEUE_BYTES};
 use super::Router;
@@ -81,6 +89,8 @@ pub fn open(
         rbuf: ReadBuf::with_capacity(16 * 1024),
         body: None,
         last_done: Instant::now(),
+        write_closed: false,
+        worker_closes: false,
     };
     tokio::task::spawn_local(link.run(stream, rx));
     Ok(LinkHandle { core, tx, state })
@@ -122,6 +132,8 @@ struct BodyRelay {
     queued: Rc<Queued>,
     /// When its job was given to the link.
     at: Instant,
+    /// Its job's uwsgi packet, to name the request if the response is cut.
+    packet: Vec<u8>,
 }
 
 impl BodyRelay {
@@ -181,6 +193,11 @@ struct Link {
     body: Option<BodyRelay>,
     /// When the last response completed (for the worker's service-time estimate).
     last_done: Instant,
+    /// The worker closed its end: nothing more is written (see [`Link::write_failed`]).
+    write_closed: bool,
+    /// The worker announced that it closes the link after the current response
+    /// (`Connection: close`, or a body delimited by the close): it started no job behind it.
+    worker_closes: bool,
 }
 
 type Fill = tokio::task::JoinHandle<io::Result<Vec<u8>>>;
@@ -209,8 +226,8 @@ impl Link {
             }
             if matches!(self.wq.front(), Some(Chunk::Bytes(..))) {
                 if let Err(e) = self.write(&stream) {
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        break End::Io(e);
+                    if let Some(end) = self.write_failed(e) {
+                        break end;
                     }
                 }
             }
@@ -247,8 +264,8 @@ impl Link {
                         break End::Io(e);
                     }
                     if let Err(e) = self.write(&stream) {
-                        if e.kind() != io::ErrorKind::WouldBlock {
-                            break End::Io(e);
+                        if let Some(end) = self.write_failed(e) {
+                            break end;
                         }
                     }
                 },
@@ -256,6 +273,7 @@ impl Link {
                 r = async { fill.as_mut().expect("guarded by is_some").await }, if fill.is_some() => {
                     fill = None;
                     match r {
+                        Ok(Ok(_)) if self.write_closed => {}
                         Ok(Ok(bytes)) if !bytes.is_empty() => self.filled(bytes),
                         Ok(Ok(_)) => break End::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "the spilled body file is shorter than its length")),
                         Ok(Err(e)) => break End::Io(e),
@@ -294,6 +312,24 @@ impl Link {
             *last_progress = Instant::now();
         }
         self.push(job);
+    }
+
+    /// A write to the worker failed. `None`: the worker closed its end (EPIPE, or a reset);
+    /// the link takes no more jobs and writes nothing more, but goes on reading, since the
+    /// responses the worker wrote before it closed (typically the one after which it closed:
+    /// an app that failed mid-response, with requests pipelined behind it) are still to be
+    /// read. The read side then ends the link (EOF or the reset). Else the error ends it.
+    fn write_failed(&mut self, e: io::Error) -> Option<End> {
+        match e.kind() {
+            io::ErrorKind::WouldBlock => None,
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+                self.write_closed = true;
+                self.wq.clear();
+                self.state.closing.set(true);
+                None
+            }
+            _ => Some(End::Io(e)),
+        }
     }
 
     /// Read the next piece of a spilled body, off the runtime thread, when one is next to go.
@@ -414,6 +450,7 @@ impl Link {
             self.rbuf.consume(head.len);
             if head.close {
                 // The worker serves nothing after this response on this link.
+                self.worker_closes = true;
                 self.state.closing.set(true);
             }
             let info = front.job.info;
@@ -446,17 +483,21 @@ impl Link {
             };
             let (tx, chunks) = mpsc::unbounded_channel();
             let queued = Rc::new(Queued::default());
-            let at = self.sent.pop_front().map_or_else(Instant::now, |s| {
-                let _ = s.job.reply.send(Reply::Stream {
-                    head: head.out,
-                    keep: head.keep && framing != Framing::UntilClose,
-                    chunks,
-                    queued: queued.clone(),
-                });
-                s.at
-            });
+            let (at, packet) = match self.sent.pop_front() {
+                Some(s) => {
+                    let _ = s.job.reply.send(Reply::Stream {
+                        head: head.out,
+                        keep: head.keep && framing != Framing::UntilClose,
+                        chunks,
+                        queued: queued.clone(),
+                    });
+                    (s.at, s.job.packet)
+                }
+                None => (Instant::now(), Vec::new()),
+            };
             if framing == Framing::UntilClose {
                 // Delimited by the close: nothing more can follow on this link.
+                self.worker_closes = true;
                 self.state.closing.set(true);
             }
             self.body = Some(BodyRelay {
@@ -465,6 +506,7 @@ impl Link {
                 tx,
                 queued,
                 at,
+                packet,
             });
         }
     }
@@ -488,19 +530,39 @@ impl Link {
     /// The link ends: settle every job it still holds.
     fn finish(mut self, end: &End, unsent: Vec<Job>) {
         let reset = matches!(end, End::Io(e) if e.kind() == io::ErrorKind::ConnectionReset);
-        let worker_failed = !matches!(end, End::Idle | End::ClientGone)
+        let mut worker_failed = !matches!(end, End::Idle | End::ClientGone)
             && (!self.sent.is_empty() || self.body.is_some());
         // A job whose response was being relayed is cut short, unless its body was delimited by
         // the close; every job behind it was not started.
         let answering = self.body.is_some();
+        // The worker is alive and cut the response it was relaying (see below).
+        let mut live_cut = false;
         if let Some(body) = self.body.take() {
             let complete = matches!(end, End::Eof) && body.framing == Framing::UntilClose;
             body.queued.complete.set(complete);
             if complete {
                 self.router.served(self.slot, self.pid, Duration::ZERO);
+            } else if let End::Eof | End::Io(_) = end {
+                // The worker closed the link in the middle of a response (its app failed after
+                // the head, or the body fell short of its length): nothing can follow the head
+                // the client already has, so its connection closes (the body is truncated).
+                // That is no sign of a dead worker unless its process is gone or going.
+                let alive = self.router.worker_serving(self.slot, self.pid);
+                let how = match end {
+                    End::Io(e) => format!("broke its link ({e})"),
+                    _ => "closed its link".to_owned(),
+                };
+                crate::log!(
+                    "headrace router: worker (pid {}) {how} in the middle of the response to {}; the client's connection is closed{}",
+                    self.pid,
+                    describe(&body.packet),
+                    if alive { "" } else { " (the worker is gone)" }
+                );
+                worker_failed &= !alive;
+                live_cut = alive;
             }
         }
-        let closing = self.state.closing.get();
+        let closing = self.worker_closes;
         let mut retry = Vec::new();
         let sole = self.sent.len() == 1;
         for (i, s) in std::mem::take(&mut self.sent).into_iter().enumerate() {
@@ -539,8 +601,22 @@ impl Link {
         self.state.closing.set(true);
         self.router
             .link_ended(self.slot, self.pid, &self.state, worker_failed && !closing);
-        self.router.retry(retry);
+        self.router.retry(retry, !live_cut);
     }
+}
+
+/// `METHOD URI` of a job's uwsgi packet, for the log.
+fn describe(packet: &[u8]) -> String {
+    let Ok(Some(p)) = crate::uwsgi_proto::parse(packet, usize::MAX) else {
+        return "a request".to_owned();
+    };
+    let var = |i: Option<usize>| {
+        i.and_then(|i| p.vars.get(i))
+            .map_or(std::borrow::Cow::Borrowed("-"), |(_, v)| {
+                String::from_utf8_lossy(&packet[v.clone()])
+            })
+    };
+    format!("{} {}", var(p.method), var(p.uri))
 }
 
 /// Resolves when nobody waits any longer for the answer the link owes: the client dropped the
@@ -768,6 +844,7 @@ mod tests {
                 tx: btx,
                 queued: Rc::new(Queued::default()),
                 at: Instant::now(),
+                packet: Vec::new(),
             };
             drop(rx);
             assert!(
@@ -787,6 +864,27 @@ mod tests {
     }
 
     #[test]
+    fn describes_a_request_by_its_packet() {
+        let mut packet = Vec::new();
+        crate::uwsgi_proto::begin_packet(&mut packet);
+        crate::uwsgi_proto::push_var(&mut packet, b"REQUEST_METHOD", b"GET");
+        crate::uwsgi_proto::push_var(&mut packet, b"REQUEST_URI", b"/fail?x=1");
+        crate::uwsgi_proto::finish_packet(&mut packet, 0).unwrap();
+        let mut no_uri = Vec::new();
+        crate::uwsgi_proto::begin_packet(&mut no_uri);
+        crate::uwsgi_proto::push_var(&mut no_uri, b"REQUEST_METHOD", b"POST");
+        crate::uwsgi_proto::finish_packet(&mut no_uri, 0).unwrap();
+        for (input, want) in [
+            (&packet[..], "GET /fail?x=1"),
+            (&no_uri[..], "POST -"),
+            (&packet[..3], "a request"),
+            (&[9, 0, 0, 0][..], "a request"),
+        ] {
+            assert_eq!(describe(input), want);
+        }
+    }
+
+    #[test]
     fn relays_chunked_bodies_raw_or_decoded() {
         for (raw, want) in [(true, &b"2\r\nhi\r\n0\r\n\r\n"[..]), (false, &b"hi"[..])] {
             let (tx, mut rx) = mpsc::unbounded_channel();
@@ -796,6 +894,7 @@ mod tests {
                 tx,
                 queued: Rc::new(Queued::default()),
                 at: Instant::now(),
+                packet: Vec::new(),
             };
             let mut rbuf = ReadBuf::with_capacity(64);
             rbuf.extend(b"2\r\nhi\r\n0\r\n\r\nHTTP/1.1");

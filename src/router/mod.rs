@@ -351,14 +351,18 @@ impl Router {
     }
 
     /// Jobs a failed link had not started go back to the front of the queue, in their order.
-    fn retry(self: &Rc<Self>, jobs: Vec<Job>) {
+    /// `counted`: the link's worker failed them (each job is offered to at most
+    /// `DISPATCH_ATTEMPTS` workers); not so for jobs that waited behind a response that a
+    /// live worker cut (its app failed mid-response): the worker is fine, and each such cut
+    /// consumes the cut request, so the retries end.
+    fn retry(self: &Rc<Self>, jobs: Vec<Job>, counted: bool) {
         if jobs.is_empty() {
             return;
         }
         {
             let mut queue = self.queue.borrow_mut();
             for mut job in jobs.into_iter().rev() {
-                job.attempts += 1;
+                job.attempts += u8::from(counted);
                 job.stage.set(request::Stage::Queued);
                 if job.attempts >= DISPATCH_ATTEMPTS {
                     let _ = job.reply.send(Reply::Refused(Refusal::NoWorker));
@@ -400,6 +404,15 @@ impl Router {
             None => took,
             Some(avg) => avg.mul_f64(1.0 - EWMA_WEIGHT) + took.mul_f64(EWMA_WEIGHT),
         });
+    }
+
+    /// The worker `pid` in scoreboard slot `slot` is still there to serve: its slot still names
+    /// it and says ready, and its process is neither gone nor exiting. A link it closed is then
+    /// its own doing (an app that failed mid-response), not its death.
+    fn worker_serving(&self, slot: usize, pid: i32) -> bool {
+        self.scoreboard.get(slot).is_some_and(|s| {
+            s.pid.load(Ordering::Acquire) == pid && s.ready.load(Ordering::Acquire) == 1
+        }) && crate::sys::proc::serving(pid)
     }
 
     /// A link's task ended. `failed`: the worker broke it with requests pending (it died or

@@ -183,6 +183,37 @@ pub fn kill(pid: i32, sig: i32) {
     }
 }
 
+/// The kernel's `PF_EXITING` task flag (include/linux/sched.h): set at the start of `do_exit`,
+/// before the process's descriptors are closed.
+const PF_EXITING: u64 = 0x4;
+
+/// `pid` exists, is not a zombie and is not exiting. A process that is being killed closes its
+/// descriptors only after `PF_EXITING` is set, so a peer that saw one of its sockets close can
+/// tell "it closed the socket" from "it is dying" with this check (unlike `kill(pid, 0)`,
+/// which a dying or zombie process passes).
+#[must_use]
+pub fn serving(pid: i32) -> bool {
+    pid > 0
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .is_some_and(|text| stat_serving(&text))
+}
+
+/// [`serving`], from the text of /proc/PID/stat: the state (third field) is not Z, X or x,
+/// and the flags (ninth field) lack `PF_EXITING`.
+fn stat_serving(text: &str) -> bool {
+    let Some((_, rest)) = text.rsplit_once(')') else {
+        return false;
+    };
+    let mut fields = rest.split_whitespace();
+    let Some(state) = fields.next() else {
+        return false;
+    };
+    // After the state: ppid, pgrp, session, tty_nr, tpgid, then flags.
+    let flags = fields.nth(5).and_then(|f| f.parse::<u64>().ok());
+    !matches!(state, "Z" | "X" | "x") && flags.is_some_and(|f| f & PF_EXITING == 0)
+}
+
 /// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
@@ -815,5 +846,24 @@ mod tests {
             fd,
             "parent unchanged"
         );
+    }
+
+    #[test]
+    fn serving_reads_state_and_exiting_flag() {
+        for (stat, want) in [
+            ("7 (py) S 1 7 7 0 -1 4194560 0 0", true),
+            // A name with spaces and parentheses: the fields start after the last ')'.
+            ("7 (a) b (c)) R 1 7 7 0 -1 4194304 0", true),
+            ("7 (py) Z 1 7 7 0 -1 4194316 0 0", false),
+            ("7 (py) X 1 7 7 0 -1 4194304 0 0", false),
+            // PF_EXITING (0x4) set: killed, its descriptors closing.
+            ("7 (py) R 1 7 7 0 -1 4194308 0 0", false),
+            ("7 (py) R 1 7", false),
+            ("garbage", false),
+        ] {
+            assert_eq!(stat_serving(stat), want, "{stat}");
+        }
+        assert!(serving(getpid()));
+        assert!(!serving(0) && !serving(-1));
     }
 }
