@@ -289,6 +289,17 @@ fn net_senders(targets: &[net::Target]) -> Vec<net::Sender> {
     out
 }
 
+/// The wall-clock start, in Unix microseconds, of a request that has run for `micros` until
+/// now: what the request log line shows as its start.
+#[must_use]
+pub fn started_micros_ago(micros: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    u64::try_from(now).unwrap_or(0).saturating_sub(micros)
+}
+
 /// The request logging options ([`configure`]d, or uWSGI's defaults).
 #[must_use]
 pub fn requests() -> &'static RequestLogging {

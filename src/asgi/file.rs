@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// Bytes sent per writer callback at most: a fast client of a large file must not keep the
 /// loop from its other connections (the writer callback comes back at once while the socket
@@ -203,14 +203,7 @@ pub(super) fn log_static(l: &StaticLog, sent: Option<u64>) {
     if !c.settings.log_requests || !logging.wants(l.status, body_bytes, micros / 1000) {
         return;
     }
-    let start_micros = u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_micros(),
-    )
-    .unwrap_or(0)
-    .saturating_sub(micros);
+    let start_micros = crate::log::started_micros_ago(micros);
     let line = logging.render(&crate::log::RequestLog {
         pid: c.pid,
         wid: c.id,

@@ -7,7 +7,7 @@ use crate::http::Framing;
 use crate::static_files::{self, Request};
 use crate::wsgi::Head;
 use pyo3::Python;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// Who serves, for the scoreboard and the log line.
 pub struct Ctx<'a> {
@@ -137,14 +137,7 @@ fn log(
     if !logging.wants(reply.status, body_bytes, micros / 1000) {
         return;
     }
-    let start_micros = u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_micros(),
-    )
-    .unwrap_or(0)
-    .saturating_sub(micros);
+    let start_micros = crate::log::started_micros_ago(micros);
     let headers = reply.head.split(|b| *b == b'\n').count().saturating_sub(3);
     let line = logging.render(&crate::log::RequestLog {
         pid: w.pid,
