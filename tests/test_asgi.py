@@ -53,6 +53,24 @@ def start(headrace, front: str, *args: str, **kw):
     return srv, port
 
 
+def nginx_stack(headrace, *args: str, env=None):
+    """One headrace (master, one worker) on the uwsgi protocol behind a real nginx
+    (test_uwsgi_core's CoreStack); requests go to `stack.ports["tcp"]`. Stop it with
+    `stack.stop()`."""
+    from test_nginx import nginx_binary
+    from test_uwsgi_core import CoreStack
+
+    if nginx_binary() is None:
+        pytest.fail("nginx is not installed (./dev test installs Debian's nginx)")
+    stack = CoreStack(headrace, ["--master", *args], env)
+    try:
+        stack.start_nginx()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
 def http(port: int, raw: bytes, method: str = "GET"):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         c = Conn(s)
@@ -121,8 +139,11 @@ def test_lifespan_state_and_shutdown(headrace, tmp_path):
     assert pids <= shut
 
 
-def test_lifespan_startup_failure_stops_the_server(headrace):
-    srv = headrace("--wsgi-file", RAW, "--lazy-apps", env={"ASGI_FAIL_STARTUP": "1"}, wait=False)
+@pytest.mark.parametrize("front", ["direct", "router", "uwsgi"])
+@pytest.mark.parametrize("mode", MODES, ids=["preloaded", "lazy"])
+def test_lifespan_startup_failure_stops_the_server(headrace, front, mode):
+    srv, _ = start(headrace, front, "--wsgi-file", RAW, *mode, env={"ASGI_FAIL_STARTUP": "1"},
+                   wait=False)
     # Nothing was ever served: retrying cannot help, so headrace stops (exit code 1) with the
     # app's message, as Gunicorn and Uvicorn do.
     assert srv.proc.wait(15) == 1
@@ -507,18 +528,31 @@ def test_detection_sees_through_callable_shapes(headrace, target, extra, body):
     assert requests.get(srv.url("/")).text == body
 
 
-@pytest.mark.parametrize("front", ["direct", "router"])
+@pytest.mark.parametrize("front", ["direct", "router", "nginx"])
 def test_stats_show_requests_in_flight_per_worker(headrace, front):
     """An ASGI worker runs many requests at once: the stats JSON (headrace.in_flight) and the
-    metrics (headrace_worker_in_flight) say how many."""
+    metrics (headrace_worker_in_flight) say how many; behind nginx (uwsgi protocol) too."""
     from test_stats import http_get, metrics
 
     def stats(addr):
         return json.loads(http_get(addr[1], "/")[1])
 
     sport = free_port()
-    _srv, port = start(headrace, front, "--wsgi-file", RAW, "--stats", f"127.0.0.1:{sport}",
-                      "--stats-http")
+    stats_args = ("--wsgi-file", RAW, "--stats", f"127.0.0.1:{sport}", "--stats-http")
+    stack = None
+    if front == "nginx":
+        stack = nginx_stack(headrace, *stats_args)
+        port = stack.ports["tcp"]
+    else:
+        _srv, port = start(headrace, front, *stats_args)
+    try:
+        _in_flight_checks(port, sport, stats, metrics)
+    finally:
+        if stack is not None:
+            stack.stop()
+
+
+def _in_flight_checks(port, sport, stats, metrics):
     done = []
 
     def slow():

@@ -3,8 +3,8 @@ logged), the client gets a 504 when nothing was answered yet, and the worker wit
 requests lives on; a task that ignores the cancellation (or a blocked loop) gets the worker
 killed a grace later (HARAKIRI_CANCEL_GRACE), as a WSGI worker would be.
 
-Every front: direct (--http-socket), router (--http), uwsgi protocol (--socket, raw packets);
-preloaded and --lazy-apps."""
+Every front: direct (--http-socket), router (--http), uwsgi protocol (--socket, raw packets;
+behind a real nginx for the cancelled request's 504); preloaded and --lazy-apps."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 
 import pytest
 from support import Conn, app, build_request, wait_until
-from test_asgi import MODES, start, uwsgi_packet
+from test_asgi import MODES, nginx_stack, start, uwsgi_packet
 
 APP = app("asgi_harakiri.py")
 FRONTS = ["direct", "router", "uwsgi"]
@@ -33,10 +33,30 @@ def request(front: str, port: int, path: str, timeout: float = 15.0):
         return r.status, r.body
 
 
-@pytest.mark.parametrize("front", FRONTS)
+@pytest.fixture
+def stacks():
+    """The nginx stacks `serve` started, stopped when the test ends."""
+    made = []
+    yield made
+    for stack in made:
+        stack.stop()
+
+
+def serve(stacks, headrace, front: str, *args: str):
+    """(server, port) of a server on `front`; "nginx": the uwsgi protocol behind a real nginx,
+    whose HTTP port is returned."""
+    if front != "nginx":
+        return start(headrace, front, *args)
+    stack = nginx_stack(headrace, *args)
+    stacks.append(stack)
+    return stack.hr, stack.ports["tcp"]
+
+
+@pytest.mark.parametrize("front", [*FRONTS, "nginx"])
 @pytest.mark.parametrize("mode", MODES, ids=["preloaded", "lazy"])
-def test_overdue_request_is_cancelled_and_the_worker_lives(headrace, front, mode):
-    srv, port = start(headrace, front, "--wsgi-file", APP, "--harakiri", "1", *mode)
+def test_overdue_request_is_cancelled_and_the_worker_lives(stacks, headrace, front, mode):
+    """Behind nginx too: nginx passes the worker's 504 through to its client."""
+    srv, port = serve(stacks, headrace, front, "--wsgi-file", APP, "--harakiri", "1", *mode)
     status, pid = request(front, port, "/")
     assert status == 200
     # A quick request on the same worker while the slow one waits: served at once.

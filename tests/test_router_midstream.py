@@ -11,7 +11,9 @@ really dies mid-response is still replaced, and the requests waiting for it are 
 successor.
 
 Parametrized over the fronts where the worker's close reaches the client: direct
-(`--http-socket`) and the router (`--http`). Every server binds 127.0.0.1 only; every wait
+(`--http-socket`) and the router (`--http`); behind nginx (uwsgi protocol) the client sees
+what nginx makes of the upstream's close (a truncated body when there was a Content-Length,
+a normal end otherwise), and the worker likewise stays in service. Every server binds 127.0.0.1 only; every wait
 is bounded.
 """
 
@@ -206,3 +208,59 @@ def test_worker_killed_mid_response_is_replaced(headrace):
     for _ in range(5):
         assert pid_of(srv) == new_pid
     assert not NO_WORKER.search(srv.log()), srv.tail()
+
+
+
+@pytest.mark.parametrize("kind", list(APPS))
+def test_worker_lives_on_after_cuts_behind_nginx(headrace, tmp_path, kind):
+    """The uwsgi protocol behind a real nginx (`uwsgi_pass`), one worker. What nginx makes of
+    a cut for its client: with a Content-Length (/fail-cl, /short) it sees the upstream close
+    early ("upstream prematurely closed connection") and closes the client's connection on
+    the truncated body; without one (/fail), the upstream's close is the only end of the body
+    the uwsgi protocol has, so nginx cannot tell a cut from an end: it ends its chunked
+    response normally and keeps the client's connection. Either way the worker stays in
+    service: the next requests are answered at once by the same pid."""
+    from test_asgi import nginx_stack
+
+    stack = nginx_stack(headrace, "--wsgi-file", APPS[kind], "--processes", "1")
+    try:
+        srv = stack.hr
+        (pid,) = srv.worker_pids()
+
+        def nginx_pid(c=None) -> int:
+            own = c is None
+            c = c or stack.connect("tcp", 10)
+            try:
+                c.send(build_request("GET", "/pid"))
+                r = c.read_response()
+            finally:
+                if own:
+                    c.close()
+            assert r.status == 200 and r.complete, r
+            return int(r.body)
+
+        assert nginx_pid() == pid
+        for path in failing_paths(kind, tmp_path):
+            with stack.connect("tcp", 10) as c:
+                c.send(build_request("GET", path))
+                r = c.read_response()
+                assert r.status == 200 and r.body == FIRST, (path, r)
+                if path == "/fail":
+                    assert r.complete, (path, r)
+                    # The client's connection stays usable.
+                    assert nginx_pid(c) == pid
+                else:
+                    assert not r.complete, f"{path}: the truncated response looks complete: {r}"
+                    assert c.closed_by_peer(5), f"{path}: nginx kept the connection open"
+            t0 = time.monotonic()
+            assert nginx_pid() == pid
+            assert time.monotonic() - t0 < 5, "the next request waited"
+        for _ in range(20):
+            assert nginx_pid() == pid
+        assert pid_alive(pid)
+        assert srv.worker_pids() == [pid]
+        assert not re.search(r"\(pid: \d+\) died", srv.log()), srv.tail()
+        errors = (stack.dir / "error.log").read_text()
+        assert errors.count("upstream prematurely closed connection") == 2, stack.nginx_log()
+    finally:
+        stack.stop()

@@ -493,11 +493,14 @@ def test_reload_replaces_the_workers(front_factory, lazy):
     assert d2["is_a_reload"] is (not lazy)
 
 
-def test_stop_stops_the_server(front_factory):
-    f = front_factory("direct")
+@pytest.mark.parametrize("front", FRONTS)
+def test_stop_stops_the_server(front_factory, front):
+    """The graceful stop: the request that called uwsgi.stop() gets its response through
+    every front, then the server exits."""
+    f = front_factory(front)
     status, d = f.get("/stop")
     assert status == 200 and d == {"stop": True}
-    f.srv.proc.wait(15)
+    assert f.srv.proc.wait(15) == 0
 
 
 # --- the same calls under uWSGI (pyuwsgi) ----------------------------------------------------
