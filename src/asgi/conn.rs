@@ -483,7 +483,13 @@ fn perform(py: Python<'_>, sh: &Shared, action: Option<Action>) {
                     match started {
                         Ok(task) => {
                             let id = chan.borrow(py).id;
-                            if let Some(r) = sh.running.borrow_mut().iter_mut().find(|r| r.id == id)
+                            // The request was pushed last (`begin`): found at once from the back.
+                            if let Some(r) = sh
+                                .running
+                                .borrow_mut()
+                                .iter_mut()
+                                .rev()
+                                .find(|r| r.id == id)
                             {
                                 r.task = Some(task);
                             }
