@@ -128,16 +128,30 @@ def spool_parallel(
 
 
 def check_seed(port: int, mk: Path, front: str = "http"):
+    """20 parallel requests that each spool a 1 s task: every one answers in < 50 ms and every
+    task runs exactly once. The 50 ms is a latency figure on a shared machine (each spool is two
+    fsyncs), so a burst may be tried again, up to three in all, with new task names; no request
+    of any burst may fail or wait anywhere near the 1 s a task takes."""
     # A warm-up request per worker: the first request of a process pays for imports.
     for _ in range(5):
         ask(port, "/api", front)
-    res = spool_parallel(port, [f"/seed/s{i}?sleep=1" for i in range(20)], front)
-    slow = [(round(t * 1000, 1), st) for t, st, _ in res if t >= 0.050 or st != 200]
-    assert not slow, f"requests slower than 50 ms or failed (ms, status): {slow}"
-    got = wait_marks(mk, [f"s{i}" for i in range(20)], timeout=40)
+    names: list[str] = []
+    bursts = []
+    for burst in range(3):
+        batch = [f"s{burst}x{i}" for i in range(20)]
+        names += batch
+        res = spool_parallel(port, [f"/seed/{n}?sleep=1" for n in batch], front)
+        failed = [(round(t * 1000, 1), st) for t, st, _ in res if st != 200 or t >= 0.5]
+        assert not failed, f"requests that failed or waited (ms, status): {failed}"
+        slow = [round(t * 1000, 1) for t, _, _ in res if t >= 0.050]
+        bursts.append(slow)
+        if not slow:
+            break
+    assert not bursts[-1], f"requests slower than 50 ms in each of 3 bursts (ms): {bursts}"
+    wait_marks(mk, names, timeout=40)
     time.sleep(1.5)  # a second run would show up now
     got = marks(mk)
-    assert {k: len(v) for k, v in got.items()} == {f"s{i}": 1 for i in range(20)}
+    assert {k: len(v) for k, v in got.items()} == {n: 1 for n in names}
 
 
 SEED_ARGS = ("--spooler-processes", "4", "--spooler-frequency", "1", "--spooler-quiet")

@@ -177,13 +177,30 @@ async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
     let up = copy(client_r, worker_w, stall);
     let down = pump(worker_r, client_w, stall);
     tokio::pin!(up, down);
-    tokio::select! {
-        r = &mut up => if matches!(r, Ok(()) | Err((true, _))) {
-            let _ = tokio::time::timeout(stall, down).await;
-        },
-        r = &mut down => if r.is_ok() {
-            let _ = tokio::time::timeout(stall, up).await;
-        },
+    let down = tokio::select! {
+        r = &mut up => {
+            if !matches!(r, Ok(()) | Err((true, _))) {
+                return;
+            }
+            match tokio::time::timeout(stall, down).await {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        }
+        r = &mut down => {
+            if r.is_ok() {
+                let _ = tokio::time::timeout(stall, up).await;
+            }
+            r
+        }
+    };
+    if let Err(e) = down {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            // The worker may not see the stall itself: to it the tunnel just closes.
+            crate::log!(
+                "headrace router: WebSocket client stalled for more than --socket-timeout, closing"
+            );
+        }
     }
 }
 

@@ -35,13 +35,27 @@ wake()
 return id
 ";
 
-/// ARGV: consumer, heartbeat timeout (ms). Beats for the consumer; puts back the leases of
-/// consumers whose last beat is older than the timeout (an attempt each: their run failed);
-/// moves the delayed tasks whose time has come to `ready`; leases the first ready one.
+/// ARGV: consumer, heartbeat timeout (ms). Beats for the consumer; gives it back a lease it
+/// already holds (a consumer asks only when it holds none, so that lease's reply was lost:
+/// Redis died or the connection broke after the script ran, and the beating consumer would
+/// otherwise keep a task nobody runs); puts back the leases of consumers whose last beat is
+/// older than the timeout (an attempt each: their run failed); moves the delayed tasks whose
+/// time has come to `ready`; leases the first ready one.
 /// Returns `{id, packet, attempts}`, or `{'', seconds until the next delayed task or -1}`.
 pub const LEASE: &str = r"
 local me = ARGV[1]
 redis.call('ZADD', HEARTBEATS, now_ms, me)
+local held = redis.call('HGETALL', LEASED)
+for i = 1, #held, 2 do
+  if held[i + 1] == me then
+    local id = held[i]
+    local packet = redis.call('HGET', TASKS, id)
+    if packet then
+      return {id, packet, tonumber(redis.call('HGET', ATTEMPTS, id) or '0')}
+    end
+    redis.call('HDEL', LEASED, id)
+  end
+end
 local dead = redis.call('ZRANGEBYSCORE', HEARTBEATS, '-inf', '(' .. (now_ms - tonumber(ARGV[2])))
 if #dead > 0 then
   local is_dead = {}
