@@ -365,3 +365,48 @@ def test_a_client_that_stops_reading_is_dropped_after_socket_timeout(headrace, f
         assert get(srv, "/", timeout=10).body == b"app root"
     # The request line is written, with the bytes that went out.
     srv.wait_log(f"GET {target} => generated ")
+
+
+def nginx_get(port: int, target: str, headers=None):
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        c = Conn(s)
+        c.send(build_request("GET", target, headers=headers))
+        return c.read_response()
+
+
+@pytest.mark.parametrize("mode", [[], ["--lazy-apps"]], ids=["preloaded", "lazy"])
+def test_pathsend_and_static_behind_nginx(headrace, files, mode):
+    """A real nginx with uwsgi_pass in front: pathsend files (small, and big enough to fill
+    the socket) and static-map hits, with Range, arrive whole; preloaded and --lazy-apps."""
+    from test_asgi import nginx_stack
+
+    stack = nginx_stack(headrace, "--wsgi-file", PATHSEND,
+                        "--static-map", f"/static={files / 'static'}", *mode)
+    try:
+        port = stack.ports["tcp"]
+        r = nginx_get(port, send_url(files / "small.txt"))
+        assert (r.status, r.body) == (200, SMALL)
+        r = nginx_get(port, send_url(files / "big.bin"))
+        assert (r.status, len(r.body), r.body == BIG) == (200, len(BIG), True)
+        r = nginx_get(port, "/static/site.css")
+        assert (r.status, r.body, r.header("Content-Type")) == (200, CSS, "text/css")
+        r = nginx_get(port, "/static/big.bin", headers=[("Range", "bytes=10-19")])
+        assert (r.status, r.body) == (206, BIG[10:20])
+        stack.hr.wait_log(f"generated {len(BIG)} bytes")
+    finally:
+        stack.stop()
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_pathsend_and_static_with_lazy_apps(headrace, files, front):
+    """--lazy-apps: each worker loads the app itself; pathsend and the static map work the
+    same."""
+    srv = start(headrace, front, "--wsgi-file", PATHSEND, "--lazy-apps", "--processes", "2",
+                "--static-map", f"/static={files / 'static'}")
+    for _ in range(3):
+        r = get(srv, send_url(files / "big.bin"))
+        assert (r.status, r.body == BIG) == (200, True)
+        r = get(srv, "/static/site.css", headers=[("Range", "bytes=0-3")])
+        assert (r.status, r.body) == (206, CSS[:4])
+    r = get(srv, send_url(files / "small.txt"), method="HEAD")
+    assert (r.status, r.body, r.header("Content-Length")) == (200, b"", str(len(SMALL)))

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from support import Conn, app, build_request
-from test_asgi import MODES, start, uwsgi_packet
+from test_asgi import MODES, nginx_stack, start, uwsgi_packet
 
 APP = app("asgi_uwsgi.py")
 
@@ -65,3 +65,23 @@ def test_outside_a_request_set_logvar_raises(headrace, tmp_path):
     )
     srv, _ = start(headrace, "direct", "--wsgi-file", str(f))
     srv.wait_log("refused: set_logvar() outside a request")
+
+
+@pytest.mark.parametrize("mode", MODES, ids=["preloaded", "lazy"])
+def test_logvars_behind_nginx(headrace, mode):
+    """The uwsgi protocol as a real nginx speaks it (uwsgi_pass, its own CGI variables): two
+    overlapping requests keep their own logvars, and the log line shows them."""
+    stack = nginx_stack(headrace, "--wsgi-file", APP, "--log-format", "LV|%(uri)|%(who)|", *mode)
+    try:
+        port = stack.ports["tcp"]
+        with ThreadPoolExecutor(2) as pool:
+            a = pool.submit(get, "direct", port, "/lv?who=first&sleep=0.6")
+            time.sleep(0.2)
+            b = pool.submit(get, "direct", port, "/lv?who=second&sleep=0.1")
+            assert b.result()[1]["late"] == "SECOND"
+            assert a.result()[1]["late"] == "FIRST"
+        text = stack.hr.wait_log("LV|/lv?who=first&sleep=0.6|")
+        assert "LV|/lv?who=first&sleep=0.6|first|" in text
+        assert "LV|/lv?who=second&sleep=0.1|second|" in text
+    finally:
+        stack.stop()

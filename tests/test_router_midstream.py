@@ -264,3 +264,39 @@ def test_worker_lives_on_after_cuts_behind_nginx(headrace, tmp_path, kind):
         assert errors.count("upstream prematurely closed connection") == 2, stack.nginx_log()
     finally:
         stack.stop()
+
+
+@pytest.mark.parametrize("kind", list(APPS))
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_slow_or_silent_worker_stays_in_service(headrace, front, kind):
+    """--socket-timeout 1 and one worker. A request whose app takes 2 s to answer, and one
+    whose response falls silent for 2 s after its first bytes: behind the router the first gets
+    a 504 and the second is cut (its connection closes) after 1 s, and the worker serves the
+    next request (once its app has returned) instead of being counted dead for good
+    (`saturated: 1/0 workers`, a queue that never moved). Direct, the worker has no such
+    deadline on its own app: both complete."""
+    args = ["--wsgi-file", APPS[kind], "--master", "--processes", "1", "--socket-timeout", "1"]
+    port = free_port()
+    opt = "--http" if front == "router" else "--http-socket"
+    srv = headrace(opt, f"127.0.0.1:{port}", *args, port=port, probe="/pid", bind=False)
+    (pid,) = srv.worker_pids()
+    r = srv.request(build_request("GET", "/pid?hold=2"), timeout=10)
+    assert r.status == (504 if front == "router" else 200), r
+    assert pid_of(srv, timeout=10) == pid
+    with srv.connect(10) as c:
+        c.send(build_request("GET", "/gap?gap=2"))
+        r = c.read_response()
+        assert (r.status, r.body[:10]) == (200, FIRST), r
+        if front == "router":
+            assert not r.complete, r
+            assert c.closed_by_peer(5)
+        else:
+            assert (r.complete, r.body) == (True, FIRST + b"end"), r
+    for _ in range(5):
+        assert pid_of(srv, timeout=10) == pid
+    assert_no_dead_router(srv)
+    if front == "router":
+        log = srv.log()
+        assert "sent no response within --socket-timeout" in log, srv.tail()
+        assert "sent nothing for --socket-timeout in the middle of the response to GET /gap" in log
+        assert "(the worker is gone)" not in log, srv.tail()

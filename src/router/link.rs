@@ -530,8 +530,13 @@ impl Link {
     /// The link ends: settle every job it still holds.
     fn finish(mut self, end: &End, unsent: Vec<Job>) {
         let reset = matches!(end, End::Io(e) if e.kind() == io::ErrorKind::ConnectionReset);
-        let mut worker_failed = !matches!(end, End::Idle | End::ClientGone)
+        // The link failed with work pending. Only a worker whose process is gone or going is
+        // given up: one that is alive was slow, went silent or answered garbage for this
+        // request, and serves the next one on a new link once it is idle.
+        let failed = !matches!(end, End::Idle | End::ClientGone)
             && (!self.sent.is_empty() || self.body.is_some());
+        let alive = failed && self.router.worker_serving(self.slot, self.pid);
+        let worker_failed = failed && !alive;
         // A job whose response was being relayed is cut short, unless its body was delimited by
         // the close; every job behind it was not started.
         let answering = self.body.is_some();
@@ -542,14 +547,16 @@ impl Link {
             body.queued.complete.set(complete);
             if complete {
                 self.router.served(self.slot, self.pid, Duration::ZERO);
-            } else if let End::Eof | End::Io(_) = end {
-                // The worker closed the link in the middle of a response (its app failed after
-                // the head, or the body fell short of its length): nothing can follow the head
-                // the client already has, so its connection closes (the body is truncated).
-                // That is no sign of a dead worker unless its process is gone or going.
-                let alive = self.router.worker_serving(self.slot, self.pid);
+            } else if failed {
+                // The response broke off in the middle (the worker closed the link because its
+                // app failed after the head, or the body fell short of its length; or it sent
+                // nothing for --socket-timeout, or bytes that are no body): nothing can follow
+                // the head the client already has, so its connection closes (the body is
+                // truncated), and so does the link, which tells the worker.
                 let how = match end {
                     End::Io(e) => format!("broke its link ({e})"),
+                    End::Timeout => "sent nothing for --socket-timeout".to_owned(),
+                    End::Bad(why) => format!("sent a malformed response ({why})"),
                     _ => "closed its link".to_owned(),
                 };
                 crate::log!(
@@ -558,7 +565,6 @@ impl Link {
                     describe(&body.packet),
                     if alive { "" } else { " (the worker is gone)" }
                 );
-                worker_failed &= !alive;
                 live_cut = alive;
             }
         }

@@ -96,14 +96,16 @@ impl Backend {
     }
 
     /// Which of its link sockets a new link connects to, if it may have another link: a
-    /// threaded worker's thread that has none (one link per thread); for an event loop, any
+    /// threaded worker's thread that has none (one link per thread) and is not still running
+    /// a request whose link the router closed (`running`: a timed-out or cut response; the
+    /// thread is free again once its app returns and its write fails); for an event loop, any
     /// of its sockets while it holds fewer links than its concurrency (they all reach the one
     /// loop: taking them in turn spreads the connects over their backlogs).
-    fn next_link(&self, threads: usize) -> Option<usize> {
+    fn next_link(&self, threads: usize, running: impl Fn(usize) -> bool) -> Option<usize> {
         if self.multiplexed() {
             (self.links.len() < self.concurrency).then(|| self.links.len() % threads.max(1))
         } else {
-            (0..threads).find(|c| !self.links.iter().any(|l| l.core == *c))
+            (0..threads).find(|c| !self.links.iter().any(|l| l.core == *c) && !running(*c))
         }
     }
 
@@ -216,7 +218,7 @@ impl Router {
                     .iter()
                     .position(|l| l.state.in_flight.get() == 0 && !l.state.closing.get());
                 // A thread of the worker that has no link yet (an event loop: a new link).
-                let unlinked = b.next_link(threads);
+                let unlinked = b.next_link(threads, |c| self.scoreboard.core(i, c).running());
                 match (idle, unlinked) {
                     (Some(l), _) => Some((i, l)),
                     (None, Some(core)) => {
@@ -415,8 +417,10 @@ impl Router {
         }) && crate::sys::proc::serving(pid)
     }
 
-    /// A link's task ended. `failed`: the worker broke it with requests pending (it died or
-    /// misbehaved): no more requests for that pid.
+    /// A link's task ended. `failed`: the worker broke it with requests pending and its
+    /// process is gone or going: no more requests for that pid. (A live worker that was slow,
+    /// went silent mid-response or answered garbage keeps its place: its link is closed, and
+    /// its thread gets a new one once it is idle; see [`Backend::next_link`].)
     fn link_ended(&self, slot: usize, pid: i32, state: &Rc<LinkState>, failed: bool) {
         let mut backends = self.backends.borrow_mut();
         let Some(b) = backends.get_mut(slot).filter(|b| b.pid == pid) else {
@@ -673,8 +677,13 @@ mod tests {
             let b = backend(0, in_flight);
             assert!(!b.multiplexed());
             assert_eq!(b.capacity(threads), capacity);
-            assert_eq!(b.next_link(threads), next, "{in_flight:?}");
+            assert_eq!(b.next_link(threads, |_| false), next, "{in_flight:?}");
         }
+        // A thread still running a request whose link was closed gets no new link until its
+        // app returns; a free one does.
+        let b = backend(0, &[]);
+        assert_eq!(b.next_link(threads, |c| c < 2), Some(2));
+        assert_eq!(b.next_link(1, |c| c == 0), None);
     }
 
     #[test]
@@ -690,12 +699,16 @@ mod tests {
             let b = backend(concurrency, in_flight);
             assert!(b.multiplexed());
             assert_eq!(b.capacity(threads), concurrency);
-            assert_eq!(b.next_link(threads), next, "{concurrency} {in_flight:?}");
+            assert_eq!(
+                b.next_link(threads, |_| false),
+                next,
+                "{concurrency} {in_flight:?}"
+            );
         }
         // With one thread every link goes to the one socket; a busy loop is free below its
         // concurrency, whatever `--threads` says.
         let b = backend(1000, &[1, 1, 1]);
-        assert_eq!(b.next_link(1), Some(0));
+        assert_eq!(b.next_link(1, |_| false), Some(0));
         assert!(b.load() < b.capacity(1));
     }
 }

@@ -4,6 +4,7 @@
     /fail             start (no Content-Length), one body with more_body, then raises
     /fail-cl          start with Content-Length 100, 10 bytes with more_body, then raises
     /short?file=PATH  start with Content-Length 100, then a pathsend of PATH (shorter)
+    /gap?gap=S        10 bytes with more_body, S seconds of silence, then "end"
 
 `?hold=S` on any path: sleep S seconds first (so that concurrent requests spread over
 workers).
@@ -31,6 +32,12 @@ async def application(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"0123456789", "more_body": True})
         raise MidstreamError("failed after the first chunk")
+    if path == "/gap":
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"0123456789", "more_body": True})
+        await asyncio.sleep(float(q["gap"]))
+        await send({"type": "http.response.body", "body": b"end"})
+        return
     if path == "/short":
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.pathsend", "path": q["file"]})

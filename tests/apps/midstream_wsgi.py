@@ -5,6 +5,7 @@
     /fail-cl    Content-Length 100, one 10-byte chunk, then raises
     /short      Content-Length 100, and only 10 bytes in all (the iterable ends early)
     /stream     one chunk every 50 ms for 20 s (a worker to kill mid-response)
+    /gap?gap=S  one 10-byte chunk, S seconds of silence, then "end" (chunked)
 
 `?hold=S` on any path: sleep S seconds first (so that concurrent requests spread over
 workers).
@@ -32,6 +33,9 @@ def application(environ, start_response):
     if path == "/short":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "100")])
         return [b"0123456789"]
+    if path == "/gap":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return gap(float(q.get("gap", "0")))
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return stream()
@@ -48,3 +52,9 @@ def stream():
     for _ in range(400):
         yield b"chunk\n"
         time.sleep(0.05)
+
+
+def gap(seconds):
+    yield b"0123456789"
+    time.sleep(seconds)
+    yield b"end"
