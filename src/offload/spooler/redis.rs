@@ -15,7 +15,8 @@
 //! Redis down: a spooler logs one line, keeps trying with backoff (0.1 s doubling to 5 s),
 //! logs one line when it is back, and loses nothing Redis acknowledged (how much Redis keeps
 //! across its own crash is its `appendfsync`: `always` keeps every enqueued task). An enqueue
-//! (in a worker) tries twice, on a fresh connection the second time, then fails: `uwsgi.spool`
+//! (in a worker) tries twice, on a fresh connection the second time (the same token, so a
+//! task stored by a try whose reply was lost is not stored again), then fails: `uwsgi.spool`
 //! raises, so the request knows its task was not queued.
 
 #[cfg(test)]
@@ -401,12 +402,13 @@ impl Backend for RedisBackend {
         let packet = task.encode()?;
         let score = priority_score(task.priority());
         let at = task.at().unwrap_or(0).to_string();
+        let token = enqueue_token();
         self.twice(|conn, keys, s| {
             invoke(
                 conn,
                 &s.enqueue,
                 keys,
-                &[&packet, score.as_bytes(), at.as_bytes()],
+                &[&packet, score.as_bytes(), at.as_bytes(), token.as_bytes()],
             )
         })
     }
@@ -604,6 +606,17 @@ fn outage_noted(url: &str, down: bool) -> bool {
 /// `HOST:PID:NONCE`, one per process: threads of a process (a heartbeat thread) share it, a
 /// forked child gets its own, and a later process with the same pid on the same host does not
 /// inherit the dead one's leases.
+/// A name no other enqueue anywhere has: this process's consumer name (host, pid, nonce) and
+/// a counter, so the retry of an enqueue whose reply was lost is known for what it is.
+fn enqueue_token() -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{}:{}",
+        consumer_id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 fn consumer_id() -> String {
     static ID: Mutex<Option<(i32, String)>> = Mutex::new(None);
     let pid = crate::sys::proc::getpid();

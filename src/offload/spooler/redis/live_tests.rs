@@ -184,17 +184,49 @@ fn a_task_is_the_spool_packet_and_runs_once() {
     assert_eq!(
         left,
         [
+            "headrace:spooler:{q}:enqueued",
+            "headrace:spooler:{q}:enqueued_at",
             "headrace:spooler:{q}:heartbeats",
             "headrace:spooler:{q}:seq",
             "headrace:spooler:{q}:wake"
         ],
-        "an acknowledged task leaves nothing behind"
+        "an acknowledged task leaves nothing behind but the enqueue tokens of the last hour"
     );
     // Another queue on the same server is another queue.
     let mut other = RedisBackend::open(&srv.url("queue=other")).unwrap();
     other.enqueue(&task("elsewhere", &[])).unwrap();
     assert!(lease_now(&mut b).is_none());
     assert_eq!(name_of(&lease_now(&mut other).unwrap()), "elsewhere");
+}
+
+#[test]
+fn an_enqueue_tried_again_after_a_lost_reply_adds_no_second_task() {
+    let Some(srv) = Server::start(false) else {
+        return;
+    };
+    let mut b = RedisBackend::open(&srv.url("queue=q")).unwrap();
+    let packet = task("once", &[]).encode().unwrap();
+    let mut conn = srv.raw().unwrap();
+    let mut enqueue = |token: &str| -> String {
+        super::invoke(
+            &mut conn,
+            &b.scripts.enqueue,
+            &b.keys,
+            &[&packet, b"+inf", b"0", token.as_bytes()],
+        )
+        .unwrap()
+    };
+    // The same call twice (its first reply lost): one task, the same id both times.
+    let first = enqueue("host:1:abc:7");
+    assert_eq!(enqueue("host:1:abc:7"), first);
+    // Another token is another task.
+    let second = enqueue("host:1:abc:8");
+    assert_ne!(second, first);
+    assert_eq!(b.pending().unwrap(), vec![first, second]);
+    // Through the backend, every call is its own task.
+    let a = b.enqueue(&task("a", &[])).unwrap();
+    let c = b.enqueue(&task("a", &[])).unwrap();
+    assert_ne!(a, c);
 }
 
 #[test]

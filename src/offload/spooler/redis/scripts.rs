@@ -7,6 +7,7 @@
 const PRELUDE: &str = r"
 local READY, DELAYED, TASKS, ATTEMPTS, SCORES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local LEASED, HEARTBEATS, WAKE, SEQ, DEAD, DEAD_WHY = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local ENQUEUED, ENQUEUED_AT = KEYS[12], KEYS[13]
 local t = redis.call('TIME')
 local now = tonumber(t[1])
 local now_ms = now * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -20,9 +21,20 @@ local function make_ready(id)
 end
 ";
 
-/// ARGV: packet, priority score (`+inf` without one), `at` (0: none). Returns the new id.
+/// ARGV: packet, priority score (`+inf` without one), `at` (0: none), a token unique to this
+/// enqueue. Returns the new id, or the id the same token already created (the caller tries
+/// again when a reply is lost: the task must not be added twice). Tokens are kept an hour.
 pub const ENQUEUE: &str = r"
+local old = redis.call('ZRANGEBYSCORE', ENQUEUED_AT, '-inf', '(' .. (now - 3600), 'LIMIT', 0, 100)
+for _, t in ipairs(old) do
+  redis.call('HDEL', ENQUEUED, t)
+  redis.call('ZREM', ENQUEUED_AT, t)
+end
+local known = redis.call('HGET', ENQUEUED, ARGV[4])
+if known then return known end
 local id = string.format('%020d', redis.call('INCR', SEQ))
+redis.call('HSET', ENQUEUED, ARGV[4], id)
+redis.call('ZADD', ENQUEUED_AT, now, ARGV[4])
 redis.call('HSET', TASKS, id, ARGV[1])
 redis.call('HSET', SCORES, id, ARGV[2])
 local at = tonumber(ARGV[3])

@@ -220,6 +220,12 @@ pub struct Keys {
     pub dead: String,
     /// Hash id -> why it was buried (the last traceback).
     pub dead_why: String,
+    /// Hash enqueue token -> the id it created, for an hour: an enqueue tried again after its
+    /// reply was lost (Redis died, the connection broke) finds its task instead of adding a
+    /// second copy.
+    pub enqueued: String,
+    /// Sorted set enqueue token -> the server's time (s) it was made, to forget old tokens.
+    pub enqueued_at: String,
 }
 
 impl Keys {
@@ -237,12 +243,14 @@ impl Keys {
             seq: k("seq"),
             dead: k("dead"),
             dead_why: k("dead_why"),
+            enqueued: k("enqueued"),
+            enqueued_at: k("enqueued_at"),
         }
     }
 
     /// Every key, in the order the scripts read `KEYS` (see `scripts.rs`).
     #[must_use]
-    pub fn all(&self) -> [&str; 11] {
+    pub fn all(&self) -> [&str; 13] {
         [
             &self.ready,
             &self.delayed,
@@ -255,6 +263,8 @@ impl Keys {
             &self.seq,
             &self.dead,
             &self.dead_why,
+            &self.enqueued,
+            &self.enqueued_at,
         ]
     }
 }
