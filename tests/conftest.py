@@ -144,11 +144,13 @@ class Server:
                 break
             if time.monotonic() > deadline:
                 raise AssertionError(f"headrace not ready after {timeout} s; log:\n{self.tail()}")
-            time.sleep(0.05)
+            # A server is ready in 50-150 ms: a short poll keeps thousands of starts from each
+            # waiting out most of a longer one.
+            time.sleep(0.01)
         # Give the remaining workers a bounded moment to show up, so tests can read pids.
         end = min(deadline, time.monotonic() + 5)
         while len(self.worker_pids()) < workers and time.monotonic() < end:
-            time.sleep(0.05)
+            time.sleep(0.01)
         self.remember_pids()
 
     def _ready(self, probe: str | None, workers: int) -> bool:
