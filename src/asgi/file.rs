@@ -1,12 +1,17 @@
 //! Files sent by an ASGI connection with `sendfile(2)` after a response head: the
 //! `http.response.pathsend` extension (the app names a file instead of sending its bytes) and
 //! `--static-map` hits in direct mode (the worker answers before the app, as a WSGI worker does,
-//! with the shared `crate::static_files` lookup and reply). The connection (`conn.rs`) owns one
-//! [`FileOut`] at a time and pumps it from its writer callback, so a full socket is waited for
-//! like any other queued output (backpressure), never by blocking the loop.
+//! with the shared `crate::static_files` lookup and reply). The connection owns one [`FileOut`]
+//! at a time: the `AsgiConn` methods at the end of this file queue it (`send_path`,
+//! `serve_static`) and pump it from the connection's writer callback (`pump_file`), so a full
+//! socket is waited for like any other queued output (backpressure), never by blocking the loop.
 
+use super::channel::client_gone;
+use super::conn::{Action, AfterFlush, AsgiConn, PAUSE_ABOVE};
 use super::{ctx, Parsed};
 use crate::static_files::{self, Found, Reply, StaticConfig};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 use std::fs::File;
@@ -14,7 +19,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Bytes sent per writer callback at most: a fast client of a large file must not keep the
 /// loop from its other connections (the writer callback comes back at once while the socket
@@ -234,6 +239,266 @@ pub(super) fn log_static(l: &StaticLog, sent: Option<u64>) {
         read_error: false,
     });
     crate::log::request(&line);
+}
+
+/// Files sent after a head: `http.response.pathsend` and `--static-map` hits.
+impl AsgiConn {
+    /// `http.response.pathsend`: the head (with the file's size as `Content-Length` unless the
+    /// app gave a length), then the file with `sendfile(2)`, `Content-Length` bytes of it. A
+    /// path that cannot be sent raises in the app's `send`: nothing is written yet, so an app
+    /// that lets it propagate gets the usual 500.
+    pub(super) fn send_path(
+        &mut self,
+        py: Python<'_>,
+        message: &Bound<'_, PyAny>,
+    ) -> PyResult<Result<bool, ()>> {
+        let Some(r) = self.req.as_ref() else {
+            return Ok(Err(()));
+        };
+        if !r.started {
+            return Err(PyRuntimeError::new_err(
+                "http.response.pathsend before http.response.start",
+            ));
+        }
+        if r.complete || r.head_bytes > 0 {
+            return Err(PyRuntimeError::new_err(
+                "http.response.pathsend after the response body began",
+            ));
+        }
+        let path: std::path::PathBuf = message
+            .get_item(intern!(py, "path"))?
+            .extract()
+            .map_err(|_| PyTypeError::new_err("http.response.pathsend needs a str \"path\""))?;
+        let (f, size) = open_path(&path).map_err(|e| {
+            PyRuntimeError::new_err(format!(
+                "http.response.pathsend: cannot send {}: {e}",
+                path.display()
+            ))
+        })?;
+        let mut head = self.build_head(py, usize::try_from(size).unwrap_or(usize::MAX), false)?;
+        let Some(r) = self.req.as_mut() else {
+            return Ok(Err(()));
+        };
+        r.head_bytes = head.len();
+        r.complete = true;
+        let no_body = r.head_only || r.status < 200 || r.status == 204 || r.status == 304;
+        // An app's Content-Length larger than the file cannot be met: the send fails at the
+        // file's end and the connection is lost, as a failed body write.
+        let len = declared_length(&head).unwrap_or(size);
+        let mut queued = None;
+        if !no_body {
+            let mut out = FileOut::new(f, 0, len);
+            if r.chunked_out {
+                // The app asked for chunked framing: the file is one chunk.
+                if len > 0 {
+                    let (line, n) = crate::http::response::chunk_size_line(
+                        usize::try_from(len).unwrap_or(usize::MAX),
+                    );
+                    head.extend_from_slice(&line[..n]);
+                    out.tail = b"\r\n0\r\n\r\n";
+                } else {
+                    head.extend_from_slice(b"0\r\n\r\n");
+                }
+            }
+            queued = Some(out);
+        }
+        let written = self.write(py, &[&head]);
+        self.wake(py);
+        if written.is_err() {
+            if let Some(r) = self.req.as_mut() {
+                r.write_error = true;
+                r.gone = true;
+            }
+            return Ok(Err(()));
+        }
+        let Some(out) = queued else {
+            return Ok(written);
+        };
+        self.file = Some(out);
+        if self.out.is_empty() {
+            return Ok(self.pump_file(py));
+        }
+        Ok(Ok(false))
+    }
+
+    /// What `send` returns after writing: the shared finished awaitable when everything went
+    /// out, else the Future resolved when the output drains; `written` as `write` says.
+    pub(super) fn awaitable(
+        &mut self,
+        py: Python<'_>,
+        written: Result<bool, ()>,
+    ) -> PyResult<Py<PyAny>> {
+        match written {
+            Ok(true) => Ok(self.shared.done.clone_ref(py)),
+            Ok(false) => {
+                if let Some(f) = &self.drained {
+                    return Ok(f.clone_ref(py));
+                }
+                let f = self.shared.create_future.call0(py)?;
+                self.drained = Some(f.clone_ref(py));
+                Ok(f)
+            }
+            Err(()) => Err(client_gone(py, &self.shared.disconnected)),
+        }
+    }
+
+    /// Send the queued file, then its tail. `Ok(true)`: all written; `Ok(false)`: the writer
+    /// callback goes on; `Err`: the connection failed (or the file was shorter than announced)
+    /// and is lost.
+    pub(super) fn pump_file(&mut self, py: Python<'_>) -> Result<bool, ()> {
+        let Some(f) = self.file.as_mut() else {
+            return Ok(true);
+        };
+        let before = f.sent;
+        let pumped = f.pump(self.raw);
+        let delta = f.sent - before;
+        if delta > 0 {
+            self.last_active = Instant::now();
+            if let Some(r) = self.req.as_mut() {
+                r.body_bytes += delta;
+            }
+        }
+        match pumped {
+            Pump::More => {
+                self.writer_on_(py);
+                Ok(false)
+            }
+            Pump::Done => {
+                let Some(f) = self.file.take() else {
+                    return Ok(true);
+                };
+                if let Some(l) = &f.log {
+                    log_static(l, Some(f.sent));
+                }
+                if f.tail.is_empty() {
+                    Ok(true)
+                } else {
+                    self.write(py, &[f.tail])
+                }
+            }
+            Pump::Failed | Pump::Short => {
+                if pumped == Pump::Short {
+                    let static_hit = self.file.as_ref().and_then(|f| f.log.as_ref());
+                    let (method, target) = match (&self.req, static_hit) {
+                        (Some(r), _) => (r.method.as_bytes(), r.target.as_slice()),
+                        (None, Some(l)) => (l.method.as_slice(), l.uri.as_slice()),
+                        (None, None) => (&b""[..], &b""[..]),
+                    };
+                    crate::log!(
+                        "headrace: {} {}: the file ended before the response's length, closing",
+                        String::from_utf8_lossy(method),
+                        String::from_utf8_lossy(target)
+                    );
+                }
+                self.abandon_file();
+                self.writer_off(py);
+                if let Some(r) = self.req.as_mut() {
+                    r.write_error = true;
+                }
+                self.lost(py);
+                Err(())
+            }
+        }
+    }
+
+    /// The connection ends with a file still queued: a static hit is logged as a write error.
+    pub(super) fn abandon_file(&mut self) {
+        if let Some(f) = self.file.take() {
+            if let Some(l) = &f.log {
+                log_static(l, None);
+            }
+        }
+    }
+
+    /// A static file is being sent (no request runs): the client gets `--socket-timeout` per
+    /// stall, as for any response.
+    pub(super) fn sweep_file(&mut self, py: Python<'_>, idle: Duration) {
+        if idle > self.shared.socket_timeout {
+            crate::log!(
+                "headrace: static file to {}: client stalled for more than --socket-timeout, closing",
+                if self.remote.is_empty() { "unix socket" } else { self.remote.as_str() }
+            );
+            self.close(py);
+        }
+    }
+
+    /// A file is still going out: the next request waits for it (`flush` calls `process`
+    /// again); reading pauses if the client sends much more meanwhile.
+    pub(super) fn hold_while_file(&mut self, py: Python<'_>) -> Option<Action> {
+        if self.pending().len() > PAUSE_ABOVE {
+            self.pause(py);
+        }
+        None
+    }
+
+    /// A GET or HEAD naming a `--static-map` file is answered from it before the app, as a WSGI
+    /// worker does in direct mode: the same lookup, reply (304, Range, gzip, Expires) and log
+    /// line. Not on a router link (the router serves static files itself) nor for a request
+    /// with a body. `None`: not static, the app answers; `Some(true)`: answered and written, go
+    /// on with the next request; `Some(false)`: answered, the rest goes out from the writer
+    /// callback (or the connection ended).
+    pub(super) fn serve_static(&mut self, py: Python<'_>, p: &Parsed<'_>) -> Option<bool> {
+        let c = ctx().ok()?;
+        if c.static_files.is_empty() || self.link || p.body_kind != 0 {
+            return None;
+        }
+        // nginx's uwsgi_pass: one request per connection, HTTP/1.0 framing (as WSGI answers).
+        let (http11, keep) = if self.uwsgi {
+            (false, false)
+        } else {
+            (p.version == "1.1", p.keep_alive && !self.draining())
+        };
+        let start = Instant::now();
+        let (found, reply) = lookup(&c.static_files, p, http11, !keep)?;
+        let remote = p
+            .client
+            .as_ref()
+            .and_then(|c| c.get_item(0).ok())
+            .and_then(|a| a.extract::<String>().ok())
+            .unwrap_or_else(|| self.remote.clone());
+        let mut out = FileOut::new(found.file, reply.offset, reply.len);
+        out.log = Some(StaticLog {
+            start,
+            status: reply.status,
+            head_bytes: reply.head.len(),
+            headers: reply.head.split(|b| *b == b'\n').count().saturating_sub(3),
+            method: p.method.as_bytes().to_vec(),
+            uri: p.target.clone(),
+            protocol: format!("HTTP/{}", p.version),
+            vars: p.header_count,
+            vars_bytes: p.len,
+            remote,
+        });
+        self.last_active = start;
+        if self.write(py, &[&reply.head]).is_err() {
+            // `write` found the connection gone and closed it.
+            self.file = Some(out);
+            self.abandon_file();
+            return Some(false);
+        }
+        self.file = Some(out);
+        let done = if self.out.is_empty() {
+            match self.pump_file(py) {
+                Ok(done) => done,
+                Err(()) => return Some(false),
+            }
+        } else {
+            false
+        };
+        if done && keep {
+            return Some(true);
+        }
+        if done {
+            self.finish_connection(py);
+        } else {
+            self.after_flush = if keep {
+                AfterFlush::Next
+            } else {
+                AfterFlush::Close
+            };
+        }
+        Some(false)
+    }
 }
 
 #[cfg(test)]

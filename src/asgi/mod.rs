@@ -4,9 +4,19 @@
 //! the HTTP and uwsgi-protocol parsers with their limits and error responses (`parse`), the
 //! chunked-body decoder, and the worker's bookkeeping (scoreboard counters, harakiri clock,
 //! request log line, max-requests / reload-on-rss / lifetime recycling). See DESIGN.md, "ASGI".
+//!
+//! The HTTP connections are Rust too: `hub.rs` (the worker's connections, `AsgiHub`), `conn.rs`
+//! (one connection, `AsgiConn`), `request.rs` and `response.rs` (a request's two sides),
+//! `file.rs` (files sent after a head), `channel.rs` (the app's `receive` / `send`) and
+//! `coro.rs` (the request coroutine and the finished awaitable). `ws.rs` is the WebSocket codec.
 
+mod channel;
 mod conn;
+mod coro;
 mod file;
+mod hub;
+mod request;
+mod response;
 
 use crate::http::parse::{parse_head, Framing};
 use crate::http::{ChunkedDecoder, HttpError};
@@ -700,6 +710,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_asgi_ready, m)?)?;
     m.add_function(wrap_pyfunction!(_asgi_log, m)?)?;
     m.add_class::<AsgiChunked>()?;
+    hub::register(m)?;
     conn::register(m)?;
+    channel::register(m)?;
+    coro::register(m)?;
     ws::register(m)
 }
