@@ -110,3 +110,46 @@ def test_a_task_that_ignores_the_cancellation_costs_the_worker(headrace, front):
         15,
         "a new worker after the harakiri kill",
     )
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("mode", MODES, ids=["preloaded", "lazy"])
+def test_user_harakiri_cancels_its_own_request_only(headrace, front, mode):
+    """uwsgi.set_user_harakiri(1) in one request of an event loop: that request's task is
+    cancelled after 1 s (a 504, the log names the call), although another request that set its
+    own longer limit ended in the meantime (which must not clear the first one's); the worker,
+    running both, lives on. No --harakiri at all."""
+    srv, port = start(headrace, front, "--wsgi-file", APP, *mode)
+    _, pid = request(front, port, "/")
+    other = []
+    t = threading.Thread(target=lambda: (
+        time.sleep(0.2), other.append(request(front, port, "/user?limit=30&sleep=0.3"))))
+    t.start()
+    t0 = time.monotonic()
+    status, body = request(front, port, "/user?limit=1&sleep=30")
+    elapsed = time.monotonic() - t0
+    t.join(10)
+    assert status == 504, (status, body)
+    assert 0.9 < elapsed < 1.0 + 1.9, elapsed
+    assert other == [(200, pid)]
+    srv.wait_log("cancels GET /user?limit=1&sleep=30")
+    assert "(uwsgi.set_user_harakiri(1)); its task was at:" in srv.log()
+    time.sleep(2.5)  # past the grace: the worker was not killed
+    assert request(front, port, "/") == (200, pid)
+    assert "stuck" not in srv.log()
+
+
+@pytest.mark.parametrize("front", ["direct", "router"])
+def test_user_harakiri_on_a_task_that_ignores_it_costs_the_worker(headrace, front):
+    srv, port = start(headrace, front, "--wsgi-file", APP)
+    _, pid = request(front, port, "/")
+    status, _ = request(front, port, "/user-stubborn", timeout=15)
+    assert status in (None, 502, 504), status
+    srv.wait_log("cancels GET /user-stubborn")
+    srv.wait_log(f"HARAKIRI: worker 1 (pid {int(pid)}) stuck 1s on a request whose task did "
+                 "not end when cancelled (uwsgi.set_user_harakiri), killing")
+    wait_until(
+        lambda: (r := request(front, port, "/", timeout=5))[0] == 200 and r[1] != pid,
+        15,
+        "a new worker after the harakiri kill",
+    )

@@ -22,7 +22,8 @@ from headrace import _asgi_ws
 from headrace import _headrace as native
 
 FAILED_APP_CODE = 22
-# How often an ASGI worker with --harakiri looks for overdue requests (seconds).
+# How often an ASGI worker looks for overdue requests (--harakiri, uwsgi.set_user_harakiri),
+# in seconds.
 HARAKIRI_TICK = 0.1
 
 
@@ -151,8 +152,8 @@ class Server:
         for l in self.listeners:
             self.loop.add_reader(l.sock.fileno(), self.accept, l)
         self.loop.call_later(1.0, self.tick)
-        if self.harakiri_limit > 0:
-            self.loop.call_later(HARAKIRI_TICK, self.harakiri)
+        # Always: a request may set its own limit with uwsgi.set_user_harakiri.
+        self.loop.call_later(HARAKIRI_TICK, self.harakiri)
         await self.done
         if self.lifespan is not None:
             await self.lifespan.shutdown()
@@ -221,16 +222,22 @@ class Server:
             self.done.set_result(None)
 
     def harakiri(self) -> None:
-        """--harakiri: cancel the task of every request running that long, after logging where
-        it waits. The request ends as cancelled (a 504 when it had not answered yet); the
-        master kills the worker only if it is still running `HARAKIRI_CANCEL_GRACE` later."""
+        """--harakiri, and a request's own uwsgi.set_user_harakiri: cancel the task of every
+        request past its limit, after logging where it waits. The request ends as cancelled (a
+        504 when it had not answered yet); the worker is killed only if it is still running
+        `HARAKIRI_CANCEL_GRACE` later (by the master for --harakiri, by the worker's watchdog
+        thread for a user harakiri)."""
         self.loop.call_later(HARAKIRI_TICK, self.harakiri)
-        for task, method, uri, secs in self.hub.harakiri(self.harakiri_limit):
+        for task, method, uri, secs, user in self.hub.harakiri(self.harakiri_limit):
             where = task_stack(task)
+            why = (
+                f"uwsgi.set_user_harakiri({user})" if user
+                else f"--harakiri {self.harakiri_limit:g}"
+            )
             log(
                 f"HARAKIRI: worker {self.worker_id} (pid {os.getpid()}) cancels "
                 f"{method.decode('latin-1')} {uri.decode('latin-1')}, running {secs}s "
-                f"(--harakiri {self.harakiri_limit:g}); its task was at:\n{where}"
+                f"({why}); its task was at:\n{where}"
             )
             task.cancel()
 

@@ -106,20 +106,23 @@ pub(super) fn perform(py: Python<'_>, sh: &Shared, action: Option<Action>) {
                 .and_then(|(receive, send)| sh.app.call1(py, (scope, receive, send)));
             match called {
                 Ok(coro) => {
-                    let fd = chan.borrow(py).conn.borrow(py).raw;
+                    let (fd, id) = {
+                        let c = chan.borrow(py);
+                        let fd = c.conn.borrow(py).raw;
+                        (fd, c.id)
+                    };
                     let slot = ctx().map_or(0, |c| c.slot);
                     let started = Py::new(
                         py,
                         RequestCoro {
                             coro: Some(coro),
                             chan: chan.clone_ref(py),
-                            current: Some(crate::offload::core::Current::new(slot, 0, fd)),
+                            current: Some(crate::offload::core::Current::for_task(slot, fd, id)),
                         },
                     )
                     .and_then(|task_coro| sh.create_task.call1(py, (task_coro,)));
                     match started {
                         Ok(task) => {
-                            let id = chan.borrow(py).id;
                             // The request was pushed last (`begin`): found at once from the back.
                             if let Some(r) = sh
                                 .running

@@ -73,8 +73,10 @@ pub(super) struct Running {
     pub(super) uri: Vec<u8>,
     /// The request's asyncio Task, for `--harakiri` (none when it ended inside an eager start).
     pub(super) task: Option<Py<PyAny>>,
-    /// `--harakiri` cancelled it already.
+    /// `--harakiri` or its own `uwsgi.set_user_harakiri` cancelled it already.
     pub(super) cancelled: bool,
+    /// The seconds it gave `uwsgi.set_user_harakiri`, when that is what cancelled it.
+    pub(super) user_limit: u64,
 }
 
 impl Shared {
@@ -286,26 +288,32 @@ impl AsgiHub {
         self.shared.running.borrow().len()
     }
 
-    /// `--harakiri`: the requests running for `limit` seconds or more that were not cancelled
-    /// yet, now marked cancelled, as `[(task, method, uri, seconds)]`; the caller logs where
+    /// `--harakiri` (`limit` > 0) and `uwsgi.set_user_harakiri`: the requests running for
+    /// `limit` seconds or more, or past their own limit, that were not cancelled yet, now
+    /// marked cancelled, as `[(task, method, uri, seconds, user limit or 0)]`; the caller logs where
     /// each task is and cancels it (`_asgi.Server.harakiri`). The request then ends as a
     /// cancelled one, with a 504 when nothing was written yet (`AsgiConn::finish`).
     fn harakiri<'py>(&self, py: Python<'py>, limit: f64) -> Vec<Overdue<'py>> {
         let now = super::now_ms();
         let limit_ms = Duration::from_secs_f64(limit.max(0.0)).as_millis();
         let limit_ms = u64::try_from(limit_ms).unwrap_or(u64::MAX);
+        let mine = crate::offload::core::overdue_tasks();
         let mut due = Vec::new();
         for r in self.shared.running.borrow_mut().iter_mut() {
-            if r.cancelled || now.saturating_sub(r.start_ms) < limit_ms {
+            let user = mine.iter().find(|(id, _)| *id == r.id).map(|&(_, s)| s);
+            let over = limit > 0.0 && now.saturating_sub(r.start_ms) >= limit_ms;
+            if r.cancelled || !(over || user.is_some()) {
                 continue;
             }
             let Some(task) = &r.task else { continue };
             r.cancelled = true;
+            r.user_limit = if over { 0 } else { user.unwrap_or(0) };
             due.push((
                 task.clone_ref(py),
                 PyBytes::new(py, &r.method),
                 PyBytes::new(py, &r.uri),
                 now.saturating_sub(r.start_ms) / 1000,
+                r.user_limit,
             ));
         }
         due
@@ -328,7 +336,13 @@ impl AsgiHub {
 }
 
 /// A request `--harakiri` cancels: `(task, method, uri, seconds running)`.
-type Overdue<'py> = (Py<PyAny>, Bound<'py, PyBytes>, Bound<'py, PyBytes>, u64);
+type Overdue<'py> = (
+    Py<PyAny>,
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+    u64,
+    u64,
+);
 
 /// Add the hub class to `headrace._headrace`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -98,6 +98,7 @@ impl AsgiConn {
             uri: p.target.clone(),
             task: None,
             cancelled: false,
+            user_limit: 0,
         });
         let keep_alive = p.keep_alive && !self.draining() && !last;
         let scope = self.scope(py, sh, &p)?;

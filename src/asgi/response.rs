@@ -219,14 +219,16 @@ impl AsgiConn {
                 .running
                 .borrow()
                 .iter()
-                .any(|r| r.id == id && r.cancelled);
-            if harakiri && head_bytes == 0 && !gone {
-                // Cancelled by --harakiri before it answered: say so.
-                self.error_response(
-                    py,
-                    504,
-                    b"Gateway Timeout: the request ran longer than --harakiri\n",
-                );
+                .find(|r| r.id == id && r.cancelled)
+                .map(|r| r.user_limit);
+            if let (Some(user), 0, false) = (harakiri, head_bytes, gone) {
+                // Cancelled by a harakiri before it answered: say so.
+                let body: &[u8] = if user == 0 {
+                    b"Gateway Timeout: the request ran longer than --harakiri\n"
+                } else {
+                    b"Gateway Timeout: the request ran longer than its uwsgi.set_user_harakiri\n"
+                };
+                self.error_response(py, 504, body);
             }
             if let Some(r) = self.req.as_mut() {
                 r.close_after = true;

@@ -218,6 +218,10 @@ pub struct Current {
     fd: RawFd,
     /// `uwsgi.set_logvar` pairs, in the order set (a key set again is replaced).
     logvars: Vec<Logvar>,
+    /// An event-loop worker's request: its id among the loop's requests. Its
+    /// `uwsgi.set_user_harakiri` cancels its task, as `--harakiri` does, instead of killing a
+    /// process that runs many other requests.
+    task: Option<u64>,
 }
 
 thread_local! {
@@ -233,6 +237,27 @@ impl Current {
             core,
             fd,
             logvars: Vec::new(),
+            task: None,
+        }
+    }
+
+    /// Request `id` of an event-loop worker in slot `slot`, on connection `fd`.
+    #[must_use]
+    pub const fn for_task(slot: usize, fd: RawFd, id: u64) -> Self {
+        Self {
+            slot,
+            core: 0,
+            fd,
+            logvars: Vec::new(),
+            task: Some(id),
+        }
+    }
+
+    /// What its user harakiri is filed under.
+    const fn key(&self) -> Key {
+        match self.task {
+            Some(id) => Key::Task(id),
+            None => Key::Core(self.core),
         }
     }
 }
@@ -251,12 +276,7 @@ pub fn leave() -> Option<Current> {
 /// A serving thread starts a request (before the app is called).
 pub fn begin_request(slot: usize, core: usize, fd: RawFd) {
     CURRENT.with(|c| {
-        *c.borrow_mut() = Some(Current {
-            slot,
-            core,
-            fd,
-            logvars: Vec::new(),
-        });
+        *c.borrow_mut() = Some(Current::new(slot, core, fd));
     });
 }
 
@@ -268,7 +288,10 @@ pub fn end_request(o: &Outcome) -> Vec<Logvar> {
     let Some(cur) = CURRENT.with(|c| c.borrow_mut().take()) else {
         return Vec::new();
     };
-    clear_harakiri(cur.core);
+    clear_harakiri(cur.key());
+    if let Some(id) = cur.task {
+        TASK_DEADLINES.with(|d| d.borrow_mut().retain(|(t, ..)| *t != id));
+    }
     cur.logvars
 }
 
@@ -289,11 +312,45 @@ pub fn count_request(o: &Outcome) {
 
 // ---- per-request harakiri -------------------------------------------------------------------
 
-/// Deadlines set with `uwsgi.set_user_harakiri`, by serving thread (`usize::MAX` for a process
-/// that serves no requests: a mule, a spooler).
+/// Whose `uwsgi.set_user_harakiri` a deadline is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    /// A serving thread of a threaded worker.
+    Core(usize),
+    /// A request of an event-loop worker (its task is cancelled at the deadline; this one,
+    /// later by [`crate::asgi::HARAKIRI_CANCEL_GRACE`], kills the process if it did not end).
+    Task(u64),
+    /// A process that serves no requests: a mule, a spooler.
+    Process,
+}
+
+/// Deadlines set with `uwsgi.set_user_harakiri`, after which the process is killed.
 struct Deadlines {
-    set: Mutex<Vec<(usize, Instant, u64)>>,
+    set: Mutex<Vec<(Key, Instant, u64)>>,
     wake: Condvar,
+}
+
+thread_local! {
+    /// An event-loop worker's requests with a user harakiri: (id, when its task is cancelled,
+    /// the seconds asked). Read by the loop's harakiri tick ([`overdue_tasks`]).
+    static TASK_DEADLINES: RefCell<Vec<(u64, Instant, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The event-loop requests whose user harakiri is due, `(id, seconds asked)`, forgotten here:
+/// the loop cancels their tasks.
+#[must_use]
+pub fn overdue_tasks() -> Vec<(u64, u64)> {
+    let now = Instant::now();
+    TASK_DEADLINES.with(|d| {
+        let mut d = d.borrow_mut();
+        let due = d
+            .iter()
+            .filter(|(_, at, _)| *at <= now)
+            .map(|&(id, _, secs)| (id, secs))
+            .collect();
+        d.retain(|(_, at, _)| *at > now);
+        due
+    })
 }
 
 static DEADLINES: Deadlines = Deadlines {
@@ -303,12 +360,11 @@ static DEADLINES: Deadlines = Deadlines {
 static WATCHDOG: OnceLock<()> = OnceLock::new();
 /// Time given to faulthandler to write the stuck process's tracebacks before SIGKILL.
 const TRACEBACK_GRACE: Duration = Duration::from_millis(300);
-const NO_CORE: usize = usize::MAX;
 
-fn clear_harakiri(core: usize) {
+fn clear_harakiri(key: Key) {
     if let Ok(mut set) = DEADLINES.set.lock() {
         let before = set.len();
-        set.retain(|(c, ..)| *c != core);
+        set.retain(|(k, ..)| *k != key);
         if set.len() != before {
             DEADLINES.wake.notify_all();
         }
@@ -317,18 +373,37 @@ fn clear_harakiri(core: usize) {
 
 /// `uwsgi.set_user_harakiri(secs)`: kill this process if the running request (or, outside a
 /// request, the process) is still at it after `secs` seconds; 0 disarms it. The watchdog is a
-/// thread of this process, so it needs neither the GIL nor the master.
+/// thread of this process, so it needs neither the GIL nor the master. In an event-loop (ASGI)
+/// worker the request's task is cancelled at `secs` (by the loop's harakiri tick), and the
+/// process killed only if the task has not ended `HARAKIRI_CANCEL_GRACE` later.
 fn set_user_harakiri(secs: u64) -> Result<(), String> {
     if super::role() == Role::Master {
         // Code run while the master loads the app serves no request, and a watchdog thread
         // there would make forking the workers unsafe: nothing to guard, as in uWSGI.
         return Ok(());
     }
-    let core = CURRENT.with(|c| c.borrow().as_ref().map_or(NO_CORE, |c| c.core));
-    clear_harakiri(core);
+    let (key, task) = CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map_or((Key::Process, None), |c| (c.key(), c.task))
+    });
+    clear_harakiri(key);
+    if let Some(id) = task {
+        TASK_DEADLINES.with(|d| {
+            let mut d = d.borrow_mut();
+            d.retain(|(t, ..)| *t != id);
+            if secs > 0 {
+                d.push((id, Instant::now() + Duration::from_secs(secs), secs));
+            }
+        });
+    }
     if secs == 0 {
         return Ok(());
     }
+    let kill_after = match task {
+        Some(_) => Duration::from_secs(secs) + crate::asgi::HARAKIRI_CANCEL_GRACE,
+        None => Duration::from_secs(secs),
+    };
     if WATCHDOG.get().is_none() {
         std::thread::Builder::new()
             .name("user-harakiri".into())
@@ -337,7 +412,7 @@ fn set_user_harakiri(secs: u64) -> Result<(), String> {
         let _ = WATCHDOG.set(());
     }
     let mut set = DEADLINES.set.lock().map_err(|_| "poisoned".to_owned())?;
-    set.push((core, Instant::now() + Duration::from_secs(secs), secs));
+    set.push((key, Instant::now() + kill_after, secs));
     DEADLINES.wake.notify_all();
     Ok(())
 }
@@ -348,9 +423,9 @@ fn watchdog() {
     };
     loop {
         let now = Instant::now();
-        if let Some(&(core, _, secs)) = set.iter().find(|(_, at, _)| *at <= now) {
+        if let Some(&(key, _, secs)) = set.iter().find(|(_, at, _)| *at <= now) {
             drop(set);
-            harakiri_self(core, secs);
+            harakiri_self(key, secs);
             return;
         }
         let next = set.iter().map(|(_, at, _)| *at).min();
@@ -369,7 +444,7 @@ fn watchdog() {
 
 /// The deadline passed: say so in the master's words, dump the tracebacks (workers have
 /// faulthandler on SIGUSR2), and die; the master respawns the process.
-fn harakiri_self(core: usize, secs: u64) {
+fn harakiri_self(key: Key, secs: u64) {
     let pid = crate::sys::proc::getpid();
     let what = match super::role() {
         Role::Worker(id) => format!("worker {id}"),
@@ -377,7 +452,11 @@ fn harakiri_self(core: usize, secs: u64) {
         Role::Spooler(..) => "spooler".to_owned(),
         _ => "process".to_owned(),
     };
-    let request = request_line(core);
+    let request = match key {
+        Key::Core(core) => request_line(core),
+        Key::Task(_) => " on a request whose task did not end when cancelled".to_owned(),
+        Key::Process => String::new(),
+    };
     crate::log!(
         "HARAKIRI: {what} (pid {pid}) stuck {secs}s{request} (uwsgi.set_user_harakiri), killing"
     );
@@ -397,7 +476,7 @@ fn request_line(core: usize) -> String {
         return String::new();
     };
     let slot = e.slot.load(Ordering::Relaxed);
-    if slot == 0 || core == NO_CORE {
+    if slot == 0 {
         return String::new();
     }
     let slot = usize::try_from(slot - 1).unwrap_or(usize::MAX);
@@ -717,21 +796,37 @@ mod tests {
     }
 
     #[test]
-    fn harakiri_deadlines_are_per_thread() {
-        clear_harakiri(7);
-        DEADLINES
-            .set
-            .lock()
-            .unwrap()
-            .push((7, Instant::now() + Duration::from_secs(60), 60));
-        DEADLINES
-            .set
-            .lock()
-            .unwrap()
-            .push((8, Instant::now() + Duration::from_secs(60), 60));
-        clear_harakiri(7);
-        let left: Vec<usize> = DEADLINES.set.lock().unwrap().iter().map(|d| d.0).collect();
-        assert_eq!(left, vec![8]);
-        clear_harakiri(8);
+    fn harakiri_deadlines_are_per_thread_and_per_task() {
+        let later = || Instant::now() + Duration::from_secs(60);
+        for key in [Key::Core(7), Key::Core(8), Key::Task(7)] {
+            clear_harakiri(key);
+            DEADLINES.set.lock().unwrap().push((key, later(), 60));
+        }
+        clear_harakiri(Key::Core(7));
+        let left: Vec<Key> = DEADLINES.set.lock().unwrap().iter().map(|d| d.0).collect();
+        assert!(
+            left.contains(&Key::Core(8)) && left.contains(&Key::Task(7)),
+            "{left:?}"
+        );
+        assert!(!left.contains(&Key::Core(7)));
+        clear_harakiri(Key::Core(8));
+        clear_harakiri(Key::Task(7));
+    }
+
+    #[test]
+    fn a_tasks_user_harakiri_is_its_own() {
+        // Two requests of one event loop: each has its deadline; the end of one leaves the
+        // other's; the loop's tick gets the due one once.
+        TASK_DEADLINES.with(|d| {
+            let mut d = d.borrow_mut();
+            d.clear();
+            d.push((1, Instant::now(), 3));
+            d.push((2, Instant::now() + Duration::from_secs(60), 60));
+        });
+        assert_eq!(overdue_tasks(), vec![(1, 3)]);
+        assert_eq!(overdue_tasks(), vec![]);
+        enter(Some(Current::for_task(0, -1, 2)));
+        let _ = end_request(&outcome(0));
+        assert!(TASK_DEADLINES.with(|d| d.borrow().is_empty()));
     }
 }

@@ -1,8 +1,14 @@
 """An ASGI app for tests/test_asgi_harakiri.py: requests that outlive --harakiri in different
-ways, and a quick one that answers with the worker's pid."""
+ways, and a quick one that answers with the worker's pid.
+
+`/user?limit=N&sleep=S` sets its own limit with uwsgi.set_user_harakiri(N), then naps S
+seconds and answers the pid; `/user-stubborn` sets a 1 s limit and ignores the cancellation."""
 
 import asyncio
 import os
+from urllib.parse import parse_qs
+
+import uwsgi
 
 
 async def nap(seconds):
@@ -16,6 +22,17 @@ async def application(scope, receive, send):
     if path == "/sleep":
         # Suspended in an await two coroutines deep: cancellable.
         await nap(30)
+    elif path == "/user":
+        q = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode()).items()}
+        uwsgi.set_user_harakiri(int(q["limit"]))
+        await nap(float(q["sleep"]))
+    elif path == "/user-stubborn":
+        uwsgi.set_user_harakiri(1)
+        while True:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                continue
     elif path == "/stubborn":
         # Swallows the cancellation and goes on: only the worker's death ends it.
         while True:
