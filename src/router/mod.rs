@@ -203,12 +203,15 @@ impl Router {
     /// be in a slow request, and a queue forms (and is seen) before any batching starts.
     fn place(self: &Rc<Self>, mut job: Job, pipeline: bool) -> Result<(), Job> {
         let threads = self.config.threads;
+        // Workers that cannot take a link just now (a full backlog, no thread free): the next
+        // least busy one is tried.
+        let mut full: Vec<usize> = Vec::new();
         loop {
             let mut backends = self.backends.borrow_mut();
             let free = backends
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| b.ready && b.load() < b.capacity(threads))
+                .filter(|(i, b)| b.ready && b.load() < b.capacity(threads) && !full.contains(i))
                 .min_by_key(|(_, b)| b.load())
                 .map(|(i, _)| i);
             let target = if let Some(i) = free {
@@ -228,8 +231,10 @@ impl Router {
                                 Some((i, b.links.len() - 1))
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                                // Its backlog is full: it is busier than it says.
-                                None
+                                // Its backlog is full: it is busier than it says. Another
+                                // worker may take the job now.
+                                full.push(i);
+                                continue;
                             }
                             Err(_) => {
                                 // Gone, or going: not this pid again.
@@ -240,7 +245,12 @@ impl Router {
                             }
                         }
                     }
-                    (None, None) => None,
+                    (None, None) => {
+                        // Free by its count, but no thread of it can take a link now (one still
+                        // runs a request whose link was closed): the next worker is tried.
+                        full.push(i);
+                        continue;
+                    }
                 }
             } else {
                 None
