@@ -134,6 +134,8 @@ def test_user_harakiri_cancels_its_own_request_only(headrace, front, mode):
     assert other == [(200, pid)]
     srv.wait_log("cancels GET /user?limit=1&sleep=30")
     assert "(uwsgi.set_user_harakiri(1)); its task was at:" in srv.log()
+    # The innermost thing awaited is named: the Future asyncio.sleep waits on.
+    assert "awaiting <Future pending" in srv.log(), srv.tail()
     time.sleep(2.5)  # past the grace: the worker was not killed
     assert request(front, port, "/") == (200, pid)
     assert "stuck" not in srv.log()

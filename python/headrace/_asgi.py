@@ -265,7 +265,9 @@ def task_stack(task) -> str:
         aw = nxt
     lines = traceback.StackSummary.extract(frames).format()
     if aw is not None and not any(hasattr(aw, a) for a in FRAME_ATTRS):
-        lines.append(f"  awaiting {aw!r}\n")
+        # A Future's iterator says nothing of its Future: the task knows what it waits for.
+        waited = getattr(task, "_fut_waiter", None)
+        lines.append(f"  awaiting {waited if waited is not None else aw!r}\n")
     return "".join(lines).rstrip() or "  (no Python frame: the task had not started)"
 
 
