@@ -1,6 +1,7 @@
 //! ASGI 3 (HTTP and lifespan) on the worker model: one asyncio event loop per worker process,
-//! in its main thread, instead of the WSGI serving threads. The loop and the per-request tasks
-//! live in `headrace._asgi` (Python); this module gives it what headrace already has in Rust:
+//! in its main thread, instead of the WSGI serving threads. The loop, the lifespan and the
+//! WebSocket sessions live in `headrace._asgi` (Python), which starts each request's asyncio
+//! Task on a Rust coroutine (`coro.rs`); this module gives it what headrace already has in Rust:
 //! the HTTP and uwsgi-protocol parsers with their limits and error responses (`parse`), the
 //! chunked-body decoder, and the worker's bookkeeping (scoreboard counters, harakiri clock,
 //! request log line, max-requests / reload-on-rss / lifetime recycling). See DESIGN.md, "ASGI".
