@@ -190,7 +190,7 @@ fn a_task_is_the_spool_packet_and_runs_once() {
             "headrace:spooler:{q}:seq",
             "headrace:spooler:{q}:wake"
         ],
-        "an acknowledged task leaves nothing behind but the enqueue tokens of the last hour"
+        "an acknowledged task leaves nothing behind but the enqueue tokens of the last minute"
     );
     // Another queue on the same server is another queue.
     let mut other = RedisBackend::open(&srv.url("queue=other")).unwrap();

@@ -220,7 +220,7 @@ pub struct Keys {
     pub dead: String,
     /// Hash id -> why it was buried (the last traceback).
     pub dead_why: String,
-    /// Hash enqueue token -> the id it created, for an hour: an enqueue tried again after its
+    /// Hash enqueue token -> the id it created, for a minute: an enqueue tried again after its
     /// reply was lost (Redis died, the connection broke) finds its task instead of adding a
     /// second copy.
     pub enqueued: String,
