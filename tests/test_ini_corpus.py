@@ -206,7 +206,9 @@ def test_what_the_corpus_needed(tmp_path, headrace):
         f"logger = file:logfile={log},maxsize=1000000\nlogger = cron file:{routed}\n"
         f"log-route = cron uwsgi-cron\nhttp11-socket = 127.0.0.1:{port}\nwsgi-file = {app}\n"
     )
-    headrace(str(ini), bind=False, port=port)
+    # Its log goes to the logger's file: ready on the probe alone (workers=0), not after
+    # 5 s of looking for spawn lines in a log that has none.
+    headrace(str(ini), bind=False, port=port, workers=0)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
         assert (r.status, r.read()) == (200, b"corpus ok\n")
     text = log.read_text()

@@ -8,6 +8,7 @@ the record directory, named after the task and the host and pid that ran it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -198,8 +199,13 @@ def test_worker_host_killed_whole_another_runs_its_task(redis, headrace):
     spool(lost, name="orphan", sleep="60")
     record = lost.record
     wait_until(lambda: marks(record, "start", "orphan"), 30, "the task to start")
-    for pid in [*children(lost.proc.pid), lost.proc.pid]:
-        os.kill(pid, signal.SIGKILL)
+    # The master first: killed after its children, it could respawn one (a new pid, not in
+    # this list) in between, which then outlived it.
+    kids = children(lost.proc.pid)
+    os.kill(lost.proc.pid, signal.SIGKILL)
+    for pid in kids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     lost.proc.wait(10)
     headrace(*spooler_args(url), env={"HR_HOST": "spare"})
     done = wait_until(lambda: marks(record, "done", "orphan"), 30, "the task to run on the spare")
@@ -217,7 +223,10 @@ def test_redis_killed_and_restarted_loses_nothing(redis, headrace):
     record = srv.record
     wait_until(lambda: len(marks(record, "done")) >= 2, 30, "2 tasks done")
     redis.kill()
-    time.sleep(2)
+    # Down for a while: once the spooler has said so, a second more (backoff 0.1, 0.2,
+    # 0.4 s...: a few more tries, none of them said again).
+    srv.wait_log("Redis unreachable", timeout=10)
+    time.sleep(1)
     # Spooling now fails, and the request hears of it: not a task lost silently.
     r = requests.get(srv.url("/spool"), params={"name": "during"}, timeout=10)
     assert r.status_code == 500, r.text
@@ -252,9 +261,11 @@ def test_priorities_then_order_and_at(redis, headrace):
     the order they were spooled; a task with `at` waits for its time."""
     srv = headrace(*spooler_args(redis.url()), env={"HR_HOST": "worker"})
     record = srv.record
-    spool(srv, name="blocker", sleep="3")
+    # The blocker holds the one spooler while the others are spooled (a few ms); `late` is
+    # due a second or more after it ends.
+    spool(srv, name="blocker", sleep="2")
     wait_until(lambda: marks(record, "start", "blocker"), 30, "the blocker to start")
-    at = int(time.time()) + 6
+    at = int(time.time()) + 4
     spool(srv, name="late", priority="0", at=str(at))
     spool(srv, name="p5", priority="5")
     spool(srv, name="none")
