@@ -266,16 +266,18 @@ def test_worker_lives_on_after_cuts_behind_nginx(headrace, tmp_path, kind):
         stack.stop()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("kind", list(APPS))
 @pytest.mark.parametrize("front", FRONTS)
-def test_a_slow_or_silent_worker_stays_in_service(headrace, front, kind):
+def test_a_slow_or_silent_worker_stays_in_service(headrace, front, kind, threads):
     """--socket-timeout 1 and one worker. A request whose app takes 2 s to answer, and one
     whose response falls silent for 2 s after its first bytes: behind the router the first gets
     a 504 and the second is cut (its connection closes) after 1 s, and the worker serves the
     next request (once its app has returned) instead of being counted dead for good
     (`saturated: 1/0 workers`, a queue that never moved). Direct, the worker has no such
     deadline on its own app: both complete."""
-    args = ["--wsgi-file", APPS[kind], "--master", "--processes", "1", "--socket-timeout", "1"]
+    args = ["--wsgi-file", APPS[kind], "--master", "--processes", "1", "--socket-timeout", "1",
+            "--threads", str(threads)]
     port = free_port()
     opt = "--http" if front == "router" else "--http-socket"
     srv = headrace(opt, f"127.0.0.1:{port}", *args, port=port, probe="/pid", bind=False)
