@@ -36,6 +36,7 @@ def test_phases_run_in_uwsgi_order_and_place(headrace, tmp_path, lazy):
     r = srv.request(build_request("GET", "/", headers=[("Connection", "close")]))
     assert r.status == 200, r
     wait_until(lambda: trace.read_text().count("accepting ") == 2, 10, "both workers' hooks")
+    wait_until(lambda: "accepting1" in trace.read_text(), 10, "the accepting1 hook")
     wait_until(lambda: "master-start" in trace.read_text(), 10, "the master-start hook")
     lines = [line.split() for line in trace.read_text().splitlines()]
     names = [x[0] for x in lines]
