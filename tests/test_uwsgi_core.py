@@ -299,7 +299,14 @@ def test_workers_agrees_with_the_stats_server(front_factory):
 
     wait_until(settled, 10, "the exception to be counted and the workers to be idle")
     _, ws = f.get("/workers")
-    theirs = {w["id"]: w for w in stats(("127.0.0.1", sport))["workers"]}
+    # The response goes out before its request is counted: read the stats once it is.
+    want = sum(w["requests"] for w in ws["tuple"]) + 1
+    theirs = wait_until(
+        lambda: (t := {w["id"]: w for w in stats(("127.0.0.1", sport))["workers"]})
+        and sum(w["requests"] for w in t.values()) >= want and t,
+        10,
+        "the /workers request to be counted",
+    )
     for w in ws["tuple"]:
         s = theirs[w["id"]]
         asking = w["status"] == b("busy")
