@@ -240,6 +240,16 @@ class Server:
                 f"({why}); its task was at:\n{where}"
             )
             task.cancel()
+        for sid, user in self.hub.overdue_sessions():
+            for session in self.websockets:
+                if session.coro is not None and session.coro.id == sid and session.task:
+                    log(
+                        f"HARAKIRI: worker {self.worker_id} (pid {os.getpid()}) cancels "
+                        f"WebSocket {session.raw_target.decode('latin-1')} "
+                        f"(uwsgi.set_user_harakiri({user})); its task was at:\n"
+                        f"{task_stack(session.task)}"
+                    )
+                    session.task.cancel()
 
     def tick(self) -> None:
         self.loop.call_later(1.0, self.tick)

@@ -72,6 +72,7 @@ class Session:
         "body_bytes",
         "close_timer",
         "connect_sent",
+        "coro",
         "deny_body",
         "deny_headers",
         "disconnect",
@@ -104,6 +105,7 @@ class Session:
         "state",
         "status",
         "t0",
+        "task",
         "upgrade",
         "version",
         "waiter",
@@ -142,6 +144,8 @@ class Session:
         self.going = 0
         self.app_done = False
         self.ended = False
+        self.coro = None
+        self.task: asyncio.Task | None = None
         self.status = 0
         self.head_bytes = 0
         self.header_count = 0
@@ -202,7 +206,9 @@ class Session:
             self.going = getattr(self.server, "ws_going", 1001)
         self.reading = True
         self.loop.add_reader(self.fd, self.on_readable)
-        self.loop.create_task(self.run())
+        # The session's `uwsgi` request state (set_logvar, ...) goes with its task's steps.
+        self.coro = self.server.hub.session(self.run(), self.fd)
+        self.task = self.loop.create_task(self.coro)
 
     async def run(self) -> None:
         try:
@@ -254,6 +260,8 @@ class Session:
             if k in (b"host", b"user-agent", b"referer"):
                 h[k] = v.decode("latin-1")
         client = self.scope["client"]
+        if self.coro is not None:
+            self.coro.finish()  # its logvars go to the log line
         native._asgi_end(
             (
                 (

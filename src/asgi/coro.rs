@@ -8,6 +8,7 @@ use pyo3::exceptions::{PyException, PyRuntimeError, PyStopIteration};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
+use std::cell::RefCell;
 use std::rc::Rc;
 
 /// One request's coroutine, the one its asyncio Task runs: it drives the app's coroutine and,
@@ -40,14 +41,7 @@ impl RequestCoro {
             ));
         };
         crate::offload::core::enter(self.current.take());
-        let step = match exc {
-            None => crate::sys::py::coro_send(coro.bind(py), value),
-            Some(e) => match coro.call_method1(py, intern!(py, "throw"), (e,)) {
-                Ok(y) => Ok(Some(y)),
-                Err(err) if err.is_instance_of::<PyStopIteration>(py) => Ok(None),
-                Err(err) => Err(err),
-            },
-        };
+        let step = step(py, coro.bind(py), value, exc);
         if let Ok(Some(yielded)) = step {
             self.current = crate::offload::core::leave();
             return Ok(Some(yielded));
@@ -121,15 +115,7 @@ impl RequestCoro {
         val: Option<&Bound<'_, PyAny>>,
         tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        // `throw(exc)` (the form asyncio uses) or the legacy `throw(type, value, tb)`.
-        let exc = match val {
-            Some(v) if !v.is_none() => v.clone(),
-            _ if typ.is_instance_of::<pyo3::types::PyType>() => typ.call0()?,
-            _ => typ.clone(),
-        };
-        if let Some(tb) = tb.filter(|t| !t.is_none()) {
-            exc.setattr(intern!(py, "__traceback__"), tb)?;
-        }
+        let exc = thrown(py, typ, val, tb)?;
         self.resume(py, &py.None().into_bound(py), Some(&exc))?
             .ok_or_else(|| PyStopIteration::new_err(()))
     }
@@ -179,6 +165,153 @@ impl RequestCoro {
             .as_ref()
             .and_then(|c| c.getattr(py, intern!(py, "__qualname__")).ok())
             .unwrap_or_else(|| PyString::new(py, "AsgiRequest").into_any().unbind())
+    }
+}
+
+/// One step of coroutine `coro`: send it `value`, or throw `exc` into it. What it yielded, or
+/// `None` once it returned.
+fn step(
+    py: Python<'_>,
+    coro: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+    exc: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<Py<PyAny>>> {
+    match exc {
+        None => crate::sys::py::coro_send(coro, value),
+        Some(e) => match coro.call_method1(intern!(py, "throw"), (e,)) {
+            Ok(y) => Ok(Some(y.unbind())),
+            Err(err) if err.is_instance_of::<PyStopIteration>(py) => Ok(None),
+            Err(err) => Err(err),
+        },
+    }
+}
+
+/// The exception a coroutine's `throw(exc)` (the form asyncio uses) or legacy
+/// `throw(type, value, tb)` throws.
+fn thrown<'py>(
+    py: Python<'py>,
+    typ: &Bound<'py, PyAny>,
+    val: Option<&Bound<'py, PyAny>>,
+    tb: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let exc = match val {
+        Some(v) if !v.is_none() => v.clone(),
+        _ if typ.is_instance_of::<pyo3::types::PyType>() => typ.call0()?,
+        _ => typ.clone(),
+    };
+    if let Some(tb) = tb.filter(|t| !t.is_none()) {
+        exc.setattr(intern!(py, "__traceback__"), tb)?;
+    }
+    Ok(exc)
+}
+
+/// A WebSocket session's coroutine (`headrace._asgi_ws.Session.run`), wrapped so that the
+/// `uwsgi` module's request calls (`set_logvar`, `get_logvar`, `connection_fd`,
+/// `set_user_harakiri`) see the session as their request while its task runs a step, as an
+/// HTTP request's [`RequestCoro`] does. Its state is the thread's again for the session's log
+/// line (`finish`). Every method takes `&self` (the fields are cells): `finish` may be called
+/// from inside a step, while `send` runs.
+#[pyclass(unsendable, module = "headrace._headrace", name = "AsgiSession")]
+pub struct SessionCoro {
+    coro: RefCell<Option<Py<PyAny>>>,
+    current: RefCell<Option<crate::offload::core::Current>>,
+    /// The session's id among the loop's requests (what its user harakiri is filed under).
+    #[pyo3(get)]
+    id: u64,
+}
+
+impl SessionCoro {
+    pub(super) fn new(coro: Py<PyAny>, slot: usize, fd: std::os::fd::RawFd, id: u64) -> Self {
+        Self {
+            coro: RefCell::new(Some(coro)),
+            current: RefCell::new(Some(crate::offload::core::Current::for_task(slot, fd, id))),
+            id,
+        }
+    }
+
+    fn resume(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        exc: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let Some(coro) = self.coro.borrow().as_ref().map(|c| c.clone_ref(py)) else {
+            return Err(PyRuntimeError::new_err(
+                "cannot reuse already awaited coroutine",
+            ));
+        };
+        let cur = self.current.borrow_mut().take();
+        crate::offload::core::enter(cur);
+        let step = step(py, coro.bind(py), value, exc);
+        // `None` when the session's log line was written inside this step (it took the state).
+        *self.current.borrow_mut() = crate::offload::core::leave();
+        if !matches!(step, Ok(Some(_))) {
+            *self.coro.borrow_mut() = None;
+        }
+        step
+    }
+}
+
+#[pymethods]
+impl SessionCoro {
+    fn send(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.resume(py, value, None)?
+            .ok_or_else(|| PyStopIteration::new_err(()))
+    }
+
+    #[pyo3(signature = (typ, val=None, tb=None))]
+    fn throw(
+        &self,
+        py: Python<'_>,
+        typ: &Bound<'_, PyAny>,
+        val: Option<&Bound<'_, PyAny>>,
+        tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let exc = thrown(py, typ, val, tb)?;
+        self.resume(py, &py.None().into_bound(py), Some(&exc))?
+            .ok_or_else(|| PyStopIteration::new_err(()))
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let coro = self.coro.borrow_mut().take();
+        if let Some(coro) = coro {
+            coro.call_method0(py, intern!(py, "close"))?;
+        }
+        Ok(())
+    }
+
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.resume(py, &py.None().into_bound(py), None)
+    }
+
+    #[getter]
+    fn cr_await(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.coro.borrow().as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[getter]
+    fn cr_frame(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        let coro = self.coro.borrow().as_ref().map(|c| c.clone_ref(py));
+        coro.and_then(|c| c.getattr(py, intern!(py, "cr_frame")).ok())
+            .filter(|f| !f.is_none(py))
+    }
+
+    /// The session is over: its `uwsgi` state becomes the thread's, for the log line
+    /// (`_asgi_end` takes it). Nothing when a step of this session's task is the caller (the
+    /// state is the thread's already).
+    fn finish(&self) {
+        let cur = self.current.borrow_mut().take();
+        if let Some(cur) = cur {
+            crate::offload::core::enter(Some(cur));
+        }
     }
 }
 
@@ -232,5 +365,6 @@ pub(super) fn set_result(py: Python<'_>, fut: &Bound<'_, PyAny>, value: &Bound<'
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Ready>()?;
     m.add_class::<RequestCoro>()?;
+    m.add_class::<SessionCoro>()?;
     Ok(())
 }

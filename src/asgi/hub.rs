@@ -4,7 +4,7 @@
 //! socket, `stop`, the once-a-second `sweep`, and the `--harakiri` clock (`harakiri`, `oldest`).
 
 use super::conn::{AfterFlush, AsgiConn};
-use super::coro::Ready;
+use super::coro::{Ready, SessionCoro};
 use super::ctx;
 use super::request::scope_template;
 use crate::sys::fd;
@@ -55,6 +55,9 @@ pub(super) struct Shared {
     /// Requests running, oldest first, for the harakiri clock and `--limit-concurrency`.
     pub(super) running: RefCell<Vec<Running>>,
     pub(super) next_id: Cell<u64>,
+    /// `uwsgi.set_user_harakiri` deadlines past due that no HTTP request claimed: WebSocket
+    /// sessions', `(id, seconds)`, until `overdue_sessions` takes them.
+    pub(super) sessions_due: RefCell<Vec<(u64, u64)>>,
     pub(super) log_requests: bool,
     pub(super) limits: crate::http::Limits,
 }
@@ -167,6 +170,7 @@ impl AsgiHub {
                 limit: get("limit_concurrency")?.extract()?,
                 running: RefCell::new(Vec::new()),
                 next_id: Cell::new(0),
+                sessions_due: RefCell::new(Vec::new()),
                 log_requests: c.settings.log_requests,
                 limits: c.settings.limits,
             }),
@@ -299,7 +303,12 @@ impl AsgiHub {
         let limit_ms = u64::try_from(limit_ms).unwrap_or(u64::MAX);
         let mine = crate::offload::core::overdue_tasks();
         let mut due = Vec::new();
-        for r in self.shared.running.borrow_mut().iter_mut() {
+        let mut running = self.shared.running.borrow_mut();
+        self.shared.sessions_due.borrow_mut().extend(
+            mine.iter()
+                .filter(|(id, _)| !running.iter().any(|r| r.id == *id)),
+        );
+        for r in running.iter_mut() {
             let user = mine.iter().find(|(id, _)| *id == r.id).map(|&(_, s)| s);
             let over = limit > 0.0 && now.saturating_sub(r.start_ms) >= limit_ms;
             if r.cancelled || !(over || user.is_some()) {
@@ -317,6 +326,20 @@ impl AsgiHub {
             ));
         }
         due
+    }
+
+    /// The WebSocket sessions past their own `uwsgi.set_user_harakiri`, `[(id, seconds)]`
+    /// (each once): the caller cancels their tasks.
+    fn overdue_sessions(&self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut *self.shared.sessions_due.borrow_mut())
+    }
+
+    /// WebSocket session `coro` on connection `fd`, wrapped so that the `uwsgi` request calls
+    /// see it as their request (see [`SessionCoro`]).
+    fn session(&self, coro: Py<PyAny>, fd: RawFd) -> SessionCoro {
+        let id = self.shared.next_id.get() + 1;
+        self.shared.next_id.set(id);
+        SessionCoro::new(coro, ctx().map_or(0, |c| c.slot), fd, id)
     }
 
     /// The oldest HTTP request running, `(start_ms, method, uri)`: where the harakiri clock
